@@ -1,0 +1,83 @@
+# torcx-tectonic: build, install and test.
+#   make install DESTDIR=... PYTHON=...   install the bundle
+#   make node                              boot a simulated node and bootstrap it (the main job)
+#   make test                              install what the tests need, lint, type-check, run every test
+
+PYTHON ?= /usr/bin/python3
+DESTDIR ?=
+SYSTEMD_UNITDIR ?= /usr/lib/systemd/system
+GENERATORDIR ?= /usr/lib/systemd/system-generators
+LIBEXECDIR ?= /usr/libexec/torcx-tectonic
+SYSCONFDIR ?= /etc
+DOCDIR ?= /usr/share/doc/torcx-tectonic
+PYTHON_SITELIB ?= $(shell $(PYTHON) -c 'import sysconfig as s; print(s.get_path("purelib", "deb_system" if "deb_system" in s.get_scheme_names() else s.get_default_scheme(), vars={"base": "/usr"}))')
+
+VENV ?= .venv
+APT_PACKAGES = systemd-container dbus gpg gpgv openssl iproute2 libsystemd-dev pkg-config python3-venv \
+	python3-pystemd python3-requests python3-iniparse python3-packaging python3-yaml python3-dbus python3-gi \
+	python3-cryptography
+PIP_PACKAGES = pytest==8.3.4 ruff==0.8.4 mypy==1.13.0 types-requests==2.31.0.6 types-PyYAML==6.0.12.20240917
+BUILD = build
+SCRIPTS = $(wildcard libexec/*)
+PACKAGE_FILES = $(wildcard torcx_tectonic/*.py)
+
+.PHONY: all install deps test lint unit integration node rpm clean
+
+all: $(BUILD)/torcx-tectonic.conf
+
+$(BUILD)/torcx-tectonic.conf: $(PACKAGE_FILES)
+	mkdir -p $(BUILD)
+	$(PYTHON) -c 'from torcx_tectonic.config import render_default; print(render_default(), end="")' > $@.tmp
+	mv $@.tmp $@
+
+install: all
+	install -d $(DESTDIR)$(GENERATORDIR) $(DESTDIR)$(SYSTEMD_UNITDIR) $(DESTDIR)$(LIBEXECDIR) \
+		$(DESTDIR)$(PYTHON_SITELIB)/torcx_tectonic $(DESTDIR)$(SYSCONFDIR)/torcx-tectonic/conf.d $(DESTDIR)$(DOCDIR)
+	sed '1s|^#!.*|#!$(PYTHON)|' generator/torcx-tectonic-generator > $(DESTDIR)$(GENERATORDIR)/torcx-tectonic-generator
+	chmod 755 $(DESTDIR)$(GENERATORDIR)/torcx-tectonic-generator
+	for script in $(SCRIPTS); do \
+		sed '1s|^#!.*|#!$(PYTHON)|' $$script > $(DESTDIR)$(LIBEXECDIR)/$$(basename $$script) && \
+		chmod 755 $(DESTDIR)$(LIBEXECDIR)/$$(basename $$script) || exit 1; \
+	done
+	install -m 644 units/* $(DESTDIR)$(SYSTEMD_UNITDIR)/
+	install -m 644 $(PACKAGE_FILES) $(DESTDIR)$(PYTHON_SITELIB)/torcx_tectonic/
+	install -m 644 $(BUILD)/torcx-tectonic.conf $(DESTDIR)$(SYSCONFDIR)/torcx-tectonic/torcx-tectonic.conf
+	install -m 644 README.md $(DESTDIR)$(DOCDIR)/README.md
+
+# Debian packages first (the product runs on the system python3 with them), then a
+# virtualenv that sees them and adds the test tools.
+deps: $(VENV)/.deps-done
+
+$(VENV)/.deps-done: Makefile
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	/usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check $(PIP_PACKAGES)
+	touch $@
+
+lint: deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+unit: deps
+	$(VENV)/bin/python -m pytest -q tests/unit
+
+integration: deps
+	$(VENV)/bin/python -m pytest -q tests/integration
+
+test: deps lint
+	$(VENV)/bin/python -m pytest tests
+
+node: deps
+	$(VENV)/bin/python -m tests.harness.demo
+
+rpm: all
+	mkdir -p $(BUILD)/rpm/SOURCES
+	git archive --format=tar.gz --prefix=torcx-tectonic-0.1.0/ -o $(BUILD)/rpm/SOURCES/torcx-tectonic-0.1.0.tar.gz HEAD
+	rpmbuild -bb --define "_topdir $(CURDIR)/$(BUILD)/rpm" rpmspec/torcx-tectonic.spec
+
+clean:
+	rm -rf $(BUILD) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,96 @@
+"""The release bucket: signed manifests and addon downloads.
+
+A manifest is used only after its detached signature verified (unless the
+operator turned verification off); an addon is streamed, hashed on the way
+and enters a store only when its sha512 matches.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from .config import Config
+from .errors import NetworkError
+from .http import make_session, request, timeouts
+from .manifest import CHUNK_BYTES, PackageList, manifest_url, parse_package_list
+from .signature import verify_detached
+
+log = logging.getLogger(__name__)
+
+MAX_MANIFEST_BYTES = 8 << 20
+PROGRESS_EVERY_SECS = 5.0
+
+
+@dataclass(frozen=True)
+class FetchedManifest:
+    """A verified manifest and its raw bytes (kept so later steps can use
+    it without fetching again)."""
+
+    url: str
+    raw: bytes
+    packages: PackageList
+
+
+class Bucket:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.session = make_session(config.network)
+        if config.network.ca_bundle is not None:
+            self.session.verify = str(config.network.ca_bundle)
+
+    def __enter__(self) -> Bucket:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.session.close()
+
+    def _get_small(self, url: str, what: str) -> bytes:
+        with request(self.session, "GET", url, what, timeout=timeouts(self.config.network), stream=True) as response:
+            if response.status_code != 200:
+                raise NetworkError(f"{what}: GET {url} answered {response.status_code}")
+            data = b""
+            for chunk in response.iter_content(CHUNK_BYTES):
+                data += chunk
+                if len(data) > MAX_MANIFEST_BYTES:
+                    raise NetworkError(f"{what}: {url} is larger than {MAX_MANIFEST_BYTES} bytes")
+            return data
+
+    def manifest(self, board: str, os_version: str) -> FetchedManifest:
+        """Fetch, verify and parse the manifest of one OS release."""
+        url = manifest_url(self.config.torcx.manifest_url, board, os_version)
+        what = f"manifest for {board} {os_version}"
+        raw = self._get_small(url, what)
+        if self.config.torcx.verify_signatures:
+            signature = self._get_small(url + ".asc", f"signature of the {what}")
+            verify_detached(raw, signature, self.config.torcx.keyring, f"{what} ({url})")
+        else:
+            log.warning("signature verification is off: using %s unverified", url)
+        return FetchedManifest(url=url, raw=raw, packages=parse_package_list(raw, url))
+
+    def download(self, url: str, what: str) -> Iterator[bytes]:
+        """Stream a file, logging progress for long downloads."""
+        with request(self.session, "GET", url, what, timeout=timeouts(self.config.network), stream=True) as response:
+            if response.status_code != 200:
+                raise NetworkError(f"{what}: GET {url} answered {response.status_code}")
+            total = int(response.headers.get("Content-Length") or 0)
+            done, last = 0, time.monotonic()
+            try:
+                for chunk in response.iter_content(CHUNK_BYTES):
+                    done += len(chunk)
+                    if time.monotonic() - last > PROGRESS_EVERY_SECS:
+                        last = time.monotonic()
+                        log.info("%s: %d of %s bytes", what, done, total or "?")
+                    yield chunk
+            except requests.RequestException as err:
+                raise NetworkError(f"{what}: download from {url} broke off after {done} bytes: {err}") from None
+
+
+def load_manifest(path: Path) -> PackageList:
+    """A manifest saved by an earlier step (already verified)."""
+    return parse_package_list(path.read_bytes(), str(path))

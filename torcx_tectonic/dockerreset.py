@@ -1,0 +1,69 @@
+"""Docker data reset across a Docker version change.
+
+Docker cannot open a data directory written by a newer version, so when the
+selected Docker changes, a marker records the change and the shipped
+``torcx-tectonic-docker-reset.service`` (ordered before docker.service and
+conditioned on the marker) empties /var/lib/docker before the new Docker
+starts, at the next boot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from .atomic import fsync_dir, write_atomic
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+RESET_UNIT = "torcx-tectonic-docker-reset.service"
+OLD_SUFFIX = ".torcx-tectonic-old"
+
+
+def arrange(marker: Path, previous: str | None, new: str) -> bool:
+    """Record that Docker changes from ``previous`` to ``new``; returns
+    whether the marker changed."""
+    document = {"from": previous, "to": new}
+    try:
+        if json.loads(marker.read_text()) == document:
+            return False
+    except (FileNotFoundError, ValueError):
+        pass
+    write_atomic(marker, json.dumps(document) + "\n")
+    return True
+
+
+def reset(marker: Path, data_dir: Path, booted_reference: str | None) -> list[str]:
+    """Empty ``data_dir`` if the Docker that booted is the one the marker
+    expects; return what was removed.
+
+    The directory is renamed away first (one atomic step), then deleted, so a
+    kill leaves either the old data or none, never a half-emptied tree that
+    Docker would try to open.
+    """
+    try:
+        expected = json.loads(marker.read_text())
+    except FileNotFoundError:
+        return []
+    except ValueError:
+        raise InputError(f"{marker}: not valid JSON; expected {{\"from\": ..., \"to\": ...}}") from None
+    if booted_reference is not None and booted_reference != expected.get("to"):
+        log.warning("Docker %s booted, not %s: leaving %s alone until it does", booted_reference, expected.get("to"),
+                    data_dir)
+        return []
+    removed = []
+    old = data_dir.with_name(data_dir.name + OLD_SUFFIX)
+    if data_dir.exists():
+        os.rename(data_dir, old)
+        fsync_dir(data_dir.parent)
+    if old.exists():
+        removed = sorted(p.name for p in old.iterdir())
+        shutil.rmtree(old)
+    data_dir.mkdir(mode=0o711, exist_ok=True)
+    marker.unlink()
+    fsync_dir(marker.parent)
+    return removed

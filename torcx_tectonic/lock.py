@@ -1,0 +1,52 @@
+"""The node-wide flow lock.
+
+``torcx-tectonic-lock@<flow>.service`` holds an exclusive ``flock`` on
+/run/torcx-tectonic/lock while its flow's steps need it (the steps require
+it; it stops when unneeded). A second flow's lock unit waits for the lock
+before it reports ready, so that flow's steps queue behind it: flows never
+interleave, and a trigger that arrives meanwhile waits instead of being
+lost.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from . import log as logsetup
+from .paths import LOCK_FILE
+
+log = logging.getLogger(__name__)
+
+
+def notify(state: str) -> None:
+    """sd_notify(3) through pystemd, when run by systemd."""
+    if os.environ.get("NOTIFY_SOCKET"):
+        from pystemd.daemon import notify as sd_notify
+
+        sd_notify(False, state)
+
+
+def hold(flow: str, path: Path = LOCK_FILE) -> NoReturn:
+    logsetup.setup()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 256, 0).decode(errors="replace").strip() or "another flow"
+        log.info("waiting for %s to finish before %s runs", holder, flow)
+        notify(f"STATUS=waiting for {holder}")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{flow}\n".encode(), 0)
+    log.info("%s holds the torcx-tectonic lock", flow)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    notify(f"READY=1\nSTATUS={flow} holds the lock")
+    while True:
+        signal.pause()

@@ -1,0 +1,177 @@
+"""The signed addon package manifest (``torcx-package-list-v0``).
+
+One manifest per board and OS version lists, per package, the versions with
+their sha512 and where to get them. The on-disk format is parsed into plain
+frozen types; unknown kinds are rejected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .errors import InputError, VerificationError
+from .paths import VENDOR_STORE
+
+PACKAGE_LIST_KIND = "torcx-package-list-v0"
+HASH_PREFIX = "sha512-"
+CHUNK_BYTES = 1 << 20
+_HEX512 = re.compile(r"^[0-9a-f]{128}$")
+#: torcx image names and references: no path separators, no leading dot.
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+
+
+def check_name(value: str, what: str, origin: str) -> str:
+    """Reject names that could escape a store directory (``../x``, ``a/b``)."""
+    if not isinstance(value, str) or not _SAFE_NAME.match(value) or ".." in value:
+        raise InputError(
+            f"{origin}: {what} {value!r} is not allowed; expected letters, digits, '.', '_', '+', '-' "
+            "without '/' or '..'"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where an addon can be found: a path on the OS image or a URL."""
+
+    path: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class PackageVersion:
+    version: str
+    sha512: str
+    source_package: str
+    locations: tuple[Location, ...]
+
+    def vendor_path(self, vendor_store: Path = VENDOR_STORE) -> Path | None:
+        """The location inside the OS image's vendor store, if any."""
+        for location in self.locations:
+            if location.path and Path(location.path).parent == vendor_store:
+                return Path(location.path)
+        return None
+
+    def url(self) -> str | None:
+        return next((loc.url for loc in self.locations if loc.url), None)
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    default_version: str | None
+    versions: tuple[PackageVersion, ...]
+
+    def find(self, version: str) -> PackageVersion | None:
+        return next((v for v in self.versions if v.version == version), None)
+
+
+@dataclass(frozen=True)
+class PackageList:
+    packages: tuple[Package, ...]
+    source: str
+
+    def package(self, name: str) -> Package | None:
+        return next((p for p in self.packages if p.name == name), None)
+
+    def versions_of(self, name: str) -> tuple[str, ...]:
+        package = self.package(name)
+        return tuple(v.version for v in package.versions) if package else ()
+
+
+def _field(obj: Any, key: str, kind: type, where: str) -> Any:
+    if not isinstance(obj, dict) or key not in obj:
+        raise InputError(f"{where}: missing {key!r}")
+    value = obj[key]
+    if not isinstance(value, kind):
+        raise InputError(f"{where}.{key}: expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _parse_location(raw: Any, where: str) -> Location:
+    if not isinstance(raw, dict):
+        raise InputError(f"{where}: expected an object with 'path' or 'url'")
+    path, url = raw.get("path"), raw.get("url")
+    if path is not None and (not isinstance(path, str) or not path.startswith("/") or ".." in path.split("/")):
+        raise InputError(f"{where}.path: {path!r} is not an absolute path without '..'")
+    if url is not None and (not isinstance(url, str) or not url.startswith(("https://", "http://"))):
+        raise InputError(f"{where}.url: {url!r} is not an http(s) URL")
+    if path is None and url is None:
+        raise InputError(f"{where}: expected 'path' or 'url'")
+    return Location(path=path, url=url)
+
+
+def _parse_version(raw: Any, where: str) -> PackageVersion:
+    version = check_name(_field(raw, "version", str, where), "version", where)
+    digest = _field(raw, "hash", str, where)
+    if not digest.startswith(HASH_PREFIX) or not _HEX512.match(digest[len(HASH_PREFIX):]):
+        raise InputError(f"{where}.hash: {digest!r} is not 'sha512-' followed by 128 lowercase hex digits")
+    locations = _field(raw, "locations", list, where)
+    return PackageVersion(
+        version=version,
+        sha512=digest[len(HASH_PREFIX):],
+        source_package=str(raw.get("sourcePackage", "")),
+        locations=tuple(_parse_location(loc, f"{where}.locations[{i}]") for i, loc in enumerate(locations)),
+    )
+
+
+def parse_package_list(data: bytes | str, source: str) -> PackageList:
+    """Parse and validate a torcx-package-list-v0 document."""
+    try:
+        document = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise InputError(f"{source}: not valid JSON: {err}") from None
+    kind = document.get("kind") if isinstance(document, dict) else None
+    if kind != PACKAGE_LIST_KIND:
+        raise InputError(f"{source}: kind is {kind!r}; expected {PACKAGE_LIST_KIND!r}")
+    value = _field(document, "value", dict, source)
+    packages = []
+    for i, raw in enumerate(_field(value, "packages", list, f"{source}: value")):
+        where = f"{source}: value.packages[{i}]"
+        name = check_name(_field(raw, "name", str, where), "package name", where)
+        default = raw.get("defaultVersion")
+        versions = _field(raw, "versions", list, where)
+        packages.append(
+            Package(
+                name=name,
+                default_version=default if isinstance(default, str) else None,
+                versions=tuple(_parse_version(v, f"{where}.versions[{j}]") for j, v in enumerate(versions)),
+            )
+        )
+    return PackageList(packages=tuple(packages), source=source)
+
+
+def manifest_url(template: str, board: str, os_version: str) -> str:
+    """Fill the Go-template placeholders users already write."""
+    return template.replace("{{.Board}}", board).replace("{{.OSVersion}}", os_version)
+
+
+def sha512_of_stream(chunks: Iterable[bytes]) -> str:
+    """Hash a stream chunk by chunk (an addon never sits in memory whole)."""
+    digest = hashlib.sha512()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_chunks(handle: BinaryIO) -> Iterable[bytes]:
+    while chunk := handle.read(CHUNK_BYTES):
+        yield chunk
+
+
+def file_sha512(path: Path) -> str:
+    with path.open("rb") as handle:
+        return sha512_of_stream(read_chunks(handle))
+
+
+def verify_sha512(actual: str, expected: str, what: str) -> None:
+    if actual != expected:
+        raise VerificationError(
+            f"{what}: sha512 mismatch: the manifest expects {expected[:16]}…, the file has {actual[:16]}…"
+        )

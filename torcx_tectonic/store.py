@@ -1,0 +1,115 @@
+"""The torcx user store: versioned stores, addon installation and GC.
+
+Addons enter a store complete and hash-checked or not at all: the bytes are
+streamed into a temporary file beside the target, hashed on the way, and
+renamed into place only when the sha512 matches.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+from .atomic import atomic_writer, fsync_dir
+from .errors import VerificationError
+from .manifest import check_name, file_sha512, sha512_of_stream
+from .osrelease import parse_os_version
+
+ADDON_SUFFIX = ".torcx.tgz"
+TRASH_PREFIX = ".gc-"
+
+
+def addon_filename(name: str, reference: str) -> str:
+    """``<name>:<reference>.torcx.tgz``, refusing names that escape the store."""
+    check_name(name, "addon name", "addon")
+    check_name(reference, "addon reference", "addon")
+    return f"{name}:{reference}{ADDON_SUFFIX}"
+
+
+def versioned_store(user_store: Path, os_version: str) -> Path:
+    """The store torcx reads only when booting ``os_version``."""
+    parse_os_version(os_version, "versioned store")
+    return user_store / os_version
+
+
+def has_addon(store: Path, name: str, reference: str, sha512: str) -> bool:
+    """Whether the store already holds this exact addon (so it is not fetched again)."""
+    path = store / addon_filename(name, reference)
+    return path.is_file() and file_sha512(path) == sha512
+
+
+def install_addon(store: Path, name: str, reference: str, sha512: str, chunks: Iterable[bytes], origin: str) -> Path:
+    """Stream an addon into ``store``, verifying its sha512 before it appears."""
+    target = store / addon_filename(name, reference)
+    with atomic_writer(target, 0o644) as handle:
+        def written() -> Iterable[bytes]:
+            for chunk in chunks:
+                handle.write(chunk)
+                yield chunk
+
+        actual = sha512_of_stream(written())
+        if actual != sha512:
+            raise VerificationError(
+                f"{origin}: sha512 mismatch for {target.name}: the manifest expects {sha512[:16]}…, "
+                f"the download has {actual[:16]}…; nothing was stored"
+            )
+    return target
+
+
+def list_addons(store: Path) -> list[tuple[str, str]]:
+    """(name, reference) of every addon in a store."""
+    found = []
+    if store.is_dir():
+        for entry in sorted(store.iterdir()):
+            if entry.is_file() and entry.name.endswith(ADDON_SUFFIX) and ":" in entry.name:
+                name, _, reference = entry.name[: -len(ADDON_SUFFIX)].partition(":")
+                found.append((name, reference))
+    return found
+
+
+def _as_os_version(name: str) -> Version | None:
+    try:
+        return parse_os_version(name, "store")
+    except Exception:
+        return None
+
+
+def select_gc(entries: Sequence[str], current_os: str) -> list[str]:
+    """Versioned store names older than the running OS: the only things GC
+    removes. Anything that is not an OS version is left alone."""
+    current = parse_os_version(current_os, "current OS")
+    chosen = []
+    for name in entries:
+        try:
+            version = Version(name)
+        except InvalidVersion:
+            continue
+        if _as_os_version(name) is not None and version < current:
+            chosen.append(name)
+    return sorted(chosen)
+
+
+def gc_versioned_stores(user_store: Path, current_os: str) -> list[str]:
+    """Remove versioned stores older than the running OS; return their names.
+
+    Each store is first renamed to a hidden name (atomic, ignored by torcx),
+    then deleted, so a kill never leaves a half-deleted versioned store.
+    """
+    if not user_store.is_dir():
+        return []
+    leftovers = [p for p in user_store.iterdir() if p.name.startswith(TRASH_PREFIX) and p.is_dir()]
+    names = [p.name for p in user_store.iterdir() if p.is_dir() and not p.is_symlink()]
+    removed = select_gc(names, current_os)
+    for name in removed:
+        trash = user_store / f"{TRASH_PREFIX}{name}"
+        os.rename(user_store / name, trash)
+        leftovers.append(trash)
+    if removed:
+        fsync_dir(user_store)
+    for trash in leftovers:
+        shutil.rmtree(trash)
+    return removed
