@@ -15,9 +15,11 @@ PYTHON_SITELIB ?= $(shell $(PYTHON) -c 'import sysconfig as s; print(s.get_path(
 VENV ?= .venv
 APT_PACKAGES = systemd-container dbus gpg gpgv openssl iproute2 libsystemd-dev pkg-config python3-venv \
 	python3-pystemd python3-requests python3-iniparse python3-packaging python3-yaml python3-dbus python3-gi \
-	python3-cryptography
+	python3-cryptography rpm
 PIP_PACKAGES = pytest==8.3.4 ruff==0.8.4 mypy==1.13.0 types-requests==2.31.0.6 types-PyYAML==6.0.12.20240917
 BUILD = build
+# On a host without an RPM database (Debian) the build dependencies cannot be checked.
+RPMBUILD_FLAGS ?= $(shell rpm -q rpm >/dev/null 2>&1 || echo --nodeps)
 SCRIPTS = $(wildcard libexec/*)
 PACKAGE_FILES = $(wildcard torcx_tectonic/*.py)
 
@@ -77,7 +79,7 @@ node: deps
 rpm: all
 	mkdir -p $(BUILD)/rpm/SOURCES
 	git archive --format=tar.gz --prefix=torcx-tectonic-0.1.0/ -o $(BUILD)/rpm/SOURCES/torcx-tectonic-0.1.0.tar.gz HEAD
-	rpmbuild -bb --define "_topdir $(CURDIR)/$(BUILD)/rpm" rpmspec/torcx-tectonic.spec
+	rpmbuild -bb $(RPMBUILD_FLAGS) --define "_topdir $(CURDIR)/$(BUILD)/rpm" rpmspec/torcx-tectonic.spec
 
 clean:
 	rm -rf $(BUILD) .mypy_cache .ruff_cache .pytest_cache
