@@ -9,6 +9,7 @@ a bad value, is an error naming the file, the line and what is allowed.
 from __future__ import annotations
 
 import io
+import math
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ def parse_positive_float(value: str) -> float:
         raise ValueError("expected a number of seconds") from None
     if not number > 0:
         raise ValueError("expected a number greater than 0")
+    if math.isinf(number):  # the generator turns these into whole seconds for systemd
+        raise ValueError("expected a finite number of seconds")
     return number
 
 

@@ -50,7 +50,9 @@ def reset(marker: Path, data_dir: Path, booted_reference: str | None) -> list[st
     except FileNotFoundError:
         return []
     except ValueError:
-        raise InputError(f"{marker}: not valid JSON; expected {{\"from\": ..., \"to\": ...}}") from None
+        expected = None
+    if not isinstance(expected, dict):
+        raise InputError(f"{marker}: not valid JSON; expected {{\"from\": ..., \"to\": ...}}")
     if booted_reference is not None and booted_reference != expected.get("to"):
         log.warning("Docker %s booted, not %s: leaving %s alone until it does", booted_reference, expected.get("to"),
                     data_dir)

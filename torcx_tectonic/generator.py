@@ -102,7 +102,7 @@ def render_step(config: Config, flow: Flow, index: int, source: Path) -> str:
         service += [
             "# A fixed ConfigMap, manifest or bucket heals the node without an operator.",
             "Restart=on-failure",
-            f"RestartSec={units.retry_delay:g}",
+            f"RestartSec={units.retry_delay:f}".rstrip("0").rstrip("."),  # never an exponent: systemd rejects 1e+06
         ]
     return HEADER + "\n[Unit]\n" + "\n".join(unit) + "\n\n[Service]\n" + "\n".join(service) + "\n"
 

@@ -28,7 +28,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
 
 def check_name(value: str, what: str, origin: str) -> str:
     """Reject names that could escape a store directory (``../x``, ``a/b``)."""
-    if not isinstance(value, str) or not _SAFE_NAME.match(value) or ".." in value:
+    if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value) or ".." in value:
         raise InputError(
             f"{origin}: {what} {value!r} is not allowed; expected letters, digits, '.', '_', '+', '-' "
             "without '/' or '..'"
@@ -110,7 +110,7 @@ def _parse_location(raw: Any, where: str) -> Location:
 def _parse_version(raw: Any, where: str) -> PackageVersion:
     version = check_name(_field(raw, "version", str, where), "version", where)
     digest = _field(raw, "hash", str, where)
-    if not digest.startswith(HASH_PREFIX) or not _HEX512.match(digest[len(HASH_PREFIX):]):
+    if not digest.startswith(HASH_PREFIX) or not _HEX512.fullmatch(digest[len(HASH_PREFIX):]):
         raise InputError(f"{where}.hash: {digest!r} is not 'sha512-' followed by 128 lowercase hex digits")
     locations = _field(raw, "locations", list, where)
     return PackageVersion(

@@ -15,7 +15,10 @@ import yaml
 from .errors import InputError
 
 MAPPINGS_KIND = "VersionManifestV1"
-_KUBE_VERSION = re.compile(r"^v?(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)(?:\.(?P<patch>\d+))?(?P<rest>[-+_.].*)?$")
+_KUBE_VERSION = re.compile(
+    r"^v?(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)(?:\.(?P<patch>\d+))?"
+    r"(?P<rest>[-+_.][0-9A-Za-z.+_-]*)?$"
+)
 _MINOR_KEY = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 
 
@@ -69,7 +72,7 @@ def parse_mappings(text: str, source: str, runtime: str = "docker") -> RuntimeMa
                 f"{source}: versions.k8s key {minor!r} is an unquoted number; quote it (\"{key}\") "
                 "so that 1.10 is not read as 1.1"
             )
-        if not _MINOR_KEY.match(key):
+        if not _MINOR_KEY.fullmatch(key):
             raise InputError(f"{source}: versions.k8s key {key!r} is not a \"major.minor\" version like \"1.8\"")
         if not isinstance(entry, dict) or runtime not in entry:
             continue

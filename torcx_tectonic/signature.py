@@ -101,7 +101,12 @@ def verify_detached(data: bytes, signature: bytes, keyring: Path, what: str) -> 
         except FileNotFoundError:
             raise VerificationError(f"{what}: {GPGV} is not installed; cannot verify the signature") from None
     status = result.stdout.splitlines()
-    if result.returncode != 0 or not any(line.startswith("[GNUPG:] VALIDSIG") for line in status):
+    # gpgv exits 0 with VALIDSIG also for a revoked or expired key (REVKEYSIG,
+    # EXPKEYSIG instead of GOODSIG): only GOODSIG and VALIDSIG and none of the
+    # problems _reason knows make a good signature.
+    good = any(line.startswith("[GNUPG:] GOODSIG") for line in status)
+    if result.returncode != 0 or not good or not any(line.startswith("[GNUPG:] VALIDSIG") for line in status) \
+            or _reason(status):
         reason = _reason(status) or " ".join(result.stderr.split()) or f"gpgv exited {result.returncode}"
         raise VerificationError(f"{what}: signature verification against {keyring} failed: {reason}")
 

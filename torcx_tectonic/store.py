@@ -88,7 +88,8 @@ def select_gc(entries: Sequence[str], current_os: str) -> list[str]:
             version = Version(name)
         except InvalidVersion:
             continue
-        if _as_os_version(name) is not None and version < current:
+        # only a name torcx itself would use (VERSION_ID as is): not v1520.3.0, 1520.03.0, ...
+        if _as_os_version(name) is not None and str(version) == name and version < current:
             chosen.append(name)
     return sorted(chosen)
 
