@@ -1,0 +1,201 @@
+"""bucket and http: signed manifests and addon downloads from a local HTTP bucket."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from requests.adapters import HTTPAdapter
+
+from torcx_tectonic import bucket as bucket_module
+from torcx_tectonic.bucket import Bucket, load_manifest
+from torcx_tectonic.config import Config
+from torcx_tectonic.errors import InputError, NetworkError, VerificationError
+from torcx_tectonic.http import make_session, request, timeouts
+
+from .helpers import Keys, RoutedServer, http_server, make_config, sha512
+
+ADDON = b"tarball bytes " * 5000
+MANIFEST = json.dumps(
+    {
+        "kind": "torcx-package-list-v0",
+        "value": {
+            "packages": [
+                {
+                    "name": "docker",
+                    "defaultVersion": "17.03",
+                    "versions": [
+                        {
+                            "version": "17.03",
+                            "hash": "sha512-" + sha512(ADDON),
+                            "locations": [{"url": "https://b/docker.tgz"}],
+                        }
+                    ],
+                }
+            ]
+        },
+    }
+).encode()
+MANIFEST_PATH = "/manifests/amd64-usr/1632.3.0/torcx_manifest.json"
+
+
+def _config(server: RoutedServer, keyring: Path, verify: str = "yes") -> Config:
+    return make_config(
+        {
+            "torcx.manifest_url": server.base + "/manifests/{{.Board}}/{{.OSVersion}}/torcx_manifest.json",
+            "torcx.keyring": str(keyring),
+            "torcx.verify_signatures": verify,
+            "network.retries": "0",
+            "network.connect_timeout": "2",
+            "network.read_timeout": "5",
+        }
+    )
+
+
+@pytest.fixture
+def server() -> Iterator[RoutedServer]:
+    with http_server() as running:
+        yield running
+
+
+def test_signed_manifest_is_fetched_verified_and_parsed(server: RoutedServer, keys: Keys) -> None:
+    server.routes[MANIFEST_PATH] = (200, MANIFEST)
+    server.routes[MANIFEST_PATH + ".asc"] = (200, keys.sign(MANIFEST))
+    with Bucket(_config(server, keys.keyring_armored)) as bucket:
+        fetched = bucket.manifest("amd64-usr", "1632.3.0")
+    assert fetched.url == server.base + MANIFEST_PATH
+    assert fetched.raw == MANIFEST
+    assert fetched.packages.versions_of("docker") == ("17.03",)
+    assert server.requests == [MANIFEST_PATH, MANIFEST_PATH + ".asc"]
+
+
+def test_unsigned_manifest_is_refused(server: RoutedServer, keys: Keys) -> None:
+    server.routes[MANIFEST_PATH] = (200, MANIFEST)
+    with Bucket(_config(server, keys.keyring)) as bucket, pytest.raises(NetworkError) as caught:
+        bucket.manifest("amd64-usr", "1632.3.0")
+    assert str(caught.value) == (
+        f"signature of the manifest for amd64-usr 1632.3.0: GET {server.base}{MANIFEST_PATH}.asc answered 404"
+    )
+
+
+def test_empty_signature_is_refused(server: RoutedServer, keys: Keys) -> None:
+    server.routes[MANIFEST_PATH] = (200, MANIFEST)
+    server.routes[MANIFEST_PATH + ".asc"] = (200, b"")
+    with Bucket(_config(server, keys.keyring)) as bucket, pytest.raises(VerificationError) as caught:
+        bucket.manifest("amd64-usr", "1632.3.0")
+    assert f"manifest for amd64-usr 1632.3.0 ({server.base}{MANIFEST_PATH}): the signature is empty" in str(
+        caught.value
+    )
+
+
+def test_tampered_manifest_is_refused(server: RoutedServer, keys: Keys) -> None:
+    server.routes[MANIFEST_PATH] = (200, MANIFEST.replace(b"17.03", b"17.09"))
+    server.routes[MANIFEST_PATH + ".asc"] = (200, keys.sign(MANIFEST))
+    with Bucket(_config(server, keys.keyring)) as bucket, pytest.raises(VerificationError, match="bad signature"):
+        bucket.manifest("amd64-usr", "1632.3.0")
+
+
+def test_manifest_signed_by_another_key_is_refused(server: RoutedServer, keys: Keys) -> None:
+    server.routes[MANIFEST_PATH] = (200, MANIFEST)
+    server.routes[MANIFEST_PATH + ".asc"] = (200, keys.sign(MANIFEST, key="other"))
+    with Bucket(_config(server, keys.keyring)) as bucket, pytest.raises(VerificationError, match="NO_PUBKEY"):
+        bucket.manifest("amd64-usr", "1632.3.0")
+
+
+def test_verification_can_be_turned_off(server: RoutedServer, tmp_path: Path) -> None:
+    server.routes[MANIFEST_PATH] = (200, MANIFEST)
+    with Bucket(_config(server, tmp_path / "no-keyring.gpg", verify="no")) as bucket:
+        assert bucket.manifest("amd64-usr", "1632.3.0").raw == MANIFEST
+    assert server.requests == [MANIFEST_PATH]
+
+
+def test_signed_but_malformed_manifest_is_an_input_error(server: RoutedServer, keys: Keys) -> None:
+    bad = b'{"kind": "torcx-package-list-v0", "value": {"packages": [{"name": "../docker", "versions": []}]}}'
+    server.routes[MANIFEST_PATH] = (200, bad)
+    server.routes[MANIFEST_PATH + ".asc"] = (200, keys.sign(bad))
+    with Bucket(_config(server, keys.keyring)) as bucket, pytest.raises(InputError) as caught:
+        bucket.manifest("amd64-usr", "1632.3.0")
+    assert f"{server.base}{MANIFEST_PATH}: value.packages[0]: package name '../docker' is not allowed" in str(
+        caught.value
+    )
+
+
+def test_missing_manifest(server: RoutedServer, keys: Keys) -> None:
+    with Bucket(_config(server, keys.keyring)) as bucket, pytest.raises(NetworkError) as caught:
+        bucket.manifest("arm64-usr", "1688.5.3")
+    assert str(caught.value) == (
+        f"manifest for arm64-usr 1688.5.3: GET {server.base}/manifests/arm64-usr/1688.5.3/"
+        "torcx_manifest.json answered 404"
+    )
+
+
+def test_oversized_manifest_is_refused(server: RoutedServer, keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bucket_module, "MAX_MANIFEST_BYTES", 1000)
+    server.routes[MANIFEST_PATH] = (200, b" " * 5000)
+    with (
+        Bucket(_config(server, keys.keyring)) as bucket,
+        pytest.raises(NetworkError, match="is larger than 1000 bytes"),
+    ):
+        bucket.manifest("amd64-usr", "1632.3.0")
+
+
+def test_download_streams_the_addon(server: RoutedServer, keys: Keys) -> None:
+    server.routes["/docker.tgz"] = (200, ADDON)
+    with Bucket(_config(server, keys.keyring)) as bucket:
+        assert b"".join(bucket.download(server.base + "/docker.tgz", "docker:17.03.torcx.tgz")) == ADDON
+
+
+def test_download_of_a_missing_addon(server: RoutedServer, keys: Keys) -> None:
+    with Bucket(_config(server, keys.keyring)) as bucket, pytest.raises(NetworkError) as caught:
+        b"".join(bucket.download(server.base + "/gone.tgz", "docker:17.03.torcx.tgz for OS 1688.5.3"))
+    assert str(caught.value) == f"docker:17.03.torcx.tgz for OS 1688.5.3: GET {server.base}/gone.tgz answered 404"
+
+
+def test_unreachable_bucket(keys: Keys) -> None:
+    with http_server() as stopped:
+        base = stopped.base
+    config = make_config(
+        {
+            "torcx.manifest_url": base + "/{{.Board}}/{{.OSVersion}}.json",
+            "network.retries": "0",
+            "torcx.keyring": str(keys.keyring),
+        }
+    )
+    with Bucket(config) as bucket, pytest.raises(NetworkError) as caught:
+        bucket.manifest("amd64-usr", "1632.3.0")
+    assert f"manifest for amd64-usr 1632.3.0: cannot reach {base}/amd64-usr/1632.3.0.json" in str(caught.value)
+
+
+def test_load_manifest_saved_by_an_earlier_step(tmp_path: Path) -> None:
+    saved = tmp_path / "manifest-1632.3.0.json"
+    saved.write_bytes(MANIFEST)
+    assert load_manifest(saved).versions_of("docker") == ("17.03",)
+    saved.write_bytes(b"{")
+    with pytest.raises(InputError, match=f"{saved}: not valid JSON"):
+        load_manifest(saved)
+
+
+# --- http ---------------------------------------------------------------------------------
+
+
+def test_session_retries_are_bounded_with_backoff() -> None:
+    network = make_config({"network.retries": "3", "network.backoff_factor": "0.5"}).network
+    session = make_session(network)
+    adapter = session.get_adapter("https://bucket")
+    assert isinstance(adapter, HTTPAdapter)
+    retry = adapter.max_retries
+    assert (retry.total, retry.connect, retry.read, retry.status) == (3, 3, 3, 3)
+    assert retry.backoff_factor == 0.5
+    assert set(retry.status_forcelist or ()) == {429, 500, 502, 503, 504}
+    assert session.get_adapter("http://bucket") is adapter
+    assert timeouts(network) == (10.0, 60.0)
+
+
+def test_session_retries_a_transient_error(server: RoutedServer) -> None:
+    network = make_config({"network.retries": "2", "network.backoff_factor": "0.01"}).network
+    server.routes["/flaky"] = (503, b"busy")
+    with request(make_session(network), "GET", server.base + "/flaky", "flaky") as response:
+        assert response.status_code == 503
+    assert server.requests == ["/flaky"] * 3

@@ -1,0 +1,230 @@
+"""config: defaults, main file + drop-ins, every kind of bad file or value."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from torcx_tectonic import config
+from torcx_tectonic.config import RawValue
+from torcx_tectonic.errors import ConfigError
+
+from .helpers import make_config
+
+
+def _raw(**values: str) -> dict[tuple[str, str], RawValue]:
+    out: dict[tuple[str, str], RawValue] = {}
+    for name, value in values.items():
+        section, key = name.split("__")
+        out[(section, key)] = RawValue(value, f"/etc/torcx-tectonic/conf.d/10-x.conf:{len(out) + 3}")
+    return out
+
+
+# --- defaults -------------------------------------------------------------------
+
+
+def test_no_file_gives_the_defaults(tmp_path: Path) -> None:
+    loaded = config.load(tmp_path / "missing.conf", tmp_path / "missing.d")
+    assert loaded.sources == ()
+    assert loaded.torcx == config.TorcxSettings(
+        manifest_url=config.HISTORIC_MANIFEST_URL,
+        verify_signatures=True,
+        keyring=Path("/etc/torcx-tectonic/keyring.gpg"),
+        profile="tectonic",
+        addon="docker",
+    )
+    assert loaded.kubernetes.kubeconfig == Path("/etc/kubernetes/kubeconfig")
+    assert loaded.kubernetes.kubelet_env == Path("/etc/kubernetes/kubelet.env")
+    assert loaded.kubernetes.installer_kubelet_env == Path("/etc/kubernetes/installer/kubelet.env")
+    assert loaded.kubernetes.runtime_mappings == Path("/etc/kubernetes/installer/runtime-mappings.yaml")
+    assert loaded.kubernetes.annotation == "container-linux-update.v1.coreos.com/tectonic-torcx-pre-hook-ok"
+    assert loaded.bootstrap == config.BootstrapSettings(
+        upgrade_os=True,
+        skip_torcx=False,
+        reboot=True,
+        os_update_failure="continue",
+        os_update_attempts=3,
+        os_update_timeout=1800.0,
+    )
+    assert loaded.network == config.NetworkSettings(
+        connect_timeout=10.0, read_timeout=60.0, retries=5, backoff_factor=1.0, ca_bundle=None
+    )
+    assert loaded.units == config.UnitSettings(retry_delay=30.0, retry_attempts=5)
+
+
+def test_empty_node_name_is_the_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "worker-7")
+    assert config.build({}).kubernetes.node_name == "worker-7"
+    assert config.build(_raw(kubernetes__node_name="n")).kubernetes.node_name == "n"
+
+
+def test_render_default_parses_back_to_the_defaults() -> None:
+    text = config.render_default()
+    assert config.build(config.collect([("default.conf", text)])) == config.build({})
+    # every key is present, commented out: uncommenting all of them changes nothing either
+    uncommented = re.sub(r"^#(\w+ = )", r"\1", text, flags=re.MULTILINE)
+    raw = config.collect([("uncommented.conf", uncommented)])
+    assert set(raw) == set(config.SETTINGS_BY_NAME)
+    assert config.build(raw) == config.build({})
+
+
+def test_render_default_documents_every_setting() -> None:
+    text = config.render_default()
+    for setting in config.SETTINGS:
+        assert f"# {setting.help}\n#{setting.key} = {setting.default}\n" in text
+
+
+# --- files --------------------------------------------------------------------------
+
+
+def test_main_file_and_dropins_apply_in_lexical_order(tmp_path: Path) -> None:
+    main, dropins = tmp_path / "torcx-tectonic.conf", tmp_path / "conf.d"
+    dropins.mkdir()
+    main.write_text("[torcx]\nprofile = from-main\naddon = podman\n[network]\nretries = 1\n")
+    (dropins / "20-b.conf").write_text("[torcx]\nprofile = from-20\n")
+    (dropins / "10-a.conf").write_text("[torcx]\nprofile = from-10\n[network]\nretries = 2\n")
+    (dropins / "30-c.conf.disabled").write_text("[torcx]\nprofile = ignored\n")
+    (dropins / "40-dir.conf").mkdir()
+    loaded = config.load(main, dropins)
+    assert loaded.torcx.profile == "from-20"
+    assert loaded.torcx.addon == "podman"
+    assert loaded.network.retries == 2
+    assert loaded.sources == (main, dropins / "10-a.conf", dropins / "20-b.conf")
+
+
+def test_dropins_without_main_file(tmp_path: Path) -> None:
+    dropins = tmp_path / "conf.d"
+    dropins.mkdir()
+    (dropins / "50-x.conf").write_text("[bootstrap]\nupgrade_os = no\n")
+    loaded = config.load(tmp_path / "missing.conf", dropins)
+    assert loaded.bootstrap.upgrade_os is False
+    assert loaded.sources == (dropins / "50-x.conf",)
+
+
+def test_collect_later_document_wins_and_records_where() -> None:
+    raw = config.collect([("a.conf", "[torcx]\nprofile = a\n"), ("b.conf", "\n[torcx]\n\nprofile = b\n")])
+    assert raw == {("torcx", "profile"): RawValue("b", "b.conf:4")}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "[torcx]\nprofile = x\n[docker]\nversion = 1\n",
+            "/etc/x.conf:4: unknown section [docker]; allowed: torcx, kubernetes, bootstrap, network, units",
+        ),
+        ("[DEFAULT]\nprofile = x\n", "/etc/x.conf:2: unknown section [DEFAULT]; allowed: torcx,"),
+        (
+            "[torcx]\n# c\nprofle = x\n",
+            "/etc/x.conf:3: unknown key 'profle' in [torcx]; allowed: manifest_url, verify_signatures, keyring, "
+            "profile, addon",
+        ),
+        ("[torcx]\nProfile = x\n", "/etc/x.conf:2: unknown key 'Profile' in [torcx]"),
+        ("profile = x\n", "/etc/x.conf: not a valid INI file: File contains no section headers"),
+        ("[torcx]\nno equals sign\n", "/etc/x.conf: not a valid INI file: Source contains parsing errors: [line 2]"),
+    ],
+    ids=["unknown-section", "default-section", "unknown-key", "key-case", "no-section", "not-ini"],
+)
+def test_bad_files_name_file_line_and_what_is_allowed(text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.collect([("/etc/x.conf", text)])
+    assert expected in str(caught.value)
+
+
+def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
+    main = tmp_path / "torcx-tectonic.conf"
+    main.write_bytes(b"[torcx]\nprofile = \xff\xfe\n")
+    with pytest.raises(ConfigError, match=f"{main}: cannot read"):
+        config.load(main, tmp_path / "conf.d")
+
+
+def test_error_in_a_dropin_names_the_dropin_and_line(tmp_path: Path) -> None:
+    main, dropins = tmp_path / "torcx-tectonic.conf", tmp_path / "conf.d"
+    dropins.mkdir()
+    main.write_text("[bootstrap]\nupgrade_os = yes\n")
+    (dropins / "10-x.conf").write_text("[bootstrap]\n\nupgrade_os = sometimes\n")
+    with pytest.raises(ConfigError) as caught:
+        config.load(main, dropins)
+    message = str(caught.value)
+    assert message.startswith(f"{dropins / '10-x.conf'}:3: [bootstrap] upgrade_os = 'sometimes': ")
+    assert "expected one of yes, true, on, 1, no, false, off, 0" in message
+
+
+# --- values ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("torcx__verify_signatures", "maybe", "expected one of yes, true, on, 1, no, false, off, 0"),
+        ("torcx__manifest_url", "ftp://x/{{.OSVersion}}", "expected an http(s) URL template"),
+        ("torcx__manifest_url", "https://x/{{.Board}}/m.json", "expected the placeholder {{.OSVersion}}"),
+        ("torcx__keyring", "keyring.gpg", "expected an absolute path"),
+        ("torcx__profile", "../etc", "expected a name without '/', spaces or dots-only"),
+        ("torcx__profile", "..", "expected a name without '/'"),
+        ("torcx__profile", "my profile", "expected a name without '/'"),
+        ("torcx__profile", "", "expected a name without '/'"),
+        ("torcx__addon", "a/b", "expected a name without '/'"),
+        ("kubernetes__kubeconfig", "relative/kubeconfig", "expected an absolute path"),
+        ("kubernetes__annotation", "no-prefix", "expected PREFIX/NAME, e.g. container-linux-update.v1.coreos.com/"),
+        ("kubernetes__annotation", "prefix/", "expected PREFIX/NAME"),
+        ("kubernetes__label_timeout", "0", "expected a number greater than 0"),
+        ("kubernetes__label_timeout", "-5", "expected a number greater than 0"),
+        ("kubernetes__label_poll_max_interval", "nan", "expected a number greater than 0"),
+        ("kubernetes__label_timeout", "inf", "expected a finite number of seconds"),
+        ("units__retry_delay", "1e400", "expected a finite number of seconds"),
+        ("bootstrap__os_update_failure", "retry", "expected one of continue, fail"),
+        ("bootstrap__os_update_attempts", "2.5", "expected a whole number"),
+        ("bootstrap__os_update_attempts", "-1", "expected a whole number of 0 or more"),
+        ("network__connect_timeout", "ten", "expected a number of seconds"),
+        ("network__ca_bundle", "ca.pem", "expected an absolute path"),
+        ("units__retry_attempts", "many", "expected a whole number"),
+    ],
+)
+def test_bad_values_name_origin_setting_and_what_is_expected(name: str, value: str, expected: str) -> None:
+    section, key = name.split("__")
+    with pytest.raises(ConfigError) as caught:
+        config.build(_raw(**{name: value}))
+    message = str(caught.value)
+    assert message.startswith(f"/etc/torcx-tectonic/conf.d/10-x.conf:3: [{section}] {key} = {value!r}: ")
+    assert expected in message
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "attribute", "expected"),
+    [
+        ("torcx.verify_signatures", "off", ("torcx", "verify_signatures"), False),
+        ("torcx.verify_signatures", "TRUE", ("torcx", "verify_signatures"), True),
+        ("bootstrap.skip_torcx", "1", ("bootstrap", "skip_torcx"), True),
+        ("bootstrap.os_update_failure", "fail", ("bootstrap", "os_update_failure"), "fail"),
+        ("bootstrap.os_update_attempts", "0", ("bootstrap", "os_update_attempts"), 0),
+        ("network.backoff_factor", "0.5", ("network", "backoff_factor"), 0.5),
+        ("network.ca_bundle", "/etc/ssl/bucket.pem", ("network", "ca_bundle"), Path("/etc/ssl/bucket.pem")),
+        (
+            "torcx.manifest_url",
+            "http://bucket.local/{{.Board}}/{{.OSVersion}}/m.json",
+            ("torcx", "manifest_url"),
+            "http://bucket.local/{{.Board}}/{{.OSVersion}}/m.json",
+        ),
+        (
+            "kubernetes.annotation",
+            "flatcar-linux-update.v1.flatcar-linux.net/hook-ok",
+            ("kubernetes", "annotation"),
+            "flatcar-linux-update.v1.flatcar-linux.net/hook-ok",
+        ),
+        ("kubernetes.force_version", "v1.8.4+coreos.0", ("kubernetes", "force_version"), "v1.8.4+coreos.0"),
+    ],
+)
+def test_good_values_parse(name: str, value: str, attribute: tuple[str, str], expected: object) -> None:
+    loaded = make_config({name: value})
+    assert getattr(getattr(loaded, attribute[0]), attribute[1]) == expected
+
+
+def test_values_from_a_file_are_stripped_and_keep_case(tmp_path: Path) -> None:
+    main = tmp_path / "torcx-tectonic.conf"
+    main.write_text("[kubernetes]\nnode_name =   Worker-A  \nforce_version=v1.8.4+coreos.0\n")
+    loaded = config.load(main, tmp_path / "conf.d")
+    assert loaded.kubernetes.node_name == "Worker-A"
+    assert loaded.kubernetes.force_version == "v1.8.4+coreos.0"

@@ -1,0 +1,63 @@
+"""envfile: the EnvironmentFile= dialect shared by os-release, torcx metadata and kubelet.env."""
+
+from __future__ import annotations
+
+import pytest
+
+from torcx_tectonic.envfile import parse_env
+from torcx_tectonic.errors import InputError
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("A=1\n", {"A": "1"}),
+        ('A="quoted value"\n', {"A": "quoted value"}),
+        ("A='single quoted'\n", {"A": "single quoted"}),
+        ("A=\n", {"A": ""}),
+        ("A = spaced\n", {"A": "spaced"}),
+        ("export A=1\n", {"A": "1"}),
+        ("# comment\n; other comment\n\n   \nA=1\n", {"A": "1"}),
+        ("  # indented comment\nA=1\n", {"A": "1"}),
+        ("A=1\nA=2\n", {"A": "2"}),
+        ("A=first \\\nsecond\n", {"A": "first second"}),
+        ("A=one\\\ntwo\\\nthree\nB=b\n", {"A": "onetwothree", "B": "b"}),
+        ('A="has # inside"\n', {"A": "has # inside"}),
+        ("A=1", {"A": "1"}),
+        ("A=tail\\", {"A": "tail"}),
+    ],
+    ids=[
+        "plain",
+        "double-quotes",
+        "single-quotes",
+        "empty",
+        "spaces-around",
+        "export",
+        "comments",
+        "indented-comment",
+        "later-wins",
+        "continuation",
+        "continuations",
+        "hash-in-quotes",
+        "no-final-newline",
+        "dangling-backslash",
+    ],
+)
+def test_parse_env(text: str, expected: dict[str, str]) -> None:
+    assert parse_env(text, "f.env") == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("A=1\nnot an assignment\n", "kubelet.env:2: expected KEY=value, got 'not an assignment'"),
+        ("A=1\n\n1BAD=x\n", "kubelet.env:3: expected KEY=value, got '1BAD=x'"),
+        ('A=1\nB="unterminated\n', "kubelet.env:2: bad quoting in value '\"unterminated'"),
+        ("A=1\nB=x \\\n=y\nC=\n../x\n", "kubelet.env:5: expected KEY=value, got '../x'"),
+    ],
+    ids=["no-equals", "key-starts-with-digit", "open-quote", "line-number-after-continuation"],
+)
+def test_malformed_lines_name_file_and_line(text: str, expected: str) -> None:
+    with pytest.raises(InputError) as caught:
+        parse_env(text, "kubelet.env")
+    assert expected in str(caught.value)

@@ -1,0 +1,87 @@
+"""kubeletenv: version <-> image tag, editing kubelet.env in place, reading the version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from torcx_tectonic import kubeletenv
+from torcx_tectonic.envfile import parse_env
+from torcx_tectonic.errors import InputError
+
+
+@pytest.mark.parametrize(
+    ("version", "tag"),
+    [("v1.8.4+coreos.0", "v1.8.4_coreos.0"), ("v1.9.0", "v1.9.0"), ("v1.7.3+coreos.0+x", "v1.7.3_coreos.0_x")],
+)
+def test_version_and_tag_convert_both_ways(version: str, tag: str) -> None:
+    assert kubeletenv.version_to_tag(version) == tag
+    assert kubeletenv.tag_to_version(tag) == version
+
+
+TEMPLATE = """\
+# kubelet environment written by the installer
+KUBELET_IMAGE_URL=quay.io/coreos/hyperkube
+; an old-style comment
+KUBELET_IMAGE_TAG=v1.7.0_coreos.0
+EXTRA="--node-labels=a=b"
+KUBELET_IMAGE_TAG=v1.8.0_coreos.0
+TAIL=1
+"""
+
+
+def test_with_value_replaces_only_the_last_assignment_and_keeps_the_rest() -> None:
+    result = kubeletenv.with_value(TEMPLATE, "KUBELET_IMAGE_TAG", "v1.8.4_coreos.0")
+    assert result == TEMPLATE.replace("KUBELET_IMAGE_TAG=v1.8.0_coreos.0", "KUBELET_IMAGE_TAG=v1.8.4_coreos.0")
+    assert parse_env(result, "x")["KUBELET_IMAGE_TAG"] == "v1.8.4_coreos.0"
+    assert parse_env(result, "x")["EXTRA"] == "--node-labels=a=b"
+
+
+def test_with_value_appends_a_missing_key() -> None:
+    result = kubeletenv.with_value("# c\nA=1", "KUBELET_IMAGE_TAG", "v1.8.4_coreos.0")
+    assert result == "# c\nA=1\nKUBELET_IMAGE_TAG=v1.8.4_coreos.0\n"
+
+
+def test_with_value_ignores_commented_out_assignments() -> None:
+    result = kubeletenv.with_value("#KUBELET_IMAGE_TAG=old\n", "KUBELET_IMAGE_TAG", "new")
+    assert result == "#KUBELET_IMAGE_TAG=old\nKUBELET_IMAGE_TAG=new\n"
+
+
+def test_with_value_quotes_values_that_need_it() -> None:
+    result = kubeletenv.with_value("", "OPTS", "a b $c")
+    assert parse_env(result, "x") == {"OPTS": "a b $c"}
+
+
+def test_with_value_is_idempotent() -> None:
+    once = kubeletenv.with_value(TEMPLATE, "KUBELET_IMAGE_TAG", "v1.8.4_coreos.0")
+    assert kubeletenv.with_value(once, "KUBELET_IMAGE_TAG", "v1.8.4_coreos.0") == once
+
+
+def test_kubelet_version_reads_the_tag_as_a_version(tmp_path: Path) -> None:
+    env = tmp_path / "kubelet.env"
+    env.write_text('KUBELET_IMAGE_URL=x\nKUBELET_IMAGE_TAG="v1.8.4_coreos.0"\n')
+    assert kubeletenv.kubelet_version(env) == "v1.8.4+coreos.0"
+
+
+def test_kubelet_version_missing_file(tmp_path: Path) -> None:
+    env = tmp_path / "kubelet.env"
+    with pytest.raises(InputError) as caught:
+        kubeletenv.kubelet_version(env)
+    assert f"{env}: missing; expected a kubelet environment file with KUBELET_IMAGE_TAG" in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["KUBELET_IMAGE_URL=x\n", "KUBELET_IMAGE_TAG=\n"], ids=["absent", "empty"])
+def test_kubelet_version_without_tag(tmp_path: Path, text: str) -> None:
+    env = tmp_path / "kubelet.env"
+    env.write_text(text)
+    with pytest.raises(InputError) as caught:
+        kubeletenv.kubelet_version(env)
+    assert f"{env}: KUBELET_IMAGE_TAG is missing or empty; expected e.g. KUBELET_IMAGE_TAG=" in str(caught.value)
+
+
+def test_kubelet_version_malformed_file(tmp_path: Path) -> None:
+    env = tmp_path / "kubelet.env"
+    env.write_text("KUBELET_IMAGE_TAG=v1.8.4\ngarbage\n")
+    with pytest.raises(InputError, match=r"kubelet\.env:2: expected KEY=value"):
+        kubeletenv.kubelet_version(env)
