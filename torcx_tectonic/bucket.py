@@ -16,7 +16,7 @@ from pathlib import Path
 import requests
 
 from .config import Config
-from .errors import NetworkError
+from .errors import NetworkError, VerificationError
 from .http import make_session, request, timeouts
 from .manifest import CHUNK_BYTES, PackageList, manifest_url, parse_package_list
 from .signature import verify_detached
@@ -50,8 +50,10 @@ class Bucket:
     def __exit__(self, *exc: object) -> None:
         self.session.close()
 
-    def _get_small(self, url: str, what: str) -> bytes:
+    def _get_small(self, url: str, what: str, missing: Exception | None = None) -> bytes:
         with request(self.session, "GET", url, what, timeout=timeouts(self.config.network), stream=True) as response:
+            if missing is not None and response.status_code == 404:
+                raise missing
             if response.status_code != 200:
                 raise NetworkError(f"{what}: GET {url} answered {response.status_code}")
             data = b""
@@ -67,7 +69,8 @@ class Bucket:
         what = f"manifest for {board} {os_version}"
         raw = self._get_small(url, what)
         if self.config.torcx.verify_signatures:
-            signature = self._get_small(url + ".asc", f"signature of the {what}")
+            signature = self._get_small(url + ".asc", f"signature of the {what}", missing=VerificationError(
+                f"{what} ({url}) is not signed: {url}.asc does not exist; expected a detached OpenPGP signature"))
             verify_detached(raw, signature, self.config.torcx.keyring, f"{what} ({url})")
         else:
             log.warning("signature verification is off: using %s unverified", url)

@@ -70,6 +70,16 @@ def parse_count(value: str) -> int:
     return number
 
 
+def parse_attempts(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+    if number < 1:
+        raise ValueError("expected a whole number of 1 or more")
+    return number
+
+
 def parse_path(value: str) -> Path:
     if not value.startswith("/"):
         raise ValueError("expected an absolute path")
@@ -158,7 +168,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("bootstrap", "reboot", parse_bool, "yes", "reboot when the OS or Docker changed"),
     Setting("bootstrap", "os_update_failure", choice(*OS_UPDATE_FAILURE_CHOICES), "continue",
             "after the last failed OS update attempt: continue on the current OS, or fail"),
-    Setting("bootstrap", "os_update_attempts", parse_count, "3", "OS update attempts before giving up"),
+    Setting("bootstrap", "os_update_attempts", parse_attempts, "3", "OS update attempts before giving up"),
     Setting("bootstrap", "os_update_timeout", parse_positive_float, "1800",
             "seconds one OS update attempt may take"),
     Setting("network", "connect_timeout", parse_positive_float, "10", "seconds to connect to a server"),
@@ -168,7 +178,7 @@ SETTINGS: tuple[Setting, ...] = (
             "backoff between retries: factor * 2^(retry-1) seconds"),
     Setting("units", "retry_delay", parse_positive_float, "30",
             "seconds before a failed network step (Docker version, addons, annotation) is retried"),
-    Setting("units", "retry_attempts", parse_count, "5",
+    Setting("units", "retry_attempts", parse_attempts, "5",
             "attempts of a network step before its unit gives up (its trigger retries later)"),
     Setting("network", "ca_bundle", parse_optional_path, "",
             "extra CA bundle for the release bucket (empty: the system's)"),

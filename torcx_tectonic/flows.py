@@ -13,6 +13,8 @@ from .config import Config
 BOOTSTRAP = "bootstrap"
 NEW_OS = "new-os"
 NEW_KUBELET = "new-kubelet"
+#: Path units that follow a bootstrapped node (emitted by the generator).
+PATH_UNITS = ("torcx-new-os.path", "torcx-new-kubelet.path")
 
 
 @dataclass(frozen=True)

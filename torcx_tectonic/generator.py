@@ -107,15 +107,17 @@ def render_step(config: Config, flow: Flow, index: int, source: Path) -> str:
     return HEADER + "\n[Unit]\n" + "\n".join(unit) + "\n\n[Service]\n" + "\n".join(service) + "\n"
 
 
-def render_path(name: str, description: str, directive: str, watched: Path, unit: str, source: Path) -> str:
+def render_path(config: Config, description: str, directive: str, watched: Path, unit: str, source: Path) -> str:
     return HEADER + "\n".join([
         "",
         "[Unit]",
         f"Description=torcx-tectonic: {description}",
         f"Documentation={DOCS}",
         f"SourcePath={source}",
-        "# Only a bootstrapped node follows changes: watch once bootstrap is over.",
+        "# Only a bootstrapped node follows changes: watch once bootstrap is over",
+        "# (the bootstrap starts these itself when it ends without a reboot).",
         "After=torcx-bootstrap.target",
+        f"ConditionPathExists={config.kubernetes.kubelet_env}",
         "",
         "[Path]",
         f"{directive}={watched}",
@@ -137,13 +139,13 @@ def render(config: Config, flows: Sequence[Flow] | None = None) -> Output:
                 out.links[f"{flow.unit_prefix}.target.requires/{name}"] = f"../{name}"
         if flow.name == NEW_OS:
             out.files["torcx-new-os.path"] = render_path(
-                "torcx-new-os.path", "Prepare torcx when an OS update waits for a reboot",
+                config, "Prepare torcx when an OS update waits for a reboot",
                 "PathExists", UPDATE_ENGINE_MARKER, "torcx-new-os.target", source)
             out.links["multi-user.target.wants/torcx-new-os.path"] = "../torcx-new-os.path"
         if flow.name == NEW_KUBELET:
             last = flow.unit(flow.steps[-1])
             out.files["torcx-new-kubelet.path"] = render_path(
-                "torcx-new-kubelet.path", "Follow kubelet.env changes with Docker",
+                config, "Follow kubelet.env changes with Docker",
                 "PathChanged", config.kubernetes.kubelet_env, last, source)
             out.links["multi-user.target.wants/torcx-new-kubelet.path"] = "../torcx-new-kubelet.path"
     return out

@@ -21,6 +21,7 @@ from .config import Config
 from .envfile import parse_env
 from .errors import InputError, NetworkError, TorcxTectonicError
 from .facts import Facts
+from .flows import PATH_UNITS
 from .kube import MAPPINGS_CONFIGMAP, MAPPINGS_KEY, MAPPINGS_NAMESPACE, KubeClient, load_kubeconfig
 from .manifest import file_sha512
 from .mappings import RuntimeMappings, kube_minor, parse_mappings
@@ -80,6 +81,10 @@ def next_os(ctx: Context, attempt: bool) -> Record:
                 raise
             log.warning("%s; assuming no pending update", err)
             status = None
+    if status is not None and status.update_applied and status.pending_version is None:
+        raise TorcxTectonicError(
+            f"update_engine has applied an OS update but reports its version as {status.new_version!r}: "
+            "cannot prepare the addons for the next OS", hint="the step is retried; a reboot also resolves it")
     pending = status.pending_version if status else None
     record["next_os"] = pending if pending and pending != current.version else None
     if record["next_os"]:
@@ -313,6 +318,8 @@ def finish_bootstrap(ctx: Context) -> Record:
         if reasons:
             log.warning("a reboot is needed (%s) but [bootstrap] reboot=no", ", ".join(reasons))
         systemd.start("kubelet.service")
+        for unit in PATH_UNITS:  # the node is bootstrapped: follow OS and kubelet changes from now on
+            systemd.start(unit)
     return record
 
 

@@ -32,6 +32,7 @@ OPERATIONS = (
     "UPDATE_STATUS_FINALIZING", NEED_REBOOT, ERROR_EVENT,
 )
 WAIT_SLICE_USECS = 500_000
+UNKNOWN_VERSIONS = ("", "0.0.0.0")
 
 
 class UpdateEngineError(TorcxTectonicError):
@@ -59,9 +60,16 @@ class Status:
         return cls(int(checked), float(progress), operation, version, int(size))
 
     @property
+    def update_applied(self) -> bool:
+        return self.current_operation == NEED_REBOOT
+
+    @property
     def pending_version(self) -> str | None:
-        """The next OS version when an update waits for a reboot."""
-        return self.new_version or None if self.current_operation == NEED_REBOOT else None
+        """The next OS version when an update waits for a reboot. update_engine
+        says 0.0.0.0 when it does not know it (e.g. restarted after the update)."""
+        if not self.update_applied or self.new_version in UNKNOWN_VERSIONS:
+            return None
+        return self.new_version
 
 
 class Outcome(enum.Enum):

@@ -73,10 +73,11 @@ def test_signed_manifest_is_fetched_verified_and_parsed(server: RoutedServer, ke
 
 def test_unsigned_manifest_is_refused(server: RoutedServer, keys: Keys) -> None:
     server.routes[MANIFEST_PATH] = (200, MANIFEST)
-    with Bucket(_config(server, keys.keyring)) as bucket, pytest.raises(NetworkError) as caught:
+    with Bucket(_config(server, keys.keyring)) as bucket, pytest.raises(VerificationError) as caught:
         bucket.manifest("amd64-usr", "1632.3.0")
     assert str(caught.value) == (
-        f"signature of the manifest for amd64-usr 1632.3.0: GET {server.base}{MANIFEST_PATH}.asc answered 404"
+        f"manifest for amd64-usr 1632.3.0 ({server.base}{MANIFEST_PATH}) is not signed: "
+        f"{server.base}{MANIFEST_PATH}.asc does not exist; expected a detached OpenPGP signature"
     )
 
 

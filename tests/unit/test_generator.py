@@ -209,7 +209,7 @@ def test_skip_torcx_drops_the_docker_steps_and_keeps_the_chain() -> None:
     [
         ("30", "5", "30", 30 * 6 * 2 + 300),
         ("5", "2", "5", 5 * 3 * 2 + 300),
-        ("0.5", "0", "0.5", 301),
+        ("0.5", "1", "0.5", 302),
         ("1000000", "1", "1000000", 1000000 * 2 * 2 + 300),
         ("1234567", "1", "1234567", 1234567 * 4 + 300),
     ],
@@ -235,7 +235,7 @@ def test_retry_settings(delay: str, attempts: str, restart_sec: str, interval: i
     [
         ({}, "torcx-bootstrap-os-update.service", 1800 * 3 + 300),
         (
-            {"bootstrap.os_update_timeout": "600", "bootstrap.os_update_attempts": "0"},
+            {"bootstrap.os_update_timeout": "600", "bootstrap.os_update_attempts": "1"},
             "torcx-bootstrap-os-update.service",
             600 + 300,
         ),

@@ -453,3 +453,14 @@ def test_annotation_needs_the_addons_step(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(TorcxTectonicError, match="step new-os/install-addons has not run"):
         steps.annotate_node(ctx)
     assert kube.looks == 0 and kube.annotations == []
+
+
+@pytest.mark.parametrize("flow", ["bootstrap", "new-os"])
+def test_an_applied_update_of_unknown_version_fails_the_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            flow: str) -> None:
+    # update_engine reports 0.0.0.0 after a restart with the update applied: the
+    # next OS cannot be prepared, so the step must not pretend there is no update.
+    FakeEngine(monkeypatch, [(updateengine.Outcome.UPDATED, _status(updateengine.NEED_REBOOT, "0.0.0.0"))],
+               status=_status(updateengine.NEED_REBOOT, "0.0.0.0"))
+    with pytest.raises(TorcxTectonicError, match="applied an OS update but reports its version as '0.0.0.0'"):
+        steps.next_os(_context(tmp_path, flow), attempt=flow == "bootstrap")

@@ -88,6 +88,9 @@ def test_status_from_body(body: Any) -> None:
 def test_pending_version_only_when_an_update_waits_for_a_reboot() -> None:
     assert Status.from_body([0, 1.0, NEED_REBOOT.encode(), b"1688.5.3", 10]).pending_version == "1688.5.3"
     assert s(NEED_REBOOT, "").pending_version is None
+    assert s(NEED_REBOOT, "0.0.0.0").pending_version is None
+    assert s(NEED_REBOOT, "0.0.0.0").update_applied
+    assert not s(DOWNLOADING, "1688.5.3").update_applied
     assert s(DOWNLOADING, "1688.5.3").pending_version is None
     assert s(IDLE, "1688.5.3").pending_version is None
 
