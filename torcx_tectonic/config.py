@@ -177,9 +177,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("network", "backoff_factor", parse_positive_float, "1",
             "backoff between retries: factor * 2^(retry-1) seconds"),
     Setting("units", "retry_delay", parse_positive_float, "30",
-            "seconds before a failed network step (Docker version, addons, annotation) is retried"),
+            "seconds before a failed network step (Docker version, addons, annotation) is tried again; doubles"),
     Setting("units", "retry_attempts", parse_attempts, "5",
-            "attempts of a network step before its unit gives up (its trigger retries later)"),
+            "attempts of a network step before its unit fails (a new-OS flow is then triggered again)"),
     Setting("network", "ca_bundle", parse_optional_path, "",
             "extra CA bundle for the release bucket (empty: the system's)"),
 )
@@ -233,6 +233,20 @@ class NetworkSettings:
 class UnitSettings:
     retry_delay: float
     retry_attempts: int
+
+
+#: The longest pause between two attempts of a step, however many there are.
+MAX_RETRY_DELAY_SECS = 600.0
+
+
+def retry_delays(units: UnitSettings) -> list[float]:
+    """Pauses between the attempts of a network step: doubling from
+    ``retry_delay``, capped, one fewer than the attempts."""
+    return [min(units.retry_delay * 2**n, MAX_RETRY_DELAY_SECS) for n in range(units.retry_attempts - 1)]
+
+
+def total_retry_delay(units: UnitSettings) -> float:
+    return sum(retry_delays(units))
 
 
 @dataclass(frozen=True)

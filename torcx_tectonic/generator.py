@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config
+from .config import Config, total_retry_delay
 from .flows import BOOTSTRAP, NEW_KUBELET, NEW_OS, Flow, Step, all_flows
 from .paths import BOOTSTRAP_FINISH_PENDING, CONFIG_FILE, LIBEXEC_DIR, UPDATE_ENGINE_MARKER
 
@@ -40,8 +40,13 @@ def _timeout(config: Config, step: Step) -> int:
         boot = config.bootstrap
         return int(boot.os_update_timeout * max(boot.os_update_attempts, 1) + MARGIN_SECS)
     if step.script == "annotate-node":
-        return int(config.kubernetes.label_timeout + per_request + MARGIN_SECS)
-    if step.retry or step.script in ("kubelet-version", "next-os"):
+        attempts = config.units.retry_attempts
+        return int((config.kubernetes.label_timeout + per_request) * attempts + total_retry_delay(config.units)
+                   + MARGIN_SECS)
+    if step.retry:
+        attempts = config.units.retry_attempts
+        return int(per_request * 4 * attempts + total_retry_delay(config.units) + MARGIN_SECS)
+    if step.script in ("kubelet-version", "next-os"):
         return int(per_request * 4 + MARGIN_SECS)
     return LOCAL_STEP_TIMEOUT_SECS
 
@@ -86,24 +91,14 @@ def render_step(config: Config, flow: Flow, index: int, source: Path) -> str:
         unit += ["# `systemctl start torcx-bootstrap.target` returns when every step ended.",
                  "Before=torcx-bootstrap.target"]
     unit += _conditions(config, flow, step)
+    args = (*step.args, "--retry") if step.retry else step.args
     service = [
         "Type=oneshot",
         f"ExecStart={LIBEXEC_DIR / step.script} --flow {flow.name} --step {step.name}"
-        + "".join(f" {arg}" for arg in step.args),
+        + "".join(f" {arg}" for arg in args),
         f"SyslogIdentifier={flow.unit(step).removesuffix('.service')}",
         f"TimeoutStartSec={_timeout(config, step)}",
     ]
-    if step.retry:
-        units = config.units
-        unit += [
-            f"StartLimitIntervalSec={int(units.retry_delay * (units.retry_attempts + 1) * 2 + MARGIN_SECS)}",
-            f"StartLimitBurst={units.retry_attempts}",
-        ]
-        service += [
-            "# A fixed ConfigMap, manifest or bucket heals the node without an operator.",
-            "Restart=on-failure",
-            f"RestartSec={units.retry_delay:f}".rstrip("0").rstrip("."),  # never an exponent: systemd rejects 1e+06
-        ]
     return HEADER + "\n[Unit]\n" + "\n".join(unit) + "\n\n[Service]\n" + "\n".join(service) + "\n"
 
 

@@ -181,3 +181,62 @@ def test_error_hint_is_appended() -> None:
 @pytest.mark.parametrize("kind", [errors.ConfigError, errors.InputError, errors.VerificationError, errors.NetworkError])
 def test_every_error_kind_is_a_known_failure(kind: type[TorcxTectonicError]) -> None:
     assert issubclass(kind, TorcxTectonicError)
+
+
+def _flaky(failures: list[TorcxTectonicError]) -> Any:
+    calls: list[int] = []
+
+    def step(ctx: Context, args: argparse.Namespace) -> dict[str, Any]:
+        calls.append(1)
+        if failures:
+            raise failures.pop(0)
+        return {"attempts": len(calls)}
+
+    return step
+
+
+def _ctx(tmp_path: Path, **settings: str) -> Context:
+    return Context(make_config(settings), Facts("bootstrap", tmp_path))
+
+
+def test_retry_tries_again_with_doubling_pauses_until_it_works(tmp_path: Path) -> None:
+    pauses: list[float] = []
+    step = _flaky([InputError("ConfigMap not fixed yet"), InputError("still not")])
+    args = argparse.Namespace(flow="bootstrap", step="docker-version", retry=True)
+    record = cli.attempt(step, _ctx(tmp_path, **{"units.retry_delay": "3", "units.retry_attempts": "4"}), args,
+                         sleep=pauses.append)
+    assert record == {"attempts": 3}
+    assert pauses == [3.0, 6.0]
+
+
+def test_retry_gives_up_after_the_configured_attempts(tmp_path: Path) -> None:
+    pauses: list[float] = []
+    step = _flaky([InputError(f"failure {n}") for n in range(5)])
+    args = argparse.Namespace(flow="bootstrap", step="docker-version", retry=True)
+    with pytest.raises(InputError, match="failure 2"):
+        cli.attempt(step, _ctx(tmp_path, **{"units.retry_delay": "1", "units.retry_attempts": "3"}), args,
+                    sleep=pauses.append)
+    assert pauses == [1.0, 2.0]
+
+
+def test_without_retry_a_step_runs_once(tmp_path: Path) -> None:
+    pauses: list[float] = []
+    args = argparse.Namespace(flow="bootstrap", step="kubelet-env", retry=False)
+    with pytest.raises(InputError, match="once"):
+        cli.attempt(_flaky([InputError("once")]), _ctx(tmp_path), args, sleep=pauses.append)
+    assert pauses == []
+
+
+def test_configuration_errors_are_not_retried(tmp_path: Path) -> None:
+    pauses: list[float] = []
+    args = argparse.Namespace(flow="bootstrap", step="docker-version", retry=True)
+    with pytest.raises(ConfigError):
+        cli.attempt(_flaky([ConfigError("bad file")]), _ctx(tmp_path), args, sleep=pauses.append)
+    assert pauses == []
+
+
+def test_pauses_are_capped() -> None:
+    from torcx_tectonic.config import MAX_RETRY_DELAY_SECS, retry_delays
+
+    units = make_config({"units.retry_delay": "200", "units.retry_attempts": "5"}).units
+    assert retry_delays(units) == [200.0, 400.0, MAX_RETRY_DELAY_SECS, MAX_RETRY_DELAY_SECS]

@@ -81,20 +81,20 @@ def test_every_step_is_a_oneshot_running_its_libexec_script() -> None:
     commands = [  # flow, step, script, arguments
         ("bootstrap", "os-update", "next-os", " --attempt-update"),
         ("bootstrap", "kubelet-version", "kubelet-version", " --source cluster"),
-        ("bootstrap", "docker-version", "docker-version", ""),
-        ("bootstrap", "addons", "install-addons", ""),
+        ("bootstrap", "docker-version", "docker-version", " --retry"),
+        ("bootstrap", "addons", "install-addons", " --retry"),
         ("bootstrap", "kubelet-env", "kubelet-env", ""),
         ("bootstrap", "finish", "finish-bootstrap", ""),
         ("new-os", "os-version", "next-os", ""),
         ("new-os", "kubelet-version", "kubelet-version", " --source kubelet-env"),
-        ("new-os", "docker-version", "docker-version", ""),
-        ("new-os", "addons", "install-addons", ""),
+        ("new-os", "docker-version", "docker-version", " --retry"),
+        ("new-os", "addons", "install-addons", " --retry"),
         ("new-os", "gc", "gc-stores", ""),
-        ("new-os", "annotate", "annotate-node", ""),
+        ("new-os", "annotate", "annotate-node", " --retry"),
         ("new-kubelet", "kubelet-version", "kubelet-version", " --source kubelet-env"),
         ("new-kubelet", "os-version", "next-os", ""),
-        ("new-kubelet", "docker-version", "docker-version", ""),
-        ("new-kubelet", "addons", "install-addons", ""),
+        ("new-kubelet", "docker-version", "docker-version", " --retry"),
+        ("new-kubelet", "addons", "install-addons", " --retry"),
     ]
     expected = {f"torcx-{flow}-{step}.service": f"{LIBEXEC}/{script} --flow {flow} --step {step}{args}"
                 for flow, step, script, args in commands}
@@ -204,30 +204,18 @@ def test_skip_torcx_drops_the_docker_steps_and_keeps_the_chain() -> None:
     assert "torcx-new-kubelet-addons.service" in out.files
 
 
-@pytest.mark.parametrize(
-    ("delay", "attempts", "restart_sec", "interval"),
-    [
-        ("30", "5", "30", 30 * 6 * 2 + 300),
-        ("5", "2", "5", 5 * 3 * 2 + 300),
-        ("0.5", "1", "0.5", 302),
-        ("1000000", "1", "1000000", 1000000 * 2 * 2 + 300),
-        ("1234567", "1", "1234567", 1234567 * 4 + 300),
-    ],
-)
-def test_retry_settings(delay: str, attempts: str, restart_sec: str, interval: int) -> None:
-    out = generator.render(make_config({"units.retry_delay": delay, "units.retry_attempts": attempts}))
-    retried = {name for name, text in out.files.items() if values(text, "Service", "Restart")}
+def test_network_steps_retry_inside_the_step_not_through_systemd_restart() -> None:
+    # Restart= would re-run only the failed unit after its dependents already failed;
+    # the step retries itself (--retry) so the chain waits and continues when it heals.
+    out = generator.render(make_config())
+    retried = {name for name, text in out.files.items()
+               if any(v.endswith(" --retry") for v in values(text, "Service", "ExecStart"))}
     assert retried == {
         f"{p}-{s}.service"
         for p in ("torcx-bootstrap", "torcx-new-os", "torcx-new-kubelet")
         for s in ("docker-version", "addons")
     } | {"torcx-new-os-annotate.service"}
-    for name in retried:
-        text = out.files[name]
-        assert values(text, "Service", "Restart") == ["on-failure"]
-        assert values(text, "Service", "RestartSec") == [restart_sec]
-        assert values(text, "Unit", "StartLimitBurst") == [attempts]
-        assert values(text, "Unit", "StartLimitIntervalSec") == [str(interval)]
+    assert not any(values(text, "Service", "Restart") for text in out.files.values())
 
 
 @pytest.mark.parametrize(
@@ -239,11 +227,17 @@ def test_retry_settings(delay: str, attempts: str, restart_sec: str, interval: i
             "torcx-bootstrap-os-update.service",
             600 + 300,
         ),
-        ({}, "torcx-new-os-annotate.service", 3600 + (10 + 60) * 6 + 300),
+        # five attempts, pauses of 30+60+120+240 s between them
+        ({}, "torcx-new-os-annotate.service", (3600 + (10 + 60) * 6) * 5 + 450 + 300),
         (
             {"network.retries": "0", "network.connect_timeout": "1", "network.read_timeout": "2"},
             "torcx-new-os-docker-version.service",
-            3 * 4 + 300,
+            3 * 4 * 5 + 450 + 300,
+        ),
+        (
+            {"units.retry_attempts": "1"},
+            "torcx-new-os-docker-version.service",
+            (10 + 60) * 6 * 4 + 300,
         ),
         ({}, "torcx-new-os-gc.service", generator.LOCAL_STEP_TIMEOUT_SECS),
     ],

@@ -1,0 +1,286 @@
+"""The bootstrap flow in a real systemd: `systemctl start torcx-bootstrap.target`.
+
+Each test boots a fresh node (systemd 252 in systemd-nspawn) with the bundle
+installed by `make install`, a stand-in update_engine on its system bus, an
+HTTPS bucket with really signed manifests and real addons, and a TLS
+api-server stand-in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from tests.harness.bucket import Signer
+from tests.harness.cluster import BOARD, CLUO_PREFIX, Release, cluster_node, enable
+from tests.harness.node import Node
+
+from .flows import (
+    REBOOT_EXIT_CODE,
+    bootstrap_journal,
+    facts,
+    start_bootstrap,
+    start_bootstrap_expecting_reboot,
+    unit_result,
+)
+
+CURRENT, NEXT = "1632.3.0", "1688.5.3"
+BOTH = [Release(CURRENT, ["1.12", "17.03"]), Release(NEXT, ["1.12", "17.03"])]
+UPDATE = {"mode": "update", "new_version": NEXT, "step_seconds": 0.05}
+NO_REBOOT = {"bootstrap": {"reboot": "no"}}
+
+
+def store_file(node: Node, os_version: str, version: str) -> Path:
+    return node.host_path(f"/var/lib/torcx/store/{os_version}/docker:{version}.torcx.tgz")
+
+
+def profile(node: Node, name: str = "tectonic") -> dict[str, object]:
+    return dict(json.loads(node.host_path(f"/etc/torcx/profiles/{name}.json").read_text()))
+
+
+def untouched_torcx(node: Node) -> None:
+    assert not node.host_path("/var/lib/torcx").exists()
+    assert not node.host_path("/etc/torcx").exists()
+
+
+def test_fresh_node_with_an_update_gets_docker_for_both_os_versions_and_reboots(bundle: Path) -> None:
+    with cluster_node(bundle, BOTH, os_version=CURRENT, update_engine=UPDATE) as (cluster, node):
+        node.boot()
+        assert start_bootstrap_expecting_reboot(node) == REBOOT_EXIT_CODE
+
+        for os_version in (CURRENT, NEXT):
+            addon = store_file(node, os_version, "17.03")
+            assert addon.is_file(), f"no addon for OS {os_version}"
+            assert hashlib.sha512(addon.read_bytes()).hexdigest() == cluster.bucket.expected_sha512(
+                BOARD, os_version, "17.03")
+        assert profile(node) == {"kind": "profile-manifest-v0",
+                                 "value": {"images": [{"name": "docker", "reference": "17.03"}]}}
+        assert node.host_path("/etc/torcx/next-profile").read_text().strip() == "tectonic"
+        kubelet_env = node.host_path("/etc/kubernetes/kubelet.env").read_text()
+        assert "KUBELET_IMAGE_TAG=v1.8.4_coreos.0\n" in kubelet_env
+        assert kubelet_env.startswith("# written by the installer\nKUBELET_IMAGE_URL=quay.io/coreos/hyperkube\n")
+        assert "KUBELET_API_SERVERS=https://10.3.0.1:443" in kubelet_env
+        wants = node.host_path("/etc/systemd/system/multi-user.target.wants/kubelet.service")
+        assert os.readlink(wants).endswith("/kubelet.service")
+        # Docker changed from the vendor's: its data is emptied before the new one starts.
+        assert json.loads(node.host_path("/var/lib/torcx-tectonic/docker-reset-needed").read_text()) == {
+            "from": "com.coreos.cl", "to": "17.03"}
+        assert node.host_path(
+            "/etc/systemd/system/docker.service.wants/torcx-tectonic-docker-reset.service").is_symlink()
+        journal = bootstrap_journal(node)
+        assert "rebooting: OS 1688.5.3 is installed, Docker changed" in journal
+        assert "docker 17.03 for Kubernetes v1.8.4+coreos.0, for OS 1688.5.3, 1632.3.0" in journal
+
+        # The node comes back on the new OS: bootstrap does nothing, the kubelet runs.
+        node.boot_again(os_version=NEXT, update_engine={"mode": "none"})
+        node.wait_for(lambda: unit_result(node, "kubelet.service")[0] == "active", what="kubelet running")
+        assert unit_result(node, "torcx-bootstrap-os-update.service") == ("inactive", "success")
+        assert not node.exists("/run/torcx-tectonic/bootstrap/next-os.json")
+        assert unit_result(node, "torcx-new-kubelet.path")[0] == "active"
+
+
+def test_enabled_target_bootstraps_at_boot_then_does_nothing_once_kubelet_env_exists(bundle: Path) -> None:
+    with cluster_node(bundle, BOTH, os_version=CURRENT, settings=NO_REBOOT) as (cluster, node):
+        enable(node, "torcx-bootstrap.target")
+        node.boot(timeout=120)
+        assert unit_result(node, "torcx-bootstrap.target")[0] == "active"
+        assert unit_result(node, "kubelet.service")[0] == "active"
+        assert facts(node, "bootstrap", "finish-bootstrap")["reboot"] is False
+        assert "a reboot is needed (Docker changed) but [bootstrap] reboot=no" in bootstrap_journal(node)
+        downloads = len(cluster.addon_downloads())
+
+        node.shutdown()
+        node.boot_again()
+        assert unit_result(node, "torcx-bootstrap.target")[0] == "active"
+        assert not node.exists("/run/torcx-tectonic/bootstrap/next-os.json")
+        assert len(cluster.addon_downloads()) == downloads
+        assert unit_result(node, "kubelet.service")[0] == "active"
+
+
+def test_unreachable_api_server_uses_the_installer_files(bundle: Path) -> None:
+    settings = {**NO_REBOOT, "bootstrap": {"reboot": "no", "upgrade_os": "no"}}
+    with cluster_node(bundle, BOTH, os_version=CURRENT, settings=settings, apiserver_up=False,
+                      node_files={"installer_tag": "v1.8.2_coreos.0"}) as (_, node):
+        node.boot()
+        assert start_bootstrap(node).returncode == 0
+        kube = facts(node, "bootstrap", "kubelet-version")
+        assert (kube["kube_version"], kube["source"]) == ("v1.8.2+coreos.0", "/etc/kubernetes/installer/kubelet.env")
+        docker = facts(node, "bootstrap", "docker-version")
+        assert docker["mapping_source"] == "/etc/kubernetes/installer/runtime-mappings.yaml"
+        assert docker["plan"] == {"version": "17.03", "os_versions": [CURRENT]}
+        assert "KUBELET_IMAGE_TAG=v1.8.2_coreos.0" in node.read("/etc/kubernetes/kubelet.env")
+        assert unit_result(node, "kubelet.service")[0] == "active"
+
+
+def test_no_update_available_installs_for_the_running_os_only(bundle: Path) -> None:
+    with cluster_node(bundle, BOTH, os_version=CURRENT, update_engine={"mode": "none"}) as (_, node):
+        node.boot()
+        assert start_bootstrap_expecting_reboot(node) == REBOOT_EXIT_CODE
+        assert store_file(node, CURRENT, "17.03").is_file()
+        assert not node.host_path(f"/var/lib/torcx/store/{NEXT}").exists()
+        assert "rebooting: Docker changed" in bootstrap_journal(node)
+
+
+def test_upgrade_os_no_never_asks_for_an_update(bundle: Path) -> None:
+    settings = {"bootstrap": {"reboot": "no", "upgrade_os": "no"}}
+    with cluster_node(bundle, BOTH, os_version=CURRENT, settings=settings, update_engine=UPDATE) as (_, node):
+        node.boot()
+        assert start_bootstrap(node).returncode == 0
+        assert node.update_engine_attempts() == 0
+        assert node.update_engine_status()[2] == "UPDATE_STATUS_IDLE"
+        assert facts(node, "bootstrap", "next-os")["next_os"] is None
+        assert store_file(node, CURRENT, "17.03").is_file()
+        assert not node.host_path(f"/var/lib/torcx/store/{NEXT}").exists()
+
+
+def test_skip_torcx_sets_only_the_kubelet_version(bundle: Path) -> None:
+    settings = {"bootstrap": {"skip_torcx": "yes"}}
+    with cluster_node(bundle, BOTH, os_version=CURRENT, settings=settings) as (cluster, node):
+        node.boot()
+        assert start_bootstrap(node).returncode == 0
+        untouched_torcx(node)
+        assert cluster.bucket.requests_for("/") == []
+        assert "KUBELET_IMAGE_TAG=v1.8.4_coreos.0" in node.read("/etc/kubernetes/kubelet.env")
+        assert unit_result(node, "kubelet.service")[0] == "active"
+        assert not node.exists("/run/torcx-tectonic/bootstrap/docker-version.json")
+
+
+def test_addon_in_the_vendor_store_is_not_downloaded(bundle: Path) -> None:
+    releases = [Release(CURRENT, ["1.12", "17.03"], vendor={"17.03"}), Release(NEXT, ["17.03"], vendor={"17.03"})]
+    with cluster_node(bundle, releases, os_version=CURRENT, update_engine=UPDATE, vendor=["17.03"]) as (cluster, node):
+        node.boot()
+        assert start_bootstrap_expecting_reboot(node) == REBOOT_EXIT_CODE
+        assert cluster.addon_downloads() == []
+        assert not node.host_path("/var/lib/torcx/store").exists()
+        assert profile(node)["value"] == {"images": [{"name": "docker", "reference": "17.03"}]}
+
+
+def test_os_older_than_the_addon_epoch_needs_no_addon_work(bundle: Path) -> None:
+    with cluster_node(bundle, [Release(CURRENT, ["17.03"])], os_version="1409.7.0") as (cluster, node):
+        node.boot()
+        assert start_bootstrap(node).returncode == 0
+        assert cluster.bucket.requests_for("/") == []
+        untouched_torcx(node)
+        assert facts(node, "bootstrap", "docker-version")["plan"] is None
+        assert "KUBELET_IMAGE_TAG=v1.8.4_coreos.0" in node.read("/etc/kubernetes/kubelet.env")
+        assert unit_result(node, "kubelet.service")[0] == "active"
+
+
+def _assert_docker_step_failed(node: Node, *expected: str) -> None:
+    result = start_bootstrap(node)
+    assert result.returncode != 0
+    error = facts(node, "bootstrap", "docker-version")
+    assert error["result"] == "failed"
+    for text in expected:
+        assert text in error["error"], error["error"]
+    assert unit_result(node, "torcx-bootstrap-docker-version.service") == ("failed", "exit-code")
+    # it tried again on its own before giving up ([units] retry_attempts = 2)
+    assert "failed (attempt 1 of 2), trying again in 1s" in bootstrap_journal(node)
+    for later in ("addons", "kubelet-env", "finish"):
+        assert unit_result(node, f"torcx-bootstrap-{later}.service")[0] == "inactive"
+        assert not node.exists(f"/run/torcx-tectonic/bootstrap/{later}.json")
+    assert not node.exists("/etc/kubernetes/kubelet.env")
+    untouched_torcx(node)
+
+
+def test_unknown_kubernetes_minor_fails_the_docker_step_and_nothing_after_it(bundle: Path) -> None:
+    with cluster_node(bundle, BOTH, os_version=CURRENT, kube_version="v1.99.0") as (_, node):
+        node.boot()
+        _assert_docker_step_failed(
+            node, "no docker version for Kubernetes v1.99.0",
+            "ConfigMap tectonic-system/tectonic-torcx-runtime-mappings", "mapped minors: 1.8, 1.9",
+            "the manifest for OS 1632.3.0 offers 1.12, 17.03")
+
+
+def test_no_mapped_docker_in_the_manifest_fails_the_docker_step(bundle: Path) -> None:
+    releases = [Release(CURRENT, ["1.12"])]
+    with cluster_node(bundle, releases, os_version=CURRENT, mappings={"1.8": ["17.03"]}) as (_, node):
+        node.boot()
+        _assert_docker_step_failed(
+            node, "no docker version for Kubernetes v1.8.4+coreos.0",
+            "the mappings from ConfigMap tectonic-system/tectonic-torcx-runtime-mappings accept 17.03",
+            "the manifest for OS 1632.3.0 offers 1.12")
+
+
+def test_manifest_signed_by_an_unknown_key_is_refused(bundle: Path) -> None:
+    with cluster_node(bundle, BOTH, os_version=CURRENT) as (cluster, node), Signer() as stranger:
+        cluster.bucket.resign_with(stranger)
+        node.boot()
+        _assert_docker_step_failed(
+            node, f"manifest for {BOARD} {CURRENT} ({cluster.bucket.base_url}/manifests/{BOARD}/{CURRENT}/",
+            "signature verification against /etc/torcx-tectonic/keyring.gpg failed",
+            "signed by a key not in the keyring")
+
+
+def test_addon_with_a_wrong_hash_never_enters_a_store(bundle: Path) -> None:
+    with cluster_node(bundle, BOTH, os_version=CURRENT) as (cluster, node):
+        cluster.bucket.corrupt_addon(BOARD, CURRENT, "17.03")
+        node.boot()
+        assert start_bootstrap(node).returncode != 0
+        error = facts(node, "bootstrap", "install-addons")
+        assert error["result"] == "failed"
+        assert "docker:17.03.torcx.tgz" in error["error"] and "sha512 mismatch" in error["error"]
+        assert "nothing was stored" in error["error"]
+        store = node.host_path(f"/var/lib/torcx/store/{CURRENT}")
+        assert not store.exists() or list(store.iterdir()) == []
+        assert not node.host_path("/etc/torcx").exists()
+        assert not node.exists("/etc/kubernetes/kubelet.env")
+
+
+def test_running_the_target_again_downloads_and_rewrites_nothing(bundle: Path) -> None:
+    with cluster_node(bundle, BOTH, os_version=CURRENT, settings=NO_REBOOT, update_engine=UPDATE) as (cluster, node):
+        node.boot()
+        assert start_bootstrap(node).returncode == 0
+        watched = [store_file(node, CURRENT, "17.03"), store_file(node, NEXT, "17.03"),
+                   node.host_path("/etc/torcx/profiles/tectonic.json"), node.host_path("/etc/torcx/next-profile")]
+        before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in watched}
+        kubelet_env = node.read("/etc/kubernetes/kubelet.env")
+        downloads = cluster.addon_downloads()
+        assert len(downloads) == 2
+
+        # kubelet.env marks the node as bootstrapped: remove it to make the target run again.
+        node.run("rm", "/etc/kubernetes/kubelet.env")
+        assert start_bootstrap(node).returncode == 0
+        assert cluster.addon_downloads() == downloads
+        assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in watched} == before
+        assert node.read("/etc/kubernetes/kubelet.env") == kubelet_env
+        installed = facts(node, "bootstrap", "install-addons")
+        assert [i["action"] for i in installed["installed"]] == ["present", "present"]
+        assert installed["changed"] == []
+
+
+def test_generated_units_pass_systemd_analyze_verify(bundle: Path) -> None:
+    configs = {"default": "", "upgrade-os-no": "[bootstrap]\nupgrade_os = no\n",
+               "skip-torcx": "[bootstrap]\nskip_torcx = yes\n"}
+    with cluster_node(bundle, BOTH, os_version=CURRENT) as (_, node):
+        node.boot()
+        for name, text in configs.items():
+            node.write("/etc/torcx-tectonic/conf.d/60-case.conf", text)
+            node.systemctl("daemon-reload")
+            units = node.run("find", "/run/systemd/generator", "-maxdepth", "1", "-type", "f",
+                             "-name", "torcx-*").stdout.split()
+            assert "/run/systemd/generator/torcx-bootstrap-kubelet-env.service" in units
+            has_docker_step = "/run/systemd/generator/torcx-bootstrap-docker-version.service" in units
+            assert has_docker_step == (name != "skip-torcx")
+            result = node.run("systemd-analyze", "verify", *units, "/usr/lib/systemd/system/torcx-bootstrap.target",
+                              check=False)
+            assert (result.returncode, result.stderr.strip()) == (0, ""), name
+            os_update = node.read("/run/systemd/generator/torcx-bootstrap-os-update.service")
+            assert ("--attempt-update" in os_update) == (name != "upgrade-os-no")
+
+
+def test_bad_configuration_is_reported_by_the_first_step_and_changes_nothing(bundle: Path) -> None:
+    # The generator still writes the units (from the defaults) so the steps exist and
+    # the first one reports the precise error: file, line, value and what is allowed.
+    settings = {"kubernetes": {"annotation": "nope"}}
+    with cluster_node(bundle, BOTH, os_version=CURRENT, settings=settings) as (cluster, node):
+        node.boot()
+        assert start_bootstrap(node).returncode != 0
+        error = facts(node, "bootstrap", "next-os")["error"]
+        assert "/etc/torcx-tectonic/conf.d/50-test.conf:" in error
+        assert "[kubernetes] annotation = 'nope': expected PREFIX/NAME" in error and CLUO_PREFIX in error
+        untouched_torcx(node)
+        assert cluster.bucket.requests_for("/") == []
+        assert not node.exists("/etc/kubernetes/kubelet.env")
