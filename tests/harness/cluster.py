@@ -147,6 +147,21 @@ class Cluster:
         """Addon files for a node's vendor store (the same bytes the manifest hashes)."""
         return {f"docker:{v}.torcx.tgz": self.bucket.addon_path(BOARD, os_version, v) for v in versions}
 
+    def bootstrapped_files(self, os_version: str, docker: str = "17.03",
+                           kube_tag: str = "v1.8.4_coreos.0") -> dict[str, bytes | str]:
+        """The state a finished bootstrap leaves: kubelet.env, the addon in the
+        running OS's versioned store, and the profile selecting it."""
+        profile = ('{"kind": "profile-manifest-v0", "value": {"images": '
+                   f'[{{"name": "docker", "reference": "{docker}"}}]}}}}\n')
+        return {
+            "/etc/kubernetes/kubelet.env":
+                f"KUBELET_IMAGE_URL=quay.io/coreos/hyperkube\nKUBELET_IMAGE_TAG={kube_tag}\n",
+            f"/var/lib/torcx/store/{os_version}/docker:{docker}.torcx.tgz":
+                self.bucket.addon_path(BOARD, os_version, docker).read_bytes(),
+            "/etc/torcx/profiles/tectonic.json": profile,
+            "/etc/torcx/next-profile": "tectonic\n",
+        }
+
     def addon_downloads(self) -> list[str]:
         return [r.path for r in self.bucket.requests_for("/addons/", method="GET")]
 
