@@ -109,14 +109,28 @@ def render_path(config: Config, description: str, directive: str, watched: Path,
         f"Description=torcx-tectonic: {description}",
         f"Documentation={DOCS}",
         f"SourcePath={source}",
-        "# Only a bootstrapped node follows changes: watch once bootstrap is over",
-        "# (the bootstrap starts these itself when it ends without a reboot).",
-        "After=torcx-bootstrap.target",
+        "# Only a bootstrapped node follows changes; the bootstrap starts these itself",
+        "# when it ends without a reboot. (No After=torcx-bootstrap.target: with it, the",
+        "# boot transaction lost the bootstrap's last jobs on systemd 252.)",
         f"ConditionPathExists={config.kubernetes.kubelet_env}",
         "",
         "[Path]",
         f"{directive}={watched}",
         f"Unit={unit}",
+        "",
+    ])
+
+
+def render_bootstrap_lock(config: Config, source: Path) -> str:
+    """The bootstrap's lock skips like its steps once the node is bootstrapped:
+    the skipped steps still pull it in, and systemd does not stop an unneeded
+    unit whose dependents were skipped, so an active lock would block the
+    new-OS and new-kubelet flows for the whole boot."""
+    return HEADER + "\n".join([
+        "",
+        "[Unit]",
+        f"SourcePath={source}",
+        f"ConditionPathExists=!{config.kubernetes.kubelet_env}",
         "",
     ])
 
@@ -132,6 +146,8 @@ def render(config: Config, flows: Sequence[Flow] | None = None) -> Output:
             if flow.name in (BOOTSTRAP, NEW_OS):
                 # the flow's target requires every step, so starting it runs them all
                 out.links[f"{flow.unit_prefix}.target.requires/{name}"] = f"../{name}"
+        if flow.name == BOOTSTRAP:
+            out.files[f"{flow.lock_unit}.d/50-bootstrapped.conf"] = render_bootstrap_lock(config, source)
         if flow.name == NEW_OS:
             out.files["torcx-new-os.path"] = render_path(
                 config, "Prepare torcx when an OS update waits for a reboot",
@@ -151,6 +167,8 @@ def write(output: Output, directory: Path) -> None:
     the links, tolerating a link that already points right."""
     for name, text in output.files.items():
         path = directory / name
+        if path.parent != directory:
+            path.parent.mkdir(exist_ok=True)  # a drop-in directory; the output directory must exist
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except FileExistsError:

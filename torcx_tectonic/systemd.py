@@ -30,10 +30,11 @@ def _call(what: str, method: str, *args: Any) -> Any:
 
 
 def enable(unit: str) -> bool:
-    """Enable a unit file (persistently); returns whether anything changed."""
+    """Enable a unit file (persistently) for the next boot; returns whether
+    anything changed. No daemon-reload: a reload while the boot transaction
+    runs drops the jobs of the later steps, and the links only matter at the
+    next boot (units started now are started explicitly)."""
     _, changes = _call(f"enable {unit}", "EnableUnitFiles", [unit.encode()], False, True)
-    if changes:
-        _call("daemon-reload", "Reload")
     return bool(changes)
 
 

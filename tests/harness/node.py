@@ -403,11 +403,13 @@ class Node:
             raise NodeError(f"node {self.name} is not running{self._exit_note()}")
         return self._leader
 
-    def boot(self, *, timeout: float | None = None) -> float:
+    def boot(self, *, timeout: float | None = None, wait_ready: bool = True) -> float:
         """Start the container and wait until systemd reports running/degraded.
 
         Returns the boot time in seconds.  On failure the container is stopped
-        and the error carries the nspawn console log.
+        and the error carries the nspawn console log.  ``wait_ready=False``
+        only starts it: for a boot that is expected to end by itself (a
+        reboot during boot), followed by :meth:`wait_exit`.
         """
         if self.running:
             raise NodeError(f"node {self.name} is already running")
@@ -451,6 +453,8 @@ class Node:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        if not wait_ready:
+            return 0.0
         try:
             self._wait_booted(start + timeout, timeout)
         except BaseException:

@@ -81,7 +81,34 @@ def test_fresh_node_with_an_update_gets_docker_for_both_os_versions_and_reboots(
         assert unit_result(node, "torcx-new-kubelet.path")[0] == "active"
 
 
-def test_enabled_target_bootstraps_at_boot_then_does_nothing_once_kubelet_env_exists(bundle: Path) -> None:
+def test_enabled_target_bootstraps_at_first_boot_reboots_and_then_stays_idle(bundle: Path) -> None:
+    # The way a node really comes up: Ignition enabled the target, the first boot
+    # updates the OS and reboots (a daemon-reload in the middle of this boot
+    # transaction once dropped the later steps' jobs: they must all run).
+    with cluster_node(bundle, BOTH, os_version=CURRENT, update_engine=UPDATE) as (cluster, node):
+        enable(node, "torcx-bootstrap.target")
+        node.boot(wait_ready=False)
+        assert node.wait_exit(120) == REBOOT_EXIT_CODE
+        assert "KUBELET_IMAGE_TAG=v1.8.4_coreos.0" in node.host_path("/etc/kubernetes/kubelet.env").read_text()
+        assert store_file(node, NEXT, "17.03").is_file() and store_file(node, CURRENT, "17.03").is_file()
+        assert "rebooting: OS 1688.5.3 is installed, Docker changed" in bootstrap_journal(node)
+        downloads = cluster.addon_downloads()
+
+        node.boot_again(os_version=NEXT, update_engine={"mode": "none"})
+        node.wait_for(lambda: unit_result(node, "kubelet.service")[0] == "active", what="kubelet running")
+        assert not node.exists("/run/torcx-tectonic/bootstrap/next-os.json")
+        assert cluster.addon_downloads() == downloads
+        assert node.update_engine_attempts() == 0
+        # The idle bootstrap holds no lock: a kubelet change is followed in this boot.
+        assert unit_result(node, "torcx-tectonic-lock@bootstrap.service")[0] == "inactive"
+        node.write("/etc/kubernetes/kubelet.env",
+                   "KUBELET_IMAGE_URL=quay.io/coreos/hyperkube\nKUBELET_IMAGE_TAG=v1.8.5_coreos.0\n")
+        node.wait_for(lambda: node.exists("/run/torcx-tectonic/new-kubelet/install-addons.json"), timeout=60,
+                      what="the new-kubelet flow")
+        assert facts(node, "new-kubelet", "install-addons")["result"] == "ok"
+
+
+def test_enabled_target_without_reboot_starts_the_kubelet_in_the_same_boot(bundle: Path) -> None:
     with cluster_node(bundle, BOTH, os_version=CURRENT, settings=NO_REBOOT) as (cluster, node):
         enable(node, "torcx-bootstrap.target")
         node.boot(timeout=120)
@@ -269,6 +296,10 @@ def test_generated_units_pass_systemd_analyze_verify(bundle: Path) -> None:
             assert (result.returncode, result.stderr.strip()) == (0, ""), name
             os_update = node.read("/run/systemd/generator/torcx-bootstrap-os-update.service")
             assert ("--attempt-update" in os_update) == (name != "upgrade-os-no")
+        # Enabled, the bootstrap joins the boot transaction: systemd finds it consistent.
+        node.systemctl("enable", "torcx-bootstrap.target")
+        result = node.run("systemd-analyze", "verify", "/usr/lib/systemd/system/multi-user.target", check=False)
+        assert (result.returncode, result.stderr.strip()) == (0, "")
 
 
 def test_bad_configuration_is_reported_by_the_first_step_and_changes_nothing(bundle: Path) -> None:
