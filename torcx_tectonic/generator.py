@@ -22,6 +22,7 @@ DOCS = "man:systemd.generator(7) file:/usr/share/doc/torcx-tectonic/README.md"
 LOCAL_STEP_TIMEOUT_SECS = 300
 #: Extra seconds on top of the configured waits, for the work around them.
 MARGIN_SECS = 300
+RECHECK_UNIT = "torcx-new-kubelet-recheck.service"
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,9 @@ def render_step(config: Config, flow: Flow, index: int, source: Path) -> str:
         unit += ["# `systemctl start torcx-bootstrap.target` returns when every step ended.",
                  "Before=torcx-bootstrap.target"]
     unit += _conditions(config, flow, step)
+    if flow.name == NEW_KUBELET and index == len(flow.steps) - 1:
+        unit += ["# kubelet.env may have changed again while this flow ran: look once more.",
+                 f"OnSuccess={RECHECK_UNIT}"]
     args = (*step.args, "--retry") if step.retry else step.args
     service = [
         "Type=oneshot",
@@ -117,6 +121,23 @@ def render_path(config: Config, description: str, directive: str, watched: Path,
         "[Path]",
         f"{directive}={watched}",
         f"Unit={unit}",
+        "",
+    ])
+
+
+def render_recheck(anchor: str, source: Path) -> str:
+    return HEADER + "\n".join([
+        "",
+        "[Unit]",
+        "Description=torcx-tectonic new-kubelet: run again if kubelet.env changed meanwhile",
+        f"Documentation={DOCS}",
+        f"SourcePath={source}",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        f"ExecStart={LIBEXEC_DIR / 'recheck-kubelet'} --flow {NEW_KUBELET} --step recheck --anchor {anchor}",
+        "SyslogIdentifier=torcx-new-kubelet-recheck",
+        f"TimeoutStartSec={LOCAL_STEP_TIMEOUT_SECS}",
         "",
     ])
 
@@ -155,6 +176,7 @@ def render(config: Config, flows: Sequence[Flow] | None = None) -> Output:
             out.links["multi-user.target.wants/torcx-new-os.path"] = "../torcx-new-os.path"
         if flow.name == NEW_KUBELET:
             last = flow.unit(flow.steps[-1])
+            out.files[RECHECK_UNIT] = render_recheck(last, source)
             out.files["torcx-new-kubelet.path"] = render_path(
                 config, "Follow kubelet.env changes with Docker",
                 "PathChanged", config.kubernetes.kubelet_env, last, source)

@@ -363,6 +363,20 @@ def annotate_node(ctx: Context) -> Record:
     return {"node": kube.node_name, "annotation": kube.annotation, "label": label}
 
 
+def recheck_kubelet(ctx: Context, anchor: str) -> Record:
+    """After a new-kubelet run: if kubelet.env changed again while it ran, run
+    the flow again. A change that arrives while the flow runs only merges
+    into the running job, so without this the newer version would be lost."""
+    kube = ctx.config.kubernetes
+    used = ctx.facts.load("kubelet-version")["kube_version"]
+    now = kube.force_version or kubeletenv.kubelet_version(kube.kubelet_env)
+    if now == used:
+        return {"kube_version": used, "rerun": False}
+    log.info("%s changed to Kubernetes %s while the flow handled %s: running it again", kube.kubelet_env, now, used)
+    systemd.start(anchor)
+    return {"kube_version": used, "now": now, "rerun": True}
+
+
 def docker_reset(ctx: Context) -> Record:
     removed = dockerreset.reset(DOCKER_RESET_MARKER, DOCKER_DATA,
                                 profile.booted_reference(TORCX_METADATA, ctx.config.torcx.addon))

@@ -206,3 +206,23 @@ def test_bucket_goes_through_the_proxy_and_the_api_server_does_not(bundle: Path,
                 assert not proxy.used_for_port(cluster.api.port)
                 assert store_file(node, CURRENT, "17.03").is_file()
                 assert BOARD in cluster.bucket.requests_for("/manifests/")[0].path
+
+
+def test_second_kubelet_change_during_a_new_kubelet_run_is_not_lost(bundle: Path, tmp_path: Path) -> None:
+    with bootstrapped(bundle, tmp_path) as (cluster, node):
+        cluster.bucket.set_fault("/addons/", delay=3)  # the first run is still downloading 17.06...
+        node.boot()
+        node.write("/etc/kubernetes/kubelet.env",
+                   "KUBELET_IMAGE_URL=quay.io/coreos/hyperkube\nKUBELET_IMAGE_TAG=v1.9.1_coreos.0\n")
+        node.wait_for(lambda: flow_done(node, "new-kubelet", "docker-version"), timeout=60, what="first decision")
+        # ... when the cluster goes back to 1.8: that trigger merges into the running job.
+        node.write("/etc/kubernetes/kubelet.env",
+                   "KUBELET_IMAGE_URL=quay.io/coreos/hyperkube\nKUBELET_IMAGE_TAG=v1.8.5_coreos.0\n")
+        node.wait_for(lambda: flow_done(node, "new-kubelet", "kubelet-version")
+                      and facts(node, "new-kubelet", "kubelet-version")["kube_version"] == "v1.8.5+coreos.0"
+                      and flow_done(node, "new-kubelet", "install-addons")
+                      and facts(node, "new-kubelet", "install-addons")["docker"] == "17.03",
+                      timeout=90, what="the second run for v1.8.5")
+        assert selected(node) == "17.03"
+        assert "changed to Kubernetes v1.8.5+coreos.0 while the flow handled v1.9.1+coreos.0" in node.journal(
+            "torcx-new-kubelet-recheck.service")

@@ -98,6 +98,8 @@ def test_every_step_is_a_oneshot_running_its_libexec_script() -> None:
     ]
     expected = {f"torcx-{flow}-{step}.service": f"{LIBEXEC}/{script} --flow {flow} --step {step}{args}"
                 for flow, step, script, args in commands}
+    expected["torcx-new-kubelet-recheck.service"] = (
+        f"{LIBEXEC}/recheck-kubelet --flow new-kubelet --step recheck --anchor torcx-new-kubelet-addons.service")
     services = {name: text for name, text in out.files.items() if name.endswith(".service")}
     assert {name: values(text, "Service", "ExecStart") for name, text in services.items()} == {
         name: [command] for name, command in expected.items()
@@ -263,10 +265,19 @@ def test_source_path_is_the_last_configuration_file() -> None:
     }
 
 
+def test_new_kubelet_looks_again_after_each_run() -> None:
+    # a kubelet.env change during the run only merges into the running job
+    out = generator.render(make_config())
+    anchor = out.files["torcx-new-kubelet-addons.service"]
+    assert values(anchor, "Unit", "OnSuccess") == ["torcx-new-kubelet-recheck.service"]
+    assert sum(bool(values(text, "Unit", "OnSuccess")) for text in out.files.values()) == 1
+
+
 def test_render_only_the_given_flows() -> None:
     config = make_config()
     out = generator.render(config, flows=all_flows(config)[2:])
-    assert sorted(out.files) == sorted([*units("torcx-new-kubelet", NEW_KUBELET), "torcx-new-kubelet.path"])
+    assert sorted(out.files) == sorted([*units("torcx-new-kubelet", NEW_KUBELET), "torcx-new-kubelet.path",
+                                        "torcx-new-kubelet-recheck.service"])
 
 
 # --- write and main -------------------------------------------------------------------------------

@@ -464,3 +464,17 @@ def test_an_applied_update_of_unknown_version_fails_the_step(tmp_path: Path, mon
                status=_status(updateengine.NEED_REBOOT, "0.0.0.0"))
     with pytest.raises(TorcxTectonicError, match="applied an OS update but reports its version as '0.0.0.0'"):
         steps.next_os(_context(tmp_path, flow), attempt=flow == "bootstrap")
+
+
+@pytest.mark.parametrize(("now", "rerun"), [("v1.9.1_coreos.0", False), ("v1.10.0_coreos.0", True)])
+def test_recheck_runs_the_flow_again_only_when_kubelet_env_moved_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    now: str, rerun: bool) -> None:
+    kubelet_env = tmp_path / "kubelet.env"
+    kubelet_env.write_text(f"KUBELET_IMAGE_TAG={now}\n")
+    started: list[str] = []
+    monkeypatch.setattr("torcx_tectonic.systemd.start", started.append)
+    ctx = _context(tmp_path, "new-kubelet", **{"kubernetes.kubelet_env": str(kubelet_env)})
+    ctx.facts.record("kubelet-version", "ok", kube_version="v1.9.1+coreos.0")
+    record = steps.recheck_kubelet(ctx, "torcx-new-kubelet-addons.service")
+    assert record["rerun"] is rerun
+    assert started == (["torcx-new-kubelet-addons.service"] if rerun else [])
