@@ -2,6 +2,7 @@
 #   make install DESTDIR=... PYTHON=...   install the bundle
 #   make node                              boot a simulated node and bootstrap it (the main job)
 #   make test                              install what the tests need, lint, type-check, run every test
+#   make bench                             time the generator (it blocks every boot and daemon-reload)
 
 PYTHON ?= /usr/bin/python3
 DESTDIR ?=
@@ -23,7 +24,7 @@ RPMBUILD_FLAGS ?= $(shell rpm -q rpm >/dev/null 2>&1 || echo --nodeps)
 SCRIPTS = $(wildcard libexec/*)
 PACKAGE_FILES = $(wildcard torcx_tectonic/*.py)
 
-.PHONY: all install deps test lint unit integration node rpm clean
+.PHONY: all install deps test lint unit integration node bench rpm clean
 
 all: $(BUILD)/torcx-tectonic.conf
 
@@ -75,6 +76,9 @@ test: deps lint
 
 node: deps
 	$(VENV)/bin/python -m tests.harness.demo
+
+bench: deps
+	$(VENV)/bin/python -m tests.harness.bench
 
 rpm: all
 	mkdir -p $(BUILD)/rpm/SOURCES
