@@ -60,24 +60,21 @@ def parse_positive_float(value: str) -> float:
     return number
 
 
-def parse_count(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError("expected a whole number") from None
-    if number < 0:
-        raise ValueError("expected a whole number of 0 or more")
-    return number
+def whole_number(minimum: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError("expected a whole number") from None
+        if number < minimum:
+            raise ValueError(f"expected a whole number of {minimum} or more")
+        return number
+
+    return parse
 
 
-def parse_attempts(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise ValueError("expected a whole number") from None
-    if number < 1:
-        raise ValueError("expected a whole number of 1 or more")
-    return number
+parse_count = whole_number(0)
+parse_attempts = whole_number(1)
 
 
 def parse_path(value: str) -> Path:

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
-import yaml
 
 from .config import NetworkSettings
 from .errors import InputError, NetworkError
 from .http import make_session, request, timeouts
+from .yamldoc import load_mapping
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +72,7 @@ def _material(entry: Mapping[str, Any], key: str, base: Path, origin: str) -> by
 def parse_kubeconfig(text: str, origin: str, base: Path) -> Credentials:
     """Resolve the current context of a kubeconfig into credentials;
     relative file paths are taken relative to ``base``."""
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise InputError(f"{origin}: not valid YAML: {' '.join(str(err).split())}") from None
-    if not isinstance(document, dict):
-        raise InputError(f"{origin}: expected a kubeconfig mapping (apiVersion: v1, kind: Config)")
+    document = load_mapping(text, origin, "a kubeconfig mapping (apiVersion: v1, kind: Config)")
     contexts = document.get("contexts")
     current = document.get("current-context")
     if not current:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-import yaml
-
 from .errors import InputError
+from .yamldoc import load_mapping
 
 MAPPINGS_KIND = "VersionManifestV1"
 _KUBE_VERSION = re.compile(
@@ -52,12 +51,7 @@ def kube_minor(version: str) -> str:
 
 def parse_mappings(text: str, source: str, runtime: str = "docker") -> RuntimeMappings:
     """Parse a VersionManifestV1 document for one runtime."""
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise InputError(f"{source}: not valid YAML: {' '.join(str(err).split())}") from None
-    if not isinstance(document, dict):
-        raise InputError(f"{source}: expected a mapping with kind: {MAPPINGS_KIND}")
+    document = load_mapping(text, source, f"a mapping with kind: {MAPPINGS_KIND}")
     kind = document.get("kind")
     if kind != MAPPINGS_KIND:
         raise InputError(f"{source}: kind is {kind!r}; expected {MAPPINGS_KIND!r}")
