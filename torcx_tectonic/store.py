@@ -102,15 +102,16 @@ def gc_versioned_stores(user_store: Path, current_os: str) -> list[str]:
     """
     if not user_store.is_dir():
         return []
-    leftovers = [p for p in user_store.iterdir() if p.name.startswith(TRASH_PREFIX) and p.is_dir()]
+    # What an interrupted GC left behind goes first, so no rename below collides with it.
+    for trash in user_store.iterdir():
+        if trash.name.startswith(TRASH_PREFIX) and trash.is_dir() and not trash.is_symlink():
+            shutil.rmtree(trash)
     names = [p.name for p in user_store.iterdir() if p.is_dir() and not p.is_symlink()]
     removed = select_gc(names, current_os)
     for name in removed:
-        trash = user_store / f"{TRASH_PREFIX}{name}"
-        os.rename(user_store / name, trash)
-        leftovers.append(trash)
+        os.rename(user_store / name, user_store / f"{TRASH_PREFIX}{name}")
     if removed:
         fsync_dir(user_store)
-    for trash in leftovers:
-        shutil.rmtree(trash)
+    for name in removed:
+        shutil.rmtree(user_store / f"{TRASH_PREFIX}{name}")
     return removed

@@ -214,3 +214,24 @@ def test_gc_cleans_leftovers_of_an_interrupted_gc(tmp_path: Path) -> None:
 
 def test_gc_without_a_user_store(tmp_path: Path) -> None:
     assert store.gc_versioned_stores(tmp_path / "missing", "1632.3.0") == []
+
+
+def test_gc_after_an_interrupted_gc_of_the_same_store(tmp_path: Path) -> None:
+    # killed between the rename and the delete, then the store reappeared: no collision
+    user = tmp_path / "store"
+    (user / ".gc-1520.3.0" / "half").mkdir(parents=True)
+    (user / "1520.3.0").mkdir()
+    (user / "1520.3.0" / "docker:1.12.torcx.tgz").write_bytes(b"x")
+    (user / "1632.3.0").mkdir()
+    assert store.gc_versioned_stores(user, "1632.3.0") == ["1520.3.0"]
+    assert sorted(p.name for p in user.iterdir()) == ["1632.3.0"]
+
+
+def test_gc_leaves_a_symlink_that_looks_like_a_leftover(tmp_path: Path) -> None:
+    user = tmp_path / "store"
+    (user / "1632.3.0").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "keep").write_text("not ours")
+    (user / ".gc-link").symlink_to(tmp_path / "elsewhere")
+    assert store.gc_versioned_stores(user, "1632.3.0") == []
+    assert (tmp_path / "elsewhere" / "keep").is_file() and (user / ".gc-link").is_symlink()
