@@ -85,8 +85,15 @@ def test_enabled_target_bootstraps_at_first_boot_reboots_and_then_stays_idle(bun
     # The way a node really comes up: Ignition enabled the target, the first boot
     # updates the OS and reboots (a daemon-reload in the middle of this boot
     # transaction once dropped the later steps' jobs: they must all run).
-    with cluster_node(bundle, BOTH, os_version=CURRENT, update_engine=UPDATE) as (cluster, node):
+    docker = {  # a stand-in Docker that notes what it found in its data directory when it started
+        "/usr/lib/systemd/system/docker.service":
+            "[Service]\nExecStart=/bin/sh -c 'ls -A /var/lib/docker > /run/docker-saw; exec sleep infinity'\n"
+            "[Install]\nWantedBy=multi-user.target\n",
+        "/var/lib/docker/containers/written-by-the-old-docker": "old",
+    }
+    with cluster_node(bundle, BOTH, os_version=CURRENT, update_engine=UPDATE, files=docker) as (cluster, node):
         enable(node, "torcx-bootstrap.target")
+        enable(node, "docker.service")
         node.boot(wait_ready=False)
         assert node.wait_exit(120) == REBOOT_EXIT_CODE
         assert "KUBELET_IMAGE_TAG=v1.8.4_coreos.0" in node.host_path("/etc/kubernetes/kubelet.env").read_text()
@@ -99,6 +106,11 @@ def test_enabled_target_bootstraps_at_first_boot_reboots_and_then_stays_idle(bun
         assert not node.exists("/run/torcx-tectonic/bootstrap/next-os.json")
         assert cluster.addon_downloads() == downloads
         assert node.update_engine_attempts() == 0
+        # Docker changed: its data directory was emptied before the new Docker started.
+        node.wait_for(lambda: node.exists("/run/docker-saw"), what="docker started")
+        assert node.read("/run/docker-saw") == ""
+        assert not node.exists("/var/lib/torcx-tectonic/docker-reset-needed")
+        assert "emptied /var/lib/docker (1 entries)" in node.journal("torcx-tectonic-docker-reset.service")
         # The idle bootstrap holds no lock: a kubelet change is followed in this boot.
         assert unit_result(node, "torcx-tectonic-lock@bootstrap.service")[0] == "inactive"
         node.write("/etc/kubernetes/kubelet.env",
@@ -139,6 +151,35 @@ def test_unreachable_api_server_uses_the_installer_files(bundle: Path) -> None:
         assert docker["plan"] == {"version": "17.03", "os_versions": [CURRENT]}
         assert "KUBELET_IMAGE_TAG=v1.8.2_coreos.0" in node.read("/etc/kubernetes/kubelet.env")
         assert unit_result(node, "kubelet.service")[0] == "active"
+
+
+def test_failed_os_updates_are_retried_then_the_node_goes_on_and_says_so(bundle: Path) -> None:
+    settings = {"bootstrap": {"reboot": "no", "os_update_attempts": "2"}}
+    failing = {"mode": ["error", "error"], "step_seconds": 0.05}
+    with cluster_node(bundle, BOTH, os_version=CURRENT, settings=settings, update_engine=failing) as (_, node):
+        node.boot()
+        assert start_bootstrap(node).returncode == 0
+        assert node.update_engine_attempts() == 2
+        os_facts = facts(node, "bootstrap", "next-os")
+        assert (os_facts["update"], os_facts["next_os"]) == ("failed", None)
+        assert "OS update failed 2 time(s)" in os_facts["warning"]
+        assert "continuing on the running OS 1632.3.0" in bootstrap_journal(node)
+        assert store_file(node, CURRENT, "17.03").is_file()
+        assert unit_result(node, "kubelet.service")[0] == "active"
+
+
+def test_failed_os_updates_fail_the_bootstrap_when_configured(bundle: Path) -> None:
+    settings = {"bootstrap": {"os_update_failure": "fail", "os_update_attempts": "1", "os_update_timeout": "3"}}
+    with cluster_node(bundle, BOTH, os_version=CURRENT, settings=settings,
+                      update_engine={"mode": "hang"}) as (cluster, node):
+        node.boot()
+        assert start_bootstrap(node).returncode != 0
+        error = facts(node, "bootstrap", "next-os")["error"]
+        assert "OS update failed 1 time(s): update_engine did not finish within 3s" in error
+        assert "os_update_failure=continue" in error
+        assert cluster.bucket.requests_for("/") == []
+        untouched_torcx(node)
+        assert not node.exists("/etc/kubernetes/kubelet.env")
 
 
 def test_no_update_available_installs_for_the_running_os_only(bundle: Path) -> None:
