@@ -37,6 +37,17 @@ def arrange(marker: Path, previous: str | None, new: str) -> bool:
     return True
 
 
+def cancel(marker: Path) -> bool:
+    """Forget a pending reset: the selected Docker is again the one that
+    booted (e.g. a kubelet upgrade was rolled back before the reboot)."""
+    try:
+        marker.unlink()
+    except FileNotFoundError:
+        return False
+    fsync_dir(marker.parent)
+    return True
+
+
 def reset(marker: Path, data_dir: Path, booted_reference: str | None) -> list[str]:
     """Empty ``data_dir`` if the Docker that booted is the one the marker
     expects; return what was removed.

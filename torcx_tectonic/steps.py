@@ -236,7 +236,8 @@ def install_addons(ctx: Context) -> Record:
             if found is None:
                 raise InputError(f"manifest for OS {os_version} lost {addon} {version} between steps")
             installed.append({"os": os_version, **_install_one(bucket, config, os_version, current, found)})
-    before = profile.booted_reference(TORCX_METADATA, addon)
+    booted = profile.booted_reference(TORCX_METADATA, addon)
+    before = booted
     if before is None:
         next_name = profile.read_next_profile(NEXT_PROFILE)
         for directory in (USER_PROFILES, VENDOR_PROFILES):
@@ -251,6 +252,10 @@ def install_addons(ctx: Context) -> Record:
         systemd.enable(dockerreset.RESET_UNIT)
         log.warning("%s changes from %s to %s: %s will be emptied before it starts", addon, before, version,
                     DOCKER_DATA)
+    # Only what torcx says booted can cancel a pending reset: the next profile
+    # already names the new version after a first run.
+    if booted == version and dockerreset.cancel(DOCKER_RESET_MARKER):
+        log.info("%s %s is the one running again: %s will not be emptied", addon, version, DOCKER_DATA)
     log.info("profile %s selects %s:%s%s", name, addon, version, "" if changed else " (unchanged)")
     return {"installed": installed, "profile": name, "changed": [str(p) for p in changed],
             "docker_changed": docker_changed, "previous_docker": before, "docker": version}

@@ -478,3 +478,33 @@ def test_recheck_runs_the_flow_again_only_when_kubelet_env_moved_on(tmp_path: Pa
     record = steps.recheck_kubelet(ctx, "torcx-new-kubelet-addons.service")
     assert record["rerun"] is rerun
     assert started == (["torcx-new-kubelet-addons.service"] if rerun else [])
+
+
+def _booted(node: Node, reference: str) -> None:
+    applied = node.root / "run/torcx/profile.json"
+    applied.parent.mkdir(parents=True, exist_ok=True)
+    applied.write_text(json.dumps({"kind": "profile-manifest-v0",
+                                   "value": {"images": [{"name": "docker", "reference": reference}]}}))
+    node.metadata.parent.mkdir(parents=True, exist_ok=True)
+    node.metadata.write_text(f"TORCX_UPPER_PROFILE=\"tectonic\"\nTORCX_PROFILE_PATH=\"{applied}\"\n")
+
+
+def test_a_pending_reset_is_dropped_when_the_booted_docker_is_selected_again(node: Node, tmp_path: Path) -> None:
+    # 17.06 was selected (reset arranged), then the kubelet went back before any reboot
+    _booted(node, "17.03")
+    node.reset_marker.parent.mkdir(parents=True)
+    node.reset_marker.write_text('{"from": "17.03", "to": "17.06"}\n')
+    ctx = _context(tmp_path)
+    _plan(ctx, "1632.3.0", None, ["1632.3.0"], {"1632.3.0": _manifest(URL)})
+    record = steps.install_addons(ctx)
+    assert (record["docker_changed"], record["previous_docker"]) == (False, "17.03")
+    assert not node.reset_marker.exists()
+
+
+def test_a_pending_reset_stays_when_torcx_left_no_record(node: Node, tmp_path: Path) -> None:
+    ctx = _context(tmp_path)
+    _plan(ctx, "1632.3.0", None, ["1632.3.0"], {"1632.3.0": _manifest(URL)})
+    steps.install_addons(ctx)
+    assert node.reset_marker.exists()
+    steps.install_addons(ctx)  # the next profile now names 17.03: that is not what booted
+    assert json.loads(node.reset_marker.read_text()) == {"from": "com.coreos.cl", "to": "17.03"}
