@@ -282,6 +282,17 @@ def test_manifest_signed_by_an_unknown_key_is_refused(bundle: Path) -> None:
             "signed by a key not in the keyring")
 
 
+def test_unreachable_bucket_fails_the_docker_step_naming_the_url(bundle: Path) -> None:
+    with cluster_node(bundle, BOTH, os_version=CURRENT) as (cluster, node):
+        cluster.bucket.set_fault("/manifests/", status=503)
+        node.boot()
+        _assert_docker_step_failed(
+            node, f"manifest for {BOARD} 1632.3.0: GET {cluster.bucket.base_url}/manifests/{BOARD}/{CURRENT}/"
+                  "torcx_manifest.json answered 503")
+        # each attempt retried the request itself (network retries = 1) before the step gave up
+        assert len(cluster.bucket.requests_for("/manifests/")) == 2 * 2
+
+
 def test_addon_with_a_wrong_hash_never_enters_a_store(bundle: Path) -> None:
     with cluster_node(bundle, BOTH, os_version=CURRENT) as (cluster, node):
         cluster.bucket.corrupt_addon(BOARD, CURRENT, "17.03")

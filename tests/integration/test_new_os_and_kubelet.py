@@ -151,7 +151,11 @@ def test_new_kubelet_version_installs_and_selects_its_docker(bundle: Path, tmp_p
         assert node.exists("/run/torcx-tectonic/new-kubelet/install-addons.json")
         assert unit_result(node, "kubelet.service")[0] != "deactivating"
 
-        # The same version again: nothing downloaded, nothing rewritten.
+        # The same version again: nothing downloaded, nothing rewritten. (Wait for the
+        # first run to end: a change during it would only merge into it.)
+        node.wait_for(lambda: flow_done(node, "new-kubelet", "recheck-kubelet")
+                      and unit_result(node, "torcx-new-kubelet-addons.service")[0] == "inactive",
+                      timeout=30, what="the first run to end")
         watched = [store_file(node, CURRENT, "17.06"), node.host_path("/etc/torcx/profiles/tectonic.json"),
                    node.host_path("/etc/torcx/next-profile")]
         before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in watched}
