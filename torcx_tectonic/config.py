@@ -178,7 +178,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("units", "retry_attempts", parse_attempts, "5",
             "attempts of a network step before its unit fails (a new-OS flow is then triggered again)"),
     Setting("network", "ca_bundle", parse_optional_path, "",
-            "extra CA bundle for the release bucket (empty: the system's)"),
+            "CA bundle trusted for the release bucket instead of the system's (empty: the system's)"),
 )
 
 SETTINGS_BY_NAME: Mapping[tuple[str, str], Setting] = {(s.section, s.key): s for s in SETTINGS}

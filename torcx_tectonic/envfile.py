@@ -25,26 +25,29 @@ def _unquote(value: str, where: str) -> str:
         raise InputError(f"{where}: bad quoting in value {value!r}: {err}") from None
 
 
-def _logical_lines(text: str) -> list[tuple[int, str]]:
-    """(first physical line number, text) with continuations joined."""
-    lines: list[tuple[int, str]] = []
+def logical_lines(text: str) -> list[tuple[int, int, str]]:
+    """(first, last) physical line indexes (0-based) and the joined text of
+    each logical line: a trailing backslash continues a line."""
+    lines: list[tuple[int, int, str]] = []
     pending, start = "", 0
-    for number, raw in enumerate(text.splitlines(), start=1):
+    physical = text.splitlines()
+    for index, raw in enumerate(physical):
         if not pending:
-            start = number
+            start = index
         if raw.endswith("\\"):
             pending += raw[:-1]
             continue
-        lines.append((start, pending + raw))
+        lines.append((start, index, pending + raw))
         pending = ""
     if pending:
-        lines.append((start, pending))
+        lines.append((start, len(physical) - 1, pending))
     return lines
 
 
 def parse_env(text: str, origin: str) -> dict[str, str]:
     values: dict[str, str] = {}
-    for lineno, line in _logical_lines(text):
+    for first, _, line in logical_lines(text):
+        lineno = first + 1
         stripped = line.strip()
         if not stripped or stripped[0] in "#;":
             continue

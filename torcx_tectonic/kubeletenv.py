@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from .envfile import ASSIGNMENT, parse_env
+from .envfile import ASSIGNMENT, logical_lines, parse_env
 from .errors import InputError
 
 IMAGE_TAG_KEY = "KUBELET_IMAGE_TAG"
@@ -29,10 +29,10 @@ def with_value(text: str, key: str, value: str) -> str:
     replaced in place, or a line is appended; everything else is kept."""
     line = f"{key}={shlex.quote(value)}"
     lines = text.splitlines()
-    for index in range(len(lines) - 1, -1, -1):
-        match = ASSIGNMENT.match(lines[index])
+    for first, last, logical in reversed(logical_lines(text)):
+        match = ASSIGNMENT.match(logical)
         if match and match["key"] == key:
-            lines[index] = line
+            lines[first:last + 1] = [line]  # a continued assignment is replaced whole
             break
     else:
         lines.append(line)

@@ -85,3 +85,15 @@ def test_kubelet_version_malformed_file(tmp_path: Path) -> None:
     env.write_text("KUBELET_IMAGE_TAG=v1.8.4\ngarbage\n")
     with pytest.raises(InputError, match=r"kubelet\.env:2: expected KEY=value"):
         kubeletenv.kubelet_version(env)
+
+
+def test_with_value_replaces_a_continued_assignment_whole() -> None:
+    text = "A=1\nKUBELET_IMAGE_TAG=v1.7.0_\\\ncoreos.0\nB=2\n"
+    assert kubeletenv.with_value(text, "KUBELET_IMAGE_TAG", "v1.8.4_coreos.0") == (
+        "A=1\nKUBELET_IMAGE_TAG=v1.8.4_coreos.0\nB=2\n")
+
+
+def test_with_value_ignores_a_lookalike_inside_another_continued_value() -> None:
+    text = "OPTS=--a \\\nKUBELET_IMAGE_TAG=not-an-assignment\n"
+    assert kubeletenv.with_value(text, "KUBELET_IMAGE_TAG", "v1.8.4_coreos.0") == (
+        "OPTS=--a \\\nKUBELET_IMAGE_TAG=not-an-assignment\nKUBELET_IMAGE_TAG=v1.8.4_coreos.0\n")
