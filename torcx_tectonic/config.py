@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -17,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import iniparse  # type: ignore[import-untyped]
-from iniparse.ini import LineContainer, SectionLine  # type: ignore[import-untyped]
 
 from .errors import ConfigError
 from .paths import (
@@ -264,26 +264,41 @@ class RawValue:
     origin: str
 
 
-def iter_ini(text: str, origin: str) -> Iterator[tuple[str, str, str, int]]:
-    """Yield (section, key, value, line) from INI text.
+_SECTION_LINE = re.compile(r"^\[(?P<name>[^\]]+)\]")
+_OPTION_LINE = re.compile(r"^(?P<key>[^\s=:#;\[][^=:]*?)\s*[=:]")
 
-    iniparse keeps each line with its number, which is what lets errors name
-    the line; its public API hides the numbers, so this walks its line tree.
-    """
+
+def _option_lines(text: str) -> dict[tuple[str, str], int]:
+    """Where each (section, key) is set last. iniparse only keeps line numbers
+    in distribution-patched builds, so errors find their line here."""
+    found: dict[tuple[str, str], int] = {}
+    section = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _SECTION_LINE.match(line)
+        if header:
+            section = header["name"].strip()
+            continue
+        option = _OPTION_LINE.match(line)
+        if section is not None and option:
+            found[(section, option["key"].strip())] = number
+    return found
+
+
+def iter_ini(text: str, origin: str) -> Iterator[tuple[str, str, str, int]]:
+    """Yield (section, key, value, line) from INI text, parsed by iniparse."""
     try:
         document = iniparse.INIConfig(io.StringIO(text), optionxformvalue=None)
     except Exception as err:  # iniparse raises its own ParsingError/MissingSectionHeaderError
         detail = " ".join(str(err).replace("'<???>'", "").replace("file: ,", "").split())
         raise ConfigError(f"{origin}: not a valid INI file: {detail}") from None
-    for container in document._data.contents:
-        if not isinstance(container, LineContainer):
-            continue
-        head = container.contents[0]
-        if not isinstance(head, SectionLine):
-            continue
-        for option in container.contents[1:]:
-            if isinstance(option, LineContainer):
-                yield head.name, option.name, option.value.strip(), option.get_line_number() or head.line_number
+    lines = _option_lines(text)
+    # iniparse hides [DEFAULT] and copies its keys into every section: refuse it.
+    defaults = sorted(number for (section, _), number in lines.items() if section == "DEFAULT")
+    if defaults:
+        raise ConfigError(f"{origin}:{defaults[0]}: unknown section [DEFAULT]; allowed: {', '.join(SECTIONS)}")
+    for section in document:
+        for key in document[section]:
+            yield section, key, str(document[section][key]).strip(), lines.get((section, key), 0)
 
 
 def collect(files: Iterable[tuple[str, str]]) -> dict[tuple[str, str], RawValue]:
