@@ -24,7 +24,7 @@ RPMBUILD_FLAGS ?= $(shell rpm -q rpm >/dev/null 2>&1 || echo --nodeps)
 SCRIPTS = $(wildcard libexec/*)
 PACKAGE_FILES = $(wildcard torcx_tectonic/*.py)
 
-.PHONY: all install deps test lint unit integration node bench rpm clean
+.PHONY: all install deps test lint compat unit integration node bench rpm clean
 
 all: $(BUILD)/torcx-tectonic.conf
 
@@ -61,6 +61,19 @@ $(VENV)/.deps-done: Makefile
 	$(VENV)/bin/pip install -q --disable-pip-version-check $(PIP_PACKAGES)
 	touch $@
 
+# The oldest Python the product supports, with PyPI's builds of its libraries at the
+# distributions' versions (PyPI's iniparse differs from Debian's): the unit tests,
+# where such an interpreter exists on the machine.
+PYTHON39 ?= $(firstword $(wildcard /root/.pyenv/versions/3.9*/bin/python) $(shell command -v python3.9))
+COMPAT_VENV = build/py39
+COMPAT_PACKAGES = requests==2.28.1 PyYAML==6.0.1 iniparse==0.5 packaging==23.0 pytest==8.3.4
+
+compat:
+	@if [ -z "$(PYTHON39)" ]; then echo "compat: no Python 3.9 on this machine, skipped"; else \
+		[ -x $(COMPAT_VENV)/bin/python ] || $(PYTHON39) -m venv $(COMPAT_VENV); \
+		$(COMPAT_VENV)/bin/pip install -q --disable-pip-version-check $(COMPAT_PACKAGES) && \
+		$(COMPAT_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/unit; fi
+
 lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
@@ -71,7 +84,7 @@ unit: deps
 integration: deps
 	$(VENV)/bin/python -m pytest -q tests/integration
 
-test: deps lint
+test: deps lint compat
 	$(VENV)/bin/python -m pytest tests
 
 node: deps
