@@ -10,11 +10,13 @@ lost.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -30,6 +32,20 @@ def notify(state: str) -> None:
         from pystemd.daemon import notify as sd_notify
 
         sd_notify(False, state)
+
+
+@contextlib.contextmanager
+def held(path: Path = LOCK_FILE) -> Iterator[None]:
+    """Hold the lock for a moment, waiting for the flow that has it: for a
+    step that runs outside its flow's lock (the annotation, which may wait an
+    hour for the operator) but must not act while another flow is half done."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def hold(flow: str, path: Path = LOCK_FILE) -> NoReturn:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import dockerreset, kubeletenv, osrelease, profile, store, strategy, systemd, updateengine
+from . import dockerreset, kubeletenv, lock, osrelease, profile, store, strategy, systemd, updateengine
 from .atomic import write_atomic, write_if_changed
 from .bucket import Bucket, load_manifest
 from .config import Config
@@ -29,6 +29,7 @@ from .paths import (
     BOOTSTRAP_FINISH_PENDING,
     DOCKER_DATA,
     DOCKER_RESET_MARKER,
+    LOCK_FILE,
     NEXT_PROFILE,
     TORCX_METADATA,
     USER_PROFILES,
@@ -363,7 +364,8 @@ def annotate_node(ctx: Context) -> Record:
             log.info("waiting for the update operator to label node %s %s=true", kube.node_name, label)
             time.sleep(pause)
             pause = min(pause * 2, kube.label_poll_max_interval)
-        client.annotate_node(kube.node_name, {kube.annotation: "true"})
+        with lock.held(LOCK_FILE):  # not while another flow is half done (the reboot may follow at once)
+            client.annotate_node(kube.node_name, {kube.annotation: "true"})
     log.info("node %s annotated %s=true", kube.node_name, kube.annotation)
     return {"node": kube.node_name, "annotation": kube.annotation, "label": label}
 

@@ -420,6 +420,7 @@ def _annotate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, label_after: int 
     kube, clock = FakeKube(label_after, f"{prefix}/before-reboot"), FakeClock()
     monkeypatch.setattr(steps, "_client", lambda config: kube)
     monkeypatch.setattr(steps, "time", clock)
+    monkeypatch.setattr(steps, "LOCK_FILE", tmp_path / "lock")
     ctx = _context(tmp_path, "new-os", **settings)
     ctx.facts.record("install-addons", "ok")
     return kube, clock, ctx
