@@ -34,7 +34,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, Self
 
 import yaml
@@ -47,6 +46,7 @@ from .bucket import (
     RequestRecord,
     TLSFailure,
 )
+from .closing import Closing
 from .pki import CertPair, Pki
 
 CLUO_PREFIX = "container-linux-update.v1.coreos.com/"
@@ -178,7 +178,7 @@ class OperatorAction:
             self.timer.cancel()
 
 
-class ApiServer:
+class ApiServer(Closing):
     """The api-server: bound at construction, serving after :meth:`start`.
 
     Being bound but not started (or closed) is the "unreachable api-server"
@@ -227,13 +227,6 @@ class ApiServer:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def port(self) -> int:

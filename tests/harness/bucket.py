@@ -43,10 +43,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from .addons import addon_filename, make_addon, sha512_file
+from .closing import Closing
 from .pki import Pki
 from .proxy import came_through_proxy
 
@@ -57,7 +57,7 @@ VENDOR_STORE = "/usr/share/torcx/store"
 # ---------------------------------------------------------------------------
 # OpenPGP
 # ---------------------------------------------------------------------------
-class Signer:
+class Signer(Closing):
     """A real OpenPGP signing key living in its own temporary ``GNUPGHOME``.
 
     Two ``Signer()`` s are unrelated keys: sign with the second to get a
@@ -133,16 +133,7 @@ class Signer:
                            capture_output=True, check=False, timeout=30)
             shutil.rmtree(self.home, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def gpgv_verify(keyring: Path, sig: Path, data: Path) -> subprocess.CompletedProcess[str]:
@@ -416,7 +407,7 @@ class _Release:
     extra_packages: list[dict[str, Any]] = field(default_factory=list)
 
 
-class Bucket:
+class Bucket(Closing):
     """A release bucket rooted at ``root_dir`` (created if needed), signed by ``signer``.
 
     Layout (URL path = path under ``root_dir``)::
@@ -643,16 +634,7 @@ class Bucket:
         if self._server is not None:
             self._server.close()
 
-    def __enter__(self) -> Self:
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 _CONTENT_TYPES = {

@@ -22,6 +22,7 @@ import yaml
 
 from .apiserver import ApiServer
 from .bucket import Bucket, Signer
+from .closing import Closing
 from .node import Node
 from .pki import Pki, make_pki
 
@@ -86,7 +87,7 @@ class Release:
     vendor: set[str] = field(default_factory=set)
 
 
-class Cluster:
+class Cluster(Closing):
     """The stand-ins of one test, started and stopped together."""
 
     def __init__(self, workdir: Path, releases: Sequence[Release], *, kube_version: str = "v1.8.4+coreos.0",
@@ -113,12 +114,6 @@ class Cluster:
         with contextlib.suppress(Exception):
             self.bucket.close()
         self.signer.close()
-
-    def __enter__(self) -> Cluster:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def node_files(self, settings: Mapping[str, Mapping[str, str]] | None = None, *,
                    installer_tag: str = "v1.8.4_coreos.0",

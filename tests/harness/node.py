@@ -45,9 +45,9 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
+from .closing import Closing
 from .update_engine import MARKER as UPDATE_MARKER
 from .update_engine import STATE_DIR as UPDATE_STATE_DIR
 from .update_engine import parse_scenario
@@ -250,7 +250,7 @@ def mounts_under(path: Path) -> list[str]:
     return found
 
 
-class Node:
+class Node(Closing):
     """One simulated Container Linux node (a context manager).
 
     Building happens in the constructor (so a failure to build is reported
@@ -626,18 +626,7 @@ class Node:
             raise NodeError(f"refusing to delete {self.tmpdir}: still mounted: {left}")
         shutil.rmtree(self.tmpdir)
 
-    def __enter__(self) -> Self:
-        """The node is built; call :meth:`boot` to start it."""
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Always stop the container and remove the tree, even when the test failed."""
-        self.close()
 
     # ---------------------------------------------------------------- inside
     def run(

@@ -26,8 +26,9 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Self
+
+from .closing import Closing
 
 _UPSTREAM_LOCK = threading.Lock()
 _UPSTREAM_PORTS: dict[int, int] = {}  # local port -> open connections using it
@@ -76,7 +77,7 @@ class ProxyRecord:
     client: tuple[str, int]
 
 
-class Proxy:
+class Proxy(Closing):
     """The proxy: ``start()`` it, point ``HTTPS_PROXY``/``HTTP_PROXY`` at :attr:`url`.
 
     ``deny`` (a predicate on ``"host:port"``) makes the proxy answer 403, like
@@ -114,13 +115,6 @@ class Proxy:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def port(self) -> int:
