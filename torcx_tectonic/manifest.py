@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import InputError, VerificationError
+from .errors import InputError
 from .paths import VENDOR_STORE
 
 PACKAGE_LIST_KIND = "torcx-package-list-v0"
@@ -169,9 +169,3 @@ def file_sha512(path: Path) -> str:
     with path.open("rb") as handle:
         return sha512_of_stream(read_chunks(handle))
 
-
-def verify_sha512(actual: str, expected: str, what: str) -> None:
-    if actual != expected:
-        raise VerificationError(
-            f"{what}: sha512 mismatch: the manifest expects {expected[:16]}…, the file has {actual[:16]}…"
-        )

@@ -21,7 +21,7 @@ from .config import Config
 from .envfile import parse_env
 from .errors import InputError, NetworkError, TorcxTectonicError
 from .facts import Facts
-from .flows import PATH_UNITS
+from .flows import BOOTSTRAP, PATH_UNITS
 from .kube import MAPPINGS_CONFIGMAP, MAPPINGS_KEY, MAPPINGS_NAMESPACE, KubeClient, load_kubeconfig
 from .manifest import file_sha512
 from .mappings import RuntimeMappings, kube_minor, parse_mappings
@@ -56,7 +56,7 @@ class Context:
 def next_os(ctx: Context, attempt: bool) -> Record:
     """Find the running OS and the one that boots next; with ``attempt``,
     force an OS update first (bootstrap)."""
-    if ctx.facts.flow == "bootstrap":
+    if ctx.facts.flow == BOOTSTRAP:
         ctx.facts.clear()  # a new bootstrap run starts from fresh facts
     current = osrelease.read_os_release()
     boot = ctx.config.bootstrap
@@ -67,18 +67,18 @@ def next_os(ctx: Context, attempt: bool) -> Record:
         record["update"] = outcome
         record["update_failures"] = failures
         if outcome == updateengine.Outcome.FAILED.value:
-            message = (f"OS update failed {len(failures)} time(s): {'; '.join(failures)}; "
-                       f"continuing on the running OS {current.version}; the new-OS flow will handle the next update")
+            failed = f"OS update failed {len(failures)} time(s): {'; '.join(failures)}"
             if boot.os_update_failure == "fail":
-                raise TorcxTectonicError(message.split("; continuing")[0],
-                                         hint="set [bootstrap] os_update_failure=continue to go on")
+                raise TorcxTectonicError(failed, hint="set [bootstrap] os_update_failure=continue to go on")
+            message = (f"{failed}; continuing on the running OS {current.version}; "
+                       "the new-OS flow will handle the next update")
             log.error("%s", message)
             record["warning"] = message
     else:
         try:
             status = updateengine.get_status()
         except updateengine.UpdateEngineError as err:
-            if ctx.facts.flow != "bootstrap":
+            if ctx.facts.flow != BOOTSTRAP:
                 raise
             log.warning("%s; assuming no pending update", err)
             status = None
@@ -198,8 +198,7 @@ def docker_version(ctx: Context) -> Record:
         for os_version in wanted:
             fetched = bucket.manifest(os_facts["board"], os_version)
             offered[os_version] = fetched.packages.versions_of(addon)
-            ctx.facts.dir.mkdir(parents=True, exist_ok=True)
-            manifest_blob(ctx.facts, os_version).write_bytes(fetched.raw)
+            write_atomic(manifest_blob(ctx.facts, os_version), fetched.raw)
             log.info("manifest for OS %s offers %s %s", os_version, addon, ", ".join(offered[os_version]) or "nothing")
     mappings = _mappings(config)
     try:
