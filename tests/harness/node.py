@@ -233,6 +233,16 @@ def _ns(pid: int | str, kind: str) -> str | None:
         return None
 
 
+def missing_requirements(extra_tools: Sequence[str] = ()) -> str | None:
+    """Why nodes cannot boot here (None when they can): tests skip with it."""
+    if os.geteuid() != 0:
+        return "node tests need root (systemd-nspawn, nsenter)"
+    for tool in ("systemd-nspawn", "nsenter", "setpriv", "journalctl", *extra_tools):
+        if shutil.which(tool) is None:
+            return f"node tests need {tool} (make test installs it)"
+    return None
+
+
 def mounts_under(path: Path) -> list[str]:
     """Mount points at or below ``path`` in this mount namespace.
 

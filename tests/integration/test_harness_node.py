@@ -9,14 +9,12 @@ nothing.  The state-machine tests run anywhere; the node tests need root and
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.harness.node import REBOOT_EXIT_CODE, Node, NodeError, mounts_under
+from tests.harness.node import REBOOT_EXIT_CODE, Node, NodeError, missing_requirements, mounts_under
 from tests.harness.update_engine import (
     CHECKING_FOR_UPDATE,
     DOWNLOADING,
@@ -33,16 +31,7 @@ from tests.harness.update_engine import (
 UE = ("com.coreos.update1", "/com/coreos/update1", "com.coreos.update1.Manager")
 
 
-def _missing_requirements() -> str | None:
-    if os.geteuid() != 0:
-        return "node tests need root (systemd-nspawn, nsenter)"
-    for tool in ("systemd-nspawn", "nsenter", "setpriv", "journalctl"):
-        if shutil.which(tool) is None:
-            return f"node tests need {tool} (apt install systemd-container util-linux)"
-    return None
-
-
-needs_nspawn = pytest.mark.skipif(_missing_requirements() is not None, reason=str(_missing_requirements()))
+needs_nspawn = pytest.mark.skipif(missing_requirements() is not None, reason=str(missing_requirements()))
 
 
 @pytest.fixture
