@@ -88,10 +88,10 @@ test: deps lint compat
 	$(VENV)/bin/python -m pytest tests
 
 node: deps
-	$(VENV)/bin/python -m tests.harness.demo
+	$(VENV)/bin/python -m simnode
 
 bench: deps
-	$(VENV)/bin/python -m tests.harness.bench
+	$(VENV)/bin/python -m simnode.bench
 
 rpm: all
 	mkdir -p $(BUILD)/rpm/SOURCES

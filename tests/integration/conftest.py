@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.cluster import build_bundle
-from tests.harness.node import missing_requirements
+from simnode.cluster import build_bundle
+from simnode.node import missing_requirements
 
 
 @pytest.fixture(scope="session")

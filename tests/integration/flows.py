@@ -6,7 +6,7 @@ import json
 import subprocess
 from typing import Any
 
-from tests.harness.node import REBOOT_EXIT_CODE, Node
+from simnode.node import REBOOT_EXIT_CODE, Node
 
 BOOTSTRAP_UNITS = ("os-update", "kubelet-version", "docker-version", "addons", "kubelet-env", "finish")
 

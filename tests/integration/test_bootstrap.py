@@ -13,9 +13,9 @@ import json
 import os
 from pathlib import Path
 
-from tests.harness.bucket import Signer
-from tests.harness.cluster import BOARD, CLUO_PREFIX, Release, cluster_node, enable
-from tests.harness.node import Node
+from simnode.bucket import Signer
+from simnode.cluster import BOARD, CLUO_PREFIX, Release, cluster_node, enable
+from simnode.node import Node
 
 from .flows import (
     REBOOT_EXIT_CODE,

@@ -1,6 +1,6 @@
 """Self-test of the node harness: nspawn node and update_engine stand-in.
 
-Every product integration test stands on :class:`tests.harness.node.Node`
+Every product integration test stands on :class:`simnode.node.Node`
 and the update_engine stand-in; if a node leaked mounts or processes, or the
 stand-in got the D-Bus ordering wrong, product tests would be flaky or prove
 nothing.  The state-machine tests run anywhere; the node tests need root and
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.node import REBOOT_EXIT_CODE, Node, NodeError, missing_requirements, mounts_under
-from tests.harness.update_engine import (
+from simnode.node import REBOOT_EXIT_CODE, Node, NodeError, missing_requirements, mounts_under
+from simnode.update_engine import (
     CHECKING_FOR_UPDATE,
     DOWNLOADING,
     IDLE,

@@ -25,11 +25,11 @@ import pytest
 import requests
 import yaml
 
-from tests.harness.addons import make_addon, read_image_manifest
-from tests.harness.apiserver import CLUO_PREFIX, ApiServer, KubeconfigKind
-from tests.harness.bucket import Bucket, Signer, gpgv_verify
-from tests.harness.pki import Pki, make_pki
-from tests.harness.proxy import Proxy
+from simnode.addons import make_addon, read_image_manifest
+from simnode.apiserver import CLUO_PREFIX, ApiServer, KubeconfigKind
+from simnode.bucket import Bucket, Signer, gpgv_verify
+from simnode.pki import Pki, make_pki
+from simnode.proxy import Proxy
 
 BOARD = "amd64-usr"
 OS = "1632.3.0"

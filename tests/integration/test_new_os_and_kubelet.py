@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.harness.cluster import ANNOTATION, BOARD, CLUO_PREFIX, Cluster, Release
-from tests.harness.node import Node
-from tests.harness.proxy import Proxy
+from simnode.cluster import ANNOTATION, BOARD, CLUO_PREFIX, Cluster, Release
+from simnode.node import Node
+from simnode.proxy import Proxy
 
 from .flows import facts, start_bootstrap, unit_result
 

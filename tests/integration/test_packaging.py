@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.cluster import REPO
+from simnode.cluster import REPO
 from torcx_tectonic import config, envfile, mappings
 
 PYTHON = "/usr/bin/python3.11"

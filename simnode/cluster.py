@@ -5,7 +5,7 @@ signed manifests and real addons), the api-server stand-in over TLS, and the
 files an installer would have put on a Container Linux node (kubeconfig,
 the installer's kubelet.env and runtime mappings, the keyring and a
 configuration drop-in pointing at the stand-ins). Then it builds a
-:class:`~tests.harness.node.Node` with the bundle installed.
+:class:`~simnode.node.Node` with the bundle installed.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from .closing import Closing
 from .node import Node
 from .pki import Pki, make_pki
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 BOARD = "amd64-usr"
 NODE_NAME = "node-1"
 KUBECONFIG = "/etc/kubernetes/kubeconfig"

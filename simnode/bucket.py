@@ -7,7 +7,7 @@ that for real, this module:
 
 - makes real OpenPGP keys with ``gpg`` in throwaway ``GNUPGHOME`` s
   (:class:`Signer`) and signs with them;
-- builds real torcx addons (:mod:`tests.harness.addons`) and writes the
+- builds real torcx addons (:mod:`simnode.addons`) and writes the
   ``torcx-package-list-v0`` manifests of DESIGN.md §3 (:class:`Bucket`);
 - serves the tree over real HTTP or HTTPS from a thread of the test process on
   127.0.0.1, which a ``systemd-nspawn`` container sharing the host network
@@ -157,7 +157,7 @@ class RequestRecord:
     status: int
     headers: dict[str, str]
     client: tuple[str, int]
-    via_proxy: bool  # the connection was opened by a tests.harness.proxy.Proxy
+    via_proxy: bool  # the connection was opened by a simnode.proxy.Proxy
     tls: bool
     identity: str | None = None  # authenticated user (api-server), else None
     body: bytes = b""
