@@ -11,6 +11,7 @@ GENERATORDIR ?= /usr/lib/systemd/system-generators
 LIBEXECDIR ?= /usr/libexec/torcx-tectonic
 SYSCONFDIR ?= /etc
 DOCDIR ?= /usr/share/doc/torcx-tectonic
+BINDIR ?= /usr/bin
 PYTHON_SITELIB ?= $(shell $(PYTHON) -c 'import sysconfig as s; print(s.get_path("purelib", "deb_system" if "deb_system" in s.get_scheme_names() else s.get_default_scheme(), vars={"base": "/usr"}))')
 
 VENV ?= .venv
@@ -33,17 +34,29 @@ $(BUILD)/torcx-tectonic.conf: $(PACKAGE_FILES)
 	$(PYTHON) -c 'from torcx_tectonic.config import render_default; print(render_default(), end="")' > $@.tmp
 	mv $@.tmp $@
 
+# The directories above reach the package (installdirs.py) and the shipped units
+# (@LIBEXECDIR@, @DOCDIR@) here, so every file names the places the others went.
+SUBSTITUTE = sed -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' -e 's|@DOCDIR@|$(DOCDIR)|g'
+INSTALLDIRS = sed -e 's|^LIBEXEC_DIR = .*|LIBEXEC_DIR = "$(LIBEXECDIR)"|' \
+	-e 's|^SYSTEMD_UNIT_DIR = .*|SYSTEMD_UNIT_DIR = "$(SYSTEMD_UNITDIR)"|' \
+	-e 's|^SYSCONF_DIR = .*|SYSCONF_DIR = "$(SYSCONFDIR)"|' \
+	-e 's|^DOC_DIR = .*|DOC_DIR = "$(DOCDIR)"|' -e 's|^BIN_DIR = .*|BIN_DIR = "$(BINDIR)"|'
+# Scripts run on $(PYTHON) isolated from the caller's environment (-I: no PYTHONPATH,
+# no user site, not the script's directory) and find the package where it went.
+INSTALL_SCRIPT = { echo '\#!$(PYTHON) -I'; \
+	echo 'import sys; sys.path.insert(0, "$(PYTHON_SITELIB)")  \# PYTHON_SITELIB of make install'; \
+	tail -n +2 "$$src"; } > "$$dest" && chmod 755 "$$dest"
+
 install: all
-	install -d $(DESTDIR)$(GENERATORDIR) $(DESTDIR)$(SYSTEMD_UNITDIR) $(DESTDIR)$(LIBEXECDIR) \
+	install -d $(DESTDIR)$(GENERATORDIR) $(DESTDIR)$(SYSTEMD_UNITDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(BINDIR) \
 		$(DESTDIR)$(PYTHON_SITELIB)/torcx_tectonic $(DESTDIR)$(SYSCONFDIR)/torcx-tectonic/conf.d $(DESTDIR)$(DOCDIR)
-	sed '1s|^#!.*|#!$(PYTHON)|' generator/torcx-tectonic-generator > $(DESTDIR)$(GENERATORDIR)/torcx-tectonic-generator
-	chmod 755 $(DESTDIR)$(GENERATORDIR)/torcx-tectonic-generator
-	for script in $(SCRIPTS); do \
-		sed '1s|^#!.*|#!$(PYTHON)|' $$script > $(DESTDIR)$(LIBEXECDIR)/$$(basename $$script) && \
-		chmod 755 $(DESTDIR)$(LIBEXECDIR)/$$(basename $$script) || exit 1; \
-	done
-	install -m 644 units/* $(DESTDIR)$(SYSTEMD_UNITDIR)/
-	install -m 644 $(PACKAGE_FILES) $(DESTDIR)$(PYTHON_SITELIB)/torcx_tectonic/
+	src=generator/torcx-tectonic-generator dest=$(DESTDIR)$(GENERATORDIR)/torcx-tectonic-generator; $(INSTALL_SCRIPT)
+	src=bin/torcx-tectonic dest=$(DESTDIR)$(BINDIR)/torcx-tectonic; $(INSTALL_SCRIPT)
+	for src in $(SCRIPTS); do dest=$(DESTDIR)$(LIBEXECDIR)/$$(basename $$src); $(INSTALL_SCRIPT) || exit 1; done
+	for unit in units/*; do $(SUBSTITUTE) $$unit > $(DESTDIR)$(SYSTEMD_UNITDIR)/$$(basename $$unit) || exit 1; done
+	chmod 644 $(DESTDIR)$(SYSTEMD_UNITDIR)/*
+	install -m 644 $(filter-out %/installdirs.py,$(PACKAGE_FILES)) $(DESTDIR)$(PYTHON_SITELIB)/torcx_tectonic/
+	$(INSTALLDIRS) torcx_tectonic/installdirs.py > $(DESTDIR)$(PYTHON_SITELIB)/torcx_tectonic/installdirs.py
 	install -m 644 $(BUILD)/torcx-tectonic.conf $(DESTDIR)$(SYSCONFDIR)/torcx-tectonic/torcx-tectonic.conf
 	install -m 644 README.md $(DESTDIR)$(DOCDIR)/README.md
 

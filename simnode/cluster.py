@@ -70,9 +70,11 @@ def merge(*layers: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]
     return merged
 
 
-def build_bundle(dest: Path) -> Path:
-    """`make install DESTDIR=dest`: the bundle exactly as a user installs it."""
-    subprocess.run(["make", "-s", "-C", str(REPO), "install", f"DESTDIR={dest}", "PYTHON=/usr/bin/python3"],
+def build_bundle(dest: Path, **directories: str) -> Path:
+    """`make install DESTDIR=dest`: the bundle exactly as a user installs it;
+    ``directories`` are more of make's variables (``LIBEXECDIR="/opt/..."``)."""
+    subprocess.run(["make", "-s", "-C", str(REPO), "install", f"DESTDIR={dest}", "PYTHON=/usr/bin/python3",
+                    *(f"{name}={value}" for name, value in directories.items())],
                    check=True, capture_output=True, text=True)
     return dest
 
@@ -161,11 +163,12 @@ class Cluster(Closing):
         return [r.path for r in self.bucket.requests_for("/addons/", method="GET")]
 
 
-def enable(node: Node, unit: str, wanted_by: str = "multi-user.target") -> None:
+def enable(node: Node, unit: str, wanted_by: str = "multi-user.target",
+           unit_dir: str = "/usr/lib/systemd/system") -> None:
     """Enable a shipped unit before boot, the way Ignition does (a .wants link in /etc)."""
     wants = node.root / "etc/systemd/system" / f"{wanted_by}.wants"
     wants.mkdir(parents=True, exist_ok=True)
-    (wants / unit).symlink_to(f"/usr/lib/systemd/system/{unit}")
+    (wants / unit).symlink_to(f"{unit_dir}/{unit}")
 
 
 @contextlib.contextmanager

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .installdirs import LIBEXEC_DIR as _LIBEXEC_DIR
+from .installdirs import SYSCONF_DIR
+
 OS_RELEASE_PATHS = (Path("/etc/os-release"), Path("/usr/lib/os-release"))
 
-CONFIG_FILE = Path("/etc/torcx-tectonic/torcx-tectonic.conf")
-CONFIG_DROPIN_DIR = Path("/etc/torcx-tectonic/conf.d")
+CONFIG_FILE = Path(SYSCONF_DIR, "torcx-tectonic/torcx-tectonic.conf")
+CONFIG_DROPIN_DIR = Path(SYSCONF_DIR, "torcx-tectonic/conf.d")
 
 VENDOR_STORE = Path("/usr/share/torcx/store")
 USER_STORE = Path("/var/lib/torcx/store")
@@ -33,5 +36,5 @@ STATE_DIR = Path("/run/torcx-tectonic")
 LOCK_FILE = Path("/run/torcx-tectonic/lock")
 DOCKER_DATA = Path("/var/lib/docker")
 DOCKER_RESET_MARKER = Path("/var/lib/torcx-tectonic/docker-reset-needed")
-LIBEXEC_DIR = Path("/usr/libexec/torcx-tectonic")
+LIBEXEC_DIR = Path(_LIBEXEC_DIR)
 BOOTSTRAP_FINISH_PENDING = STATE_DIR / "bootstrap" / "finish-pending"

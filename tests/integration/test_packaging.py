@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from simnode.cluster import REPO
+from simnode.cluster import REPO, Release, build_bundle, cluster_node, enable
+from simnode.node import REBOOT_EXIT_CODE, missing_requirements
 from torcx_tectonic import config, envfile, mappings
 
 PYTHON = "/usr/bin/python3.11"
@@ -32,9 +33,12 @@ def test_make_install_puts_everything_where_systemd_and_the_interpreter_look(tmp
     generator = tmp_path / "usr/lib/systemd/system-generators/torcx-tectonic-generator"
     scripts = sorted((tmp_path / "usr/libexec/torcx-tectonic").iterdir())
     assert [s.name for s in scripts] == sorted(p.name for p in (REPO / "libexec").iterdir())
-    for executable in [generator, *scripts]:
+    command = tmp_path / "usr/bin/torcx-tectonic"
+    for executable in [generator, command, *scripts]:
         assert os.access(executable, os.X_OK), executable
-        assert executable.read_text().splitlines()[0] == f"#!{PYTHON}", executable
+        first, second = executable.read_text().splitlines()[:2]
+        assert first == f"#!{PYTHON} -I", executable
+        assert f'sys.path.insert(0, "{sitelib(PYTHON)}")' in second, executable
     units = {p.name for p in (tmp_path / "usr/lib/systemd/system").iterdir()}
     assert units == {p.name for p in (REPO / "units").iterdir()}
     package = tmp_path / sitelib(PYTHON).lstrip("/") / "torcx_tectonic"
@@ -47,7 +51,7 @@ def test_make_install_puts_everything_where_systemd_and_the_interpreter_look(tmp
     out = tmp_path / "generated"
     out.mkdir()
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(package.parent)}
-    subprocess.run([str(generator), str(out), str(out), str(out)], check=True, env=env, cwd="/")
+    subprocess.run([PYTHON, str(generator), str(out), str(out), str(out)], check=True, env=env, cwd="/")
     assert (out / "torcx-bootstrap-os-update.service").is_file()
     assert (out / "torcx-bootstrap.target.requires/torcx-bootstrap-finish.service").is_symlink()
 
@@ -89,3 +93,28 @@ def test_ignition_example_installs_a_valid_configuration() -> None:
     # the proxy drop-in is a prefix drop-in: it applies to every torcx-*.service unit
     proxy = units["torcx-.service"]["dropins"][0]["contents"]
     assert "Environment=HTTPS_PROXY=" in proxy and "Environment=NO_PROXY=" in proxy
+
+
+def test_a_bundle_installed_in_other_directories_boots_and_bootstraps(tmp_path: Path) -> None:
+    """make's directory variables reach the package and the units: nothing points at the defaults."""
+    dirs = {"LIBEXECDIR": "/usr/local/libexec/tt", "SYSTEMD_UNITDIR": "/usr/local/lib/systemd/system",
+            "GENERATORDIR": "/usr/local/lib/systemd/system-generators", "BINDIR": "/usr/local/bin",
+            "PYTHON_SITELIB": "/usr/local/lib/tt/python"}
+    reason = missing_requirements(extra_tools=("gpg", "gpgv"))
+    if reason:
+        pytest.skip(reason)
+    bundle = build_bundle(tmp_path / "bundle", **dirs)
+    assert not (bundle / "usr/libexec").exists() and not (bundle / "usr/lib/systemd").exists()
+    releases = [Release("1632.3.0", ["17.03"]), Release("1688.5.3", ["17.03"])]
+    update = {"mode": "update", "new_version": "1688.5.3", "step_seconds": 0.05}
+    with cluster_node(bundle, releases, os_version="1632.3.0", update_engine=update) as (_, node):
+        enable(node, "torcx-bootstrap.target", unit_dir=dirs["SYSTEMD_UNITDIR"])
+        node.boot(wait_ready=False)  # the first boot bootstraps and ends in a reboot
+        assert node.wait_exit(180) == REBOOT_EXIT_CODE
+        for os_version in ("1632.3.0", "1688.5.3"):
+            assert node.host_path(f"/var/lib/torcx/store/{os_version}/docker:17.03.torcx.tgz").is_file()
+        assert "KUBELET_IMAGE_TAG=v1.8.4_coreos.0" in node.host_path("/etc/kubernetes/kubelet.env").read_text()
+        node.boot_again(os_version="1688.5.3", update_engine={"mode": "none"})
+        reset = node.systemctl("show", "-p", "ExecStart", "torcx-tectonic-docker-reset.service").stdout
+        assert f"path={dirs['LIBEXECDIR']}/docker-reset" in reset
+        assert node.run(f"{dirs['BINDIR']}/torcx-tectonic", check=False).returncode in (0, 1)
