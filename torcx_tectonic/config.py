@@ -27,6 +27,7 @@ from .paths import (
     KEYRING,
     KUBECONFIG,
     KUBELET_ENV,
+    METRICS_DIR,
     RUNTIME_MAPPINGS,
 )
 
@@ -179,6 +180,8 @@ SETTINGS: tuple[Setting, ...] = (
             "attempts of a network step before its unit fails (a new-OS flow is then triggered again)"),
     Setting("network", "ca_bundle", parse_optional_path, "",
             "CA bundle trusted for the release bucket instead of the system's (empty: the system's)"),
+    Setting("metrics", "textfile_dir", parse_optional_path, str(METRICS_DIR),
+            "directory of node-exporter's textfile collector, written after every step (empty: no metrics)"),
 )
 
 SETTINGS_BY_NAME: Mapping[tuple[str, str], Setting] = {(s.section, s.key): s for s in SETTINGS}
@@ -227,6 +230,11 @@ class NetworkSettings:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    textfile_dir: Path | None
+
+
+@dataclass(frozen=True)
 class UnitSettings:
     retry_delay: float
     retry_attempts: int
@@ -255,6 +263,7 @@ class Config:
     bootstrap: BootstrapSettings
     network: NetworkSettings
     units: UnitSettings
+    metrics: MetricsSettings
     sources: tuple[Path, ...]
 
 
@@ -336,6 +345,7 @@ def build(raw: Mapping[tuple[str, str], RawValue], sources: tuple[Path, ...] = (
         bootstrap=BootstrapSettings(**parsed["bootstrap"]),
         network=NetworkSettings(**parsed["network"]),
         units=UnitSettings(**parsed["units"]),
+        metrics=MetricsSettings(**parsed["metrics"]),
         sources=sources,
     )
 

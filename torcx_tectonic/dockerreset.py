@@ -14,13 +14,18 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from . import profile
 from .atomic import fsync_dir, write_atomic
 from .errors import InputError
+from .state import DockerReset
+
+if TYPE_CHECKING:
+    from .runner import Context
 
 log = logging.getLogger(__name__)
 
-RESET_UNIT = "torcx-tectonic-docker-reset.service"
 OLD_SUFFIX = ".torcx-tectonic-old"
 
 
@@ -80,3 +85,12 @@ def reset(marker: Path, data_dir: Path, booted_reference: str | None) -> list[st
     marker.unlink()
     fsync_dir(marker.parent)
     return removed
+
+
+def reset_step(ctx: Context) -> DockerReset:
+    """Step: empty Docker's data at the boot where a different Docker starts."""
+    paths = ctx.paths
+    booted = profile.booted_reference(paths.torcx_metadata, ctx.config.torcx.addon)
+    removed = reset(paths.docker_reset_marker, paths.docker_data, booted)
+    log.info("emptied %s (%d entries)", paths.docker_data, len(removed))
+    return DockerReset(removed=tuple(removed), booted=booted)

@@ -1,92 +1,276 @@
-"""The three flows and their steps, as plain data.
+"""The flows and their steps: the one table everything else follows.
 
-The generator turns these into units; nothing here imports more than the
-standard library and the configuration, so the generator stays fast.
+A step declares everything about its unit: the libexec entry point and the
+function it runs, whether it needs the network, its timeout policy, whether
+it retries, whether it holds the flow lock, its unit conditions and what is
+started when it succeeds. The generator is a loop over this table, the step
+runner finds a step's function and parameters here, and the tests iterate
+it. Only plain classes and strings: the generator imports this at every boot.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .config import Config
+from .paths import DOCKER_DATA, DOCKER_RESET_MARKER, UPDATE_ENGINE_MARKER, flow_state_dir
+
+if TYPE_CHECKING:
+    from .config import Config
 
 BOOTSTRAP = "bootstrap"
 NEW_OS = "new-os"
 NEW_KUBELET = "new-kubelet"
-#: Path units that follow a bootstrapped node (emitted by the generator).
-PATH_UNITS = ("torcx-new-os.path", "torcx-new-kubelet.path")
+DOCKER_RESET = "docker-reset"
+
+#: The units of the container runtime that a Docker data reset must precede.
+DOCKER_UNITS = ("docker.service", "containerd.service")
+
+# Timeout policies (seconds are computed from the configuration by timeout_secs).
+LOCAL = "local"  # files and the local systemd only
+REQUESTS = "requests"  # a few requests to the api-server or the bucket, no step retries
+RETRIED = "retried"  # network work retried inside the step
+OS_UPDATE = "os-update"  # waits for update_engine, attempt after attempt
+LABEL_WAIT = "label-wait"  # waits for the update operator's label, retried
+TIMEOUT_POLICIES = (LOCAL, REQUESTS, RETRIED, OS_UPDATE, LABEL_WAIT)
+
+#: Seconds a step without network or D-Bus waits may take at most.
+LOCAL_STEP_TIMEOUT_SECS = 300
+#: Extra seconds on top of the configured waits, for the work around them.
+MARGIN_SECS = 300
+#: Requests one network step makes at most per attempt (manifests, signatures, ConfigMap, version).
+REQUESTS_PER_ATTEMPT = 4
+
+#: The function behind each libexec entry point ("module:function" in this package).
+ENTRY_POINTS = {
+    "next-os": "nextos:os_versions",
+    "kubelet-version": "kubeversion:kubernetes_version",
+    "docker-version": "runtime:choose_runtime",
+    "install-addons": "addons:install_addons",
+    "gc-stores": "addons:collect_stores",
+    "kubelet-env": "bootstrap:write_kubelet_env",
+    "finish-bootstrap": "bootstrap:finish",
+    "annotate-node": "annotation:annotate",
+    "recheck-kubelet": "kubeversion:recheck",
+    "docker-reset": "dockerreset:reset_step",
+}
 
 
-@dataclass(frozen=True)
+def step_unit(flow: str, step: str) -> str:
+    return f"torcx-{flow}-{step}.service"
+
+
 class Step:
-    """One oneshot unit: ``name`` is unique in its flow, ``script`` is the
-    libexec entry point and ``args`` its arguments."""
+    """One oneshot unit of a flow."""
 
-    name: str
-    description: str
-    script: str
-    args: tuple[str, ...] = ()
-    retry: bool = False
-    locked: bool = True
+    __slots__ = ("conditions", "description", "entry", "locked", "mounts", "name", "network", "on_success",
+                 "params", "retry", "timeout")
+
+    def __init__(self, name: str, description: str, entry: str, *, params: dict[str, object] | None = None,
+                 network: bool = False, timeout: str = LOCAL, retry: bool = False, locked: bool = True,
+                 conditions: tuple[str, ...] = (), on_success: str | None = None,
+                 mounts: tuple[str, ...] = ()) -> None:
+        if entry not in ENTRY_POINTS or timeout not in TIMEOUT_POLICIES:
+            raise ValueError(f"step {name}: unknown entry point {entry!r} or timeout policy {timeout!r}")
+        self.name = name
+        self.description = description
+        #: the libexec script, whose function ENTRY_POINTS names
+        self.entry = entry
+        #: keyword arguments of that function for this step
+        self.params = params or {}
+        self.network = network
+        self.timeout = timeout
+        #: try again after a failure ([units] retry_attempts, retry_delay) inside the unit
+        self.retry = retry
+        #: hold the flow lock (no other flow runs meanwhile)
+        self.locked = locked
+        #: unit lines that decide whether the step runs at all
+        self.conditions = conditions
+        #: a unit started when this step succeeds
+        self.on_success = on_success
+        #: paths whose mounts the step needs (a separate /var/lib/docker, say)
+        self.mounts = mounts
 
 
-@dataclass(frozen=True)
+class PathTrigger:
+    """A path unit that starts ``unit`` when ``path`` appears or changes."""
+
+    __slots__ = ("conditions", "description", "directive", "path", "unit")
+
+    def __init__(self, description: str, directive: str, path: str, unit: str,
+                 conditions: tuple[str, ...] = ()) -> None:
+        self.description = description
+        self.directive = directive
+        self.path = path
+        self.unit = unit
+        self.conditions = conditions
+
+
 class Flow:
-    name: str
-    description: str
-    steps: tuple[Step, ...]
+    """A flow: its steps run in order, each bound to the one before, and
+    together they make one run (the first step begins it, the last ends it).
+    ``followers`` are units started after the run (by ``on_success``)."""
+
+    __slots__ = ("before", "before_target", "description", "followers", "lock_conditions", "name", "steps",
+                 "target", "trigger", "wanted_by")
+
+    def __init__(self, name: str, description: str, steps: tuple[Step, ...], *, target: bool = False,
+                 before_target: bool = False, trigger: PathTrigger | None = None,
+                 lock_conditions: tuple[str, ...] = (), wanted_by: tuple[str, ...] = (),
+                 before: tuple[str, ...] = (), followers: tuple[Step, ...] = ()) -> None:
+        self.name = name
+        self.description = description
+        self.steps = steps
+        #: torcx-<flow>.target requires every step, so starting it runs the flow
+        self.target = target
+        #: the target is reached only when every step ended
+        self.before_target = before_target
+        self.trigger = trigger
+        #: conditions of this flow's lock instance (it must skip when the steps do)
+        self.lock_conditions = lock_conditions
+        #: units that pull in the flow's steps when they start
+        self.wanted_by = wanted_by
+        #: units that start only after the flow's steps ended
+        self.before = before
+        self.followers = followers
 
     @property
     def unit_prefix(self) -> str:
         return f"torcx-{self.name}"
 
+    @property
+    def target_unit(self) -> str:
+        return f"{self.unit_prefix}.target"
+
     def unit(self, step: Step) -> str:
-        return f"{self.unit_prefix}-{step.name}.service"
+        return step_unit(self.name, step.name)
 
     @property
     def lock_unit(self) -> str:
         return f"torcx-tectonic-lock@{self.name}.service"
 
+    def step(self, name: str) -> Step | None:
+        return next((s for s in (*self.steps, *self.followers) if s.name == name), None)
+
+    def begins_run(self, step: Step) -> bool:
+        return step is self.steps[0]
+
+    def ends_run(self, step: Step) -> bool:
+        return step is self.steps[-1]
+
+    def follows_run(self, step: Step) -> bool:
+        return step in self.followers
+
 
 def bootstrap_flow(config: Config) -> Flow:
-    """Bootstrap, in the seed's order; configuration decides what runs."""
+    """Bootstrap, in the seed's order; configuration decides what runs. Every
+    step but the last skips once kubelet.env exists (the node is bootstrapped);
+    the last runs only after a run began in this boot."""
     boot = config.bootstrap
+    pending = (f"ConditionPathExists=!{config.kubernetes.kubelet_env}",)
     steps = [
         Step("os-update", "Update the OS before configuring torcx" if boot.upgrade_os else "Read the pending OS update",
-             "next-os", ("--attempt-update",) if boot.upgrade_os else ()),
-        Step("kubelet-version", "Determine the Kubernetes version", "kubelet-version", ("--source", "cluster")),
+             "next-os", params={"attempt_update": boot.upgrade_os, "engine_optional": not boot.upgrade_os},
+             timeout=OS_UPDATE if boot.upgrade_os else REQUESTS, conditions=pending),
+        Step("kubelet-version", "Determine the Kubernetes version", "kubelet-version", params={"source": "cluster"},
+             network=True, timeout=REQUESTS, conditions=pending),
     ]
     if not boot.skip_torcx:
         steps += [
-            Step("docker-version", "Compute the Docker version", "docker-version", retry=True),
-            Step("addons", "Fetch the Docker torcx addons and select them", "install-addons", retry=True),
+            Step("docker-version", "Compute the Docker version", "docker-version", network=True, timeout=RETRIED,
+                 retry=True, conditions=pending),
+            Step("addons", "Fetch the Docker torcx addons and select them", "install-addons", network=True,
+                 timeout=RETRIED, retry=True, conditions=pending),
         ]
     steps += [
-        Step("kubelet-env", "Set the kubelet version", "kubelet-env"),
-        Step("finish", "Enable the kubelet and reboot when needed", "finish-bootstrap"),
+        Step("kubelet-env", "Set the kubelet version", "kubelet-env", conditions=pending),
+        Step("finish", "Enable the kubelet and reboot when needed", "finish-bootstrap",
+             conditions=(f"ConditionPathIsDirectory={flow_state_dir(BOOTSTRAP)}",)),
     ]
-    return Flow(BOOTSTRAP, "Bootstrap torcx and the kubelet", tuple(steps))
+    return Flow(BOOTSTRAP, "Bootstrap torcx and the kubelet", tuple(steps), target=True, before_target=True,
+                lock_conditions=pending)
 
 
 def new_os_flow(config: Config) -> Flow:
+    marker = (f"ConditionPathExists={UPDATE_ENGINE_MARKER}",)
     return Flow(NEW_OS, "Prepare torcx for the next OS", (
-        Step("os-version", "Determine the next OS version", "next-os"),
-        Step("kubelet-version", "Read the kubelet version", "kubelet-version", ("--source", "kubelet-env")),
-        Step("docker-version", "Compute the Docker version for the next OS", "docker-version", retry=True),
-        Step("addons", "Fetch the Docker addon for the next OS", "install-addons", retry=True),
-        Step("gc", "Remove versioned torcx stores older than the running OS", "gc-stores"),
-        Step("annotate", "Tell the update operator this node may reboot", "annotate-node", retry=True, locked=False),
-    ))
+        Step("os-version", "Determine the next OS version", "next-os", timeout=REQUESTS),
+        Step("kubelet-version", "Read the kubelet version", "kubelet-version", params={"source": "kubelet-env"}),
+        Step("docker-version", "Compute the Docker version for the next OS", "docker-version", network=True,
+             timeout=RETRIED, retry=True),
+        Step("addons", "Fetch the Docker addon for the next OS", "install-addons", network=True, timeout=RETRIED,
+             retry=True),
+        Step("gc", "Remove versioned torcx stores older than the running OS", "gc-stores", conditions=marker),
+        Step("annotate", "Tell the update operator this node may reboot", "annotate-node", network=True,
+             timeout=LABEL_WAIT, retry=True, locked=False, conditions=marker),
+    ), target=True, trigger=PathTrigger(
+        "Prepare torcx when an OS update waits for a reboot", "PathExists", str(UPDATE_ENGINE_MARKER),
+        "torcx-new-os.target", conditions=_bootstrapped(config)))
 
 
 def new_kubelet_flow(config: Config) -> Flow:
+    """A kubelet.env change that arrives while this flow runs only merges into
+    the running job: the recheck that follows a run starts it again then."""
+    last = step_unit(NEW_KUBELET, "addons")
     return Flow(NEW_KUBELET, "Follow a new kubelet version with Docker", (
-        Step("kubelet-version", "Read the new kubelet version", "kubelet-version", ("--source", "kubelet-env")),
-        Step("os-version", "Determine the OS versions", "next-os"),
-        Step("docker-version", "Compute the Docker version for the new kubelet", "docker-version", retry=True),
-        Step("addons", "Fetch the Docker addon and select it", "install-addons", retry=True),
-    ))
+        Step("kubelet-version", "Read the new kubelet version", "kubelet-version", params={"source": "kubelet-env"}),
+        Step("os-version", "Determine the OS versions", "next-os", timeout=REQUESTS),
+        Step("docker-version", "Compute the Docker version for the new kubelet", "docker-version", network=True,
+             timeout=RETRIED, retry=True),
+        Step("addons", "Fetch the Docker addon and select it", "install-addons", network=True, timeout=RETRIED,
+             retry=True, on_success=step_unit(NEW_KUBELET, "recheck")),
+    ), trigger=PathTrigger("Follow kubelet.env changes with Docker", "PathChanged",
+                           str(config.kubernetes.kubelet_env), last, conditions=_bootstrapped(config)),
+        followers=(Step("recheck", "Run again if kubelet.env changed meanwhile", "recheck-kubelet",
+                        params={"anchor": last}, locked=False),))
+
+
+def docker_reset_flow(config: Config) -> Flow:
+    """Empty /var/lib/docker before a different Docker starts (at the boot
+    after the selected Docker changed: the addon step leaves the marker)."""
+    return Flow(DOCKER_RESET, "Empty Docker's data before a different Docker starts", (
+        Step("data", "Empty /var/lib/docker before a different Docker version starts", "docker-reset",
+             locked=False, conditions=(f"ConditionPathExists={DOCKER_RESET_MARKER}",), mounts=(str(DOCKER_DATA),)),
+    ), wanted_by=DOCKER_UNITS, before=(*DOCKER_UNITS, "docker.socket"))
+
+
+def _bootstrapped(config: Config) -> tuple[str, ...]:
+    """Only a bootstrapped node follows changes; the bootstrap starts the
+    path units itself when it ends without a reboot."""
+    return (f"ConditionPathExists={config.kubernetes.kubelet_env}",)
 
 
 def all_flows(config: Config) -> tuple[Flow, ...]:
-    return (bootstrap_flow(config), new_os_flow(config), new_kubelet_flow(config))
+    return (bootstrap_flow(config), new_os_flow(config), new_kubelet_flow(config), docker_reset_flow(config))
+
+
+def find_step(config: Config, flow_name: str, step_name: str) -> tuple[Flow, Step] | None:
+    for flow in all_flows(config):
+        if flow.name == flow_name:
+            step = flow.step(step_name)
+            return (flow, step) if step is not None else None
+    return None
+
+
+def path_units(config: Config) -> tuple[str, ...]:
+    """The path units that follow a bootstrapped node."""
+    return tuple(f"{flow.unit_prefix}.path" for flow in all_flows(config) if flow.trigger is not None)
+
+
+def timeout_secs(step: Step, config: Config) -> int:
+    """How long systemd lets the step's unit run: what its policy may wait
+    for, with the configured retries, plus a margin."""
+    from .config import total_retry_delay
+
+    net, units = config.network, config.units
+    per_request = (net.connect_timeout + net.read_timeout) * (net.retries + 1)
+    retry_pauses = total_retry_delay(units)
+    if step.timeout == OS_UPDATE:
+        boot = config.bootstrap
+        return int(boot.os_update_timeout * max(boot.os_update_attempts, 1) + MARGIN_SECS)
+    if step.timeout == LABEL_WAIT:
+        return int((config.kubernetes.label_timeout + per_request) * units.retry_attempts + retry_pauses + MARGIN_SECS)
+    if step.timeout == RETRIED:
+        return int(per_request * REQUESTS_PER_ATTEMPT * units.retry_attempts + retry_pauses + MARGIN_SECS)
+    if step.timeout == REQUESTS:
+        return int(per_request * REQUESTS_PER_ATTEMPT + MARGIN_SECS)
+    return LOCAL_STEP_TIMEOUT_SECS

@@ -1,22 +1,27 @@
 """Every well-known path in one place (as torcx's paths.go does).
 
-Functions that read or write the node take their paths as arguments; these
-constants are the defaults the configuration and the entry points use.
+The constants are the node's real locations. Steps reach the node through a
+:class:`NodePaths`, which puts the same layout under another root, so the
+steps are tested on a temporary directory instead of by patching modules.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from .installdirs import LIBEXEC_DIR as _LIBEXEC_DIR
 from .installdirs import SYSCONF_DIR
 
-OS_RELEASE_PATHS = (Path("/etc/os-release"), Path("/usr/lib/os-release"))
+#: torcx reads VERSION_ID from this file only (an /etc/os-release override does not move its stores).
+OS_RELEASE = Path("/usr/lib/os-release")
+OS_RELEASE_PATHS = (Path("/etc/os-release"), OS_RELEASE)
 
 CONFIG_FILE = Path(SYSCONF_DIR, "torcx-tectonic/torcx-tectonic.conf")
 CONFIG_DROPIN_DIR = Path(SYSCONF_DIR, "torcx-tectonic/conf.d")
 
 VENDOR_STORE = Path("/usr/share/torcx/store")
+OEM_STORE = Path("/usr/share/oem/torcx/store")
 USER_STORE = Path("/var/lib/torcx/store")
 VENDOR_PROFILES = Path("/usr/share/torcx/profiles")
 USER_PROFILES = Path("/etc/torcx/profiles")
@@ -31,10 +36,96 @@ INSTALLER_KUBELET_ENV = Path("/etc/kubernetes/installer/kubelet.env")
 RUNTIME_MAPPINGS = Path("/etc/kubernetes/installer/runtime-mappings.yaml")
 
 KEYRING = Path("/etc/torcx-tectonic/keyring.gpg")
+METRICS_DIR = Path("/var/lib/node_exporter/textfile_collector")
 
+#: This boot's step records, one directory per flow (see state.py).
 STATE_DIR = Path("/run/torcx-tectonic")
-LOCK_FILE = Path("/run/torcx-tectonic/lock")
+#: Each flow's last run, kept across boots so the status can tell what a reboot ended.
+RUNS_DIR = Path("/var/lib/torcx-tectonic/runs")
+#: Verified downloads that later steps and the status reuse (manifests).
+CACHE_DIR = Path("/var/cache/torcx-tectonic")
+LOCK_FILE = STATE_DIR / "lock"
 DOCKER_DATA = Path("/var/lib/docker")
 DOCKER_RESET_MARKER = Path("/var/lib/torcx-tectonic/docker-reset-needed")
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 LIBEXEC_DIR = Path(_LIBEXEC_DIR)
-BOOTSTRAP_FINISH_PENDING = STATE_DIR / "bootstrap" / "finish-pending"
+
+
+def flow_state_dir(flow: str, state_dir: Path = STATE_DIR) -> Path:
+    """Where this boot's run of ``flow`` keeps its step records; it exists
+    once a run of the flow began in this boot (a unit condition can ask)."""
+    return state_dir / flow
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    """The node's well-known paths under ``root`` (``/`` on a node)."""
+
+    root: Path = Path("/")
+
+    def _at(self, path: Path) -> Path:
+        return self.root / path.relative_to("/")
+
+    @property
+    def os_release(self) -> Path:
+        return self._at(OS_RELEASE)
+
+    @property
+    def vendor_store(self) -> Path:
+        return self._at(VENDOR_STORE)
+
+    @property
+    def oem_store(self) -> Path:
+        return self._at(OEM_STORE)
+
+    @property
+    def user_store(self) -> Path:
+        return self._at(USER_STORE)
+
+    @property
+    def vendor_profiles(self) -> Path:
+        return self._at(VENDOR_PROFILES)
+
+    @property
+    def user_profiles(self) -> Path:
+        return self._at(USER_PROFILES)
+
+    @property
+    def next_profile(self) -> Path:
+        return self._at(NEXT_PROFILE)
+
+    @property
+    def torcx_metadata(self) -> Path:
+        return self._at(TORCX_METADATA)
+
+    @property
+    def update_marker(self) -> Path:
+        return self._at(UPDATE_ENGINE_MARKER)
+
+    @property
+    def state_dir(self) -> Path:
+        return self._at(STATE_DIR)
+
+    @property
+    def runs_dir(self) -> Path:
+        return self._at(RUNS_DIR)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self._at(CACHE_DIR)
+
+    @property
+    def lock_file(self) -> Path:
+        return self._at(LOCK_FILE)
+
+    @property
+    def docker_data(self) -> Path:
+        return self._at(DOCKER_DATA)
+
+    @property
+    def docker_reset_marker(self) -> Path:
+        return self._at(DOCKER_RESET_MARKER)
+
+    @property
+    def boot_id(self) -> Path:
+        return self._at(BOOT_ID)

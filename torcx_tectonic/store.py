@@ -7,6 +7,7 @@ renamed into place only when the sha512 matches.
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from collections.abc import Iterable, Sequence
@@ -16,7 +17,7 @@ from packaging.version import InvalidVersion, Version
 
 from .atomic import atomic_writer, fsync_dir
 from .errors import VerificationError
-from .manifest import check_name, file_sha512, sha512_of_stream
+from .manifest import check_name, file_sha512, read_chunks, sha512_of_stream
 from .osrelease import parse_os_version
 
 ADDON_SUFFIX = ".torcx.tgz"
@@ -115,3 +116,29 @@ def gc_versioned_stores(user_store: Path, current_os: str) -> list[str]:
     for name in removed:
         shutil.rmtree(user_store / f"{TRASH_PREFIX}{name}")
     return removed
+
+
+def link_addon(store: Path, name: str, reference: str, sha512: str, source: Path) -> str:
+    """Put an addon this run already verified into another store: a hard
+    link, atomically (link to a temporary name, then rename), or a copy that
+    is verified again when the stores are on different filesystems. Returns
+    which of the two it did."""
+    target = store / addon_filename(name, reference)
+    store.mkdir(parents=True, exist_ok=True)
+    tmp = store / f".{target.name}.{os.getpid()}.link"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+        with source.open("rb") as handle:
+            install_addon(store, name, reference, sha512, read_chunks(handle), str(source))
+        return "copied"
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(store)
+    return "linked"

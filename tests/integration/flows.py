@@ -23,8 +23,50 @@ def start_bootstrap(node: Node, timeout: float = 120) -> subprocess.CompletedPro
     return node.systemctl("start", "torcx-bootstrap.target", check=False, timeout=timeout)
 
 
-def facts(node: Node, flow: str, script: str) -> dict[str, Any]:
-    return dict(json.loads(node.read(f"/run/torcx-tectonic/{flow}/{script}.json")))
+def last_run(node: Node, flow: str) -> dict[str, Any]:
+    """The flow's run record (kept across boots)."""
+    return dict(json.loads(node.read(f"/var/lib/torcx-tectonic/runs/{flow}.json")))
+
+
+def run_result(node: Node, flow: str) -> str | None:
+    """The result of the flow's last run, None when it never ran."""
+    return last_run(node, flow)["result"] if node.exists(f"/var/lib/torcx-tectonic/runs/{flow}.json") else None
+
+
+def record(node: Node, flow: str, name: str) -> dict[str, Any]:
+    """A step's typed output in this boot's run of the flow."""
+    document = json.loads(node.read(f"/run/torcx-tectonic/{flow}/{name}.json"))
+    assert document["run"] == last_run(node, flow)["id"], "a record of an earlier run"
+    return dict(document["value"])
+
+
+def step_done(node: Node, flow: str, step: str) -> bool:
+    """Whether ``step`` succeeded in the flow's last run."""
+    if run_result(node, flow) is None:
+        return False
+    return any(s["step"] == step and s["result"] == "ok" for s in last_run(node, flow)["steps"])
+
+
+def step_run(node: Node, flow: str, step: str) -> dict[str, Any]:
+    """The run record's entry of ``step`` (its result, start and end)."""
+    return dict(next(s for s in last_run(node, flow)["steps"] if s["step"] == step))
+
+
+def has_record(node: Node, flow: str, name: str) -> bool:
+    return node.exists(f"/run/torcx-tectonic/{flow}/{name}.json")
+
+
+def failure(node: Node, flow: str, step: str) -> str:
+    """The message of the step that ended the flow's last run in failure."""
+    run = last_run(node, flow)
+    assert (run["result"], run["failed_step"]) == ("failed", step), run
+    return str(run["failure"])
+
+
+def status(node: Node) -> tuple[int, dict[str, Any]]:
+    """`torcx-tectonic status --json` on the node: its exit status and document."""
+    result = node.run("torcx-tectonic", "status", "--json", check=False)
+    return result.returncode, dict(json.loads(result.stdout))
 
 
 def unit_result(node: Node, unit: str) -> tuple[str, str]:
@@ -41,5 +83,5 @@ def bootstrap_journal(node: Node) -> str:
     return node.journal(extra=extra)
 
 
-__all__ = ["REBOOT_EXIT_CODE", "bootstrap_journal", "facts", "start_bootstrap", "start_bootstrap_expecting_reboot",
-           "unit_result"]
+__all__ = ["REBOOT_EXIT_CODE", "bootstrap_journal", "failure", "has_record", "last_run", "record", "run_result",
+           "start_bootstrap", "start_bootstrap_expecting_reboot", "status", "step_done", "step_run", "unit_result"]

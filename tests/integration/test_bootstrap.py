@@ -20,9 +20,14 @@ from simnode.node import Node
 from .flows import (
     REBOOT_EXIT_CODE,
     bootstrap_journal,
-    facts,
+    failure,
+    has_record,
+    last_run,
+    record,
+    run_result,
     start_bootstrap,
     start_bootstrap_expecting_reboot,
+    status,
     unit_result,
 )
 
@@ -67,17 +72,27 @@ def test_fresh_node_with_an_update_gets_docker_for_both_os_versions_and_reboots(
         # Docker changed from the vendor's: its data is emptied before the new one starts.
         assert json.loads(node.host_path("/var/lib/torcx-tectonic/docker-reset-needed").read_text()) == {
             "from": "com.coreos.cl", "to": "17.03"}
-        assert node.host_path(
-            "/etc/systemd/system/docker.service.wants/torcx-tectonic-docker-reset.service").is_symlink()
         journal = bootstrap_journal(node)
-        assert "rebooting: OS 1688.5.3 is installed, Docker changed" in journal
+        reason = "OS 1688.5.3 is installed, docker changes from com.coreos.cl to 17.03"
+        assert f"rebooting for: {reason}" in journal
         assert "docker 17.03 for Kubernetes v1.8.4+coreos.0, for OS 1688.5.3, 1632.3.0" in journal
+        # the reboot the last step queued stopped it, and it ended as a success, not 'signal'
+        assert "Failed with result" not in node.journal(extra=["-u", "torcx-*"])
+        assert (last_run(node, "bootstrap")["result"], last_run(node, "bootstrap")["note"]) == (
+            "rebooting", f"rebooting for: {reason}")
+        # one download of the addon both OS versions use: the second store has a hard link
+        assert len(cluster.addon_downloads()) == 1
+        assert store_file(node, CURRENT, "17.03").stat().st_ino == store_file(node, NEXT, "17.03").stat().st_ino
 
         # The node comes back on the new OS: bootstrap does nothing, the kubelet runs.
         node.boot_again(os_version=NEXT, update_engine={"mode": "none"})
         node.wait_for(lambda: unit_result(node, "kubelet.service")[0] == "active", what="kubelet running")
         assert unit_result(node, "torcx-bootstrap-os-update.service") == ("inactive", "success")
-        assert not node.exists("/run/torcx-tectonic/bootstrap/next-os.json")
+        assert not node.exists("/run/torcx-tectonic/bootstrap")  # no bootstrap run in this boot
+        # the operator's view of the healthy node: both verdicts ok
+        code, document = status(node)
+        assert (code, document["verdict"]["current"]["ok"], document["os"]["current"]) == (0, True, NEXT), document
+        assert document["flows"]["bootstrap"]["last_run"]["result"] == "rebooting"
         assert unit_result(node, "torcx-new-kubelet.path")[0] == "active"
 
 
@@ -98,26 +113,26 @@ def test_enabled_target_bootstraps_at_first_boot_reboots_and_then_stays_idle(bun
         assert node.wait_exit(120) == REBOOT_EXIT_CODE
         assert "KUBELET_IMAGE_TAG=v1.8.4_coreos.0" in node.host_path("/etc/kubernetes/kubelet.env").read_text()
         assert store_file(node, NEXT, "17.03").is_file() and store_file(node, CURRENT, "17.03").is_file()
-        assert "rebooting: OS 1688.5.3 is installed, Docker changed" in bootstrap_journal(node)
+        assert "rebooting for: OS 1688.5.3 is installed, docker changes" in bootstrap_journal(node)
         downloads = cluster.addon_downloads()
 
         node.boot_again(os_version=NEXT, update_engine={"mode": "none"})
         node.wait_for(lambda: unit_result(node, "kubelet.service")[0] == "active", what="kubelet running")
-        assert not node.exists("/run/torcx-tectonic/bootstrap/next-os.json")
+        assert not node.exists("/run/torcx-tectonic/bootstrap")
         assert cluster.addon_downloads() == downloads
         assert node.update_engine_attempts() == 0
         # Docker changed: its data directory was emptied before the new Docker started.
         node.wait_for(lambda: node.exists("/run/docker-saw"), what="docker started")
         assert node.read("/run/docker-saw") == ""
         assert not node.exists("/var/lib/torcx-tectonic/docker-reset-needed")
-        assert "emptied /var/lib/docker (1 entries)" in node.journal("torcx-tectonic-docker-reset.service")
+        assert "emptied /var/lib/docker (1 entries)" in node.journal("torcx-docker-reset-data.service")
+        assert last_run(node, "docker-reset")["result"] == "ok"
         # The idle bootstrap holds no lock: a kubelet change is followed in this boot.
         assert unit_result(node, "torcx-tectonic-lock@bootstrap.service")[0] == "inactive"
         node.write("/etc/kubernetes/kubelet.env",
                    "KUBELET_IMAGE_URL=quay.io/coreos/hyperkube\nKUBELET_IMAGE_TAG=v1.8.5_coreos.0\n")
-        node.wait_for(lambda: node.exists("/run/torcx-tectonic/new-kubelet/install-addons.json"), timeout=60,
-                      what="the new-kubelet flow")
-        assert facts(node, "new-kubelet", "install-addons")["result"] == "ok"
+        node.wait_for(lambda: run_result(node, "new-kubelet") == "ok", timeout=60, what="the new-kubelet flow")
+        assert record(node, "new-kubelet", "addons")["version"] == "17.03"
 
 
 def test_enabled_target_without_reboot_starts_the_kubelet_in_the_same_boot(bundle: Path) -> None:
@@ -126,14 +141,16 @@ def test_enabled_target_without_reboot_starts_the_kubelet_in_the_same_boot(bundl
         node.boot(timeout=120)
         assert unit_result(node, "torcx-bootstrap.target")[0] == "active"
         assert unit_result(node, "kubelet.service")[0] == "active"
-        assert facts(node, "bootstrap", "finish-bootstrap")["reboot"] is False
-        assert "a reboot is needed (Docker changed) but [bootstrap] reboot=no" in bootstrap_journal(node)
+        assert record(node, "bootstrap", "bootstrap-finish")["reboot"] is False
+        assert last_run(node, "bootstrap")["result"] == "ok"
+        assert ("a reboot is needed (docker changes from com.coreos.cl to 17.03) but [bootstrap] reboot=no"
+                in bootstrap_journal(node))
         downloads = len(cluster.addon_downloads())
 
         node.shutdown()
         node.boot_again()
         assert unit_result(node, "torcx-bootstrap.target")[0] == "active"
-        assert not node.exists("/run/torcx-tectonic/bootstrap/next-os.json")
+        assert not node.exists("/run/torcx-tectonic/bootstrap")
         assert len(cluster.addon_downloads()) == downloads
         assert unit_result(node, "kubelet.service")[0] == "active"
 
@@ -144,11 +161,11 @@ def test_unreachable_api_server_uses_the_installer_files(bundle: Path) -> None:
                       node_files={"installer_tag": "v1.8.2_coreos.0"}) as (_, node):
         node.boot()
         assert start_bootstrap(node).returncode == 0
-        kube = facts(node, "bootstrap", "kubelet-version")
-        assert (kube["kube_version"], kube["source"]) == ("v1.8.2+coreos.0", "/etc/kubernetes/installer/kubelet.env")
-        docker = facts(node, "bootstrap", "docker-version")
+        kube = record(node, "bootstrap", "kubernetes-version")
+        assert (kube["version"], kube["source"]) == ("v1.8.2+coreos.0", "/etc/kubernetes/installer/kubelet.env")
+        docker = record(node, "bootstrap", "runtime-choice")
         assert docker["mapping_source"] == "/etc/kubernetes/installer/runtime-mappings.yaml"
-        assert docker["plan"] == {"version": "17.03", "os_versions": [CURRENT]}
+        assert (docker["version"], docker["os_versions"]) == ("17.03", [CURRENT])
         assert "KUBELET_IMAGE_TAG=v1.8.2_coreos.0" in node.read("/etc/kubernetes/kubelet.env")
         assert unit_result(node, "kubelet.service")[0] == "active"
 
@@ -160,9 +177,9 @@ def test_failed_os_updates_are_retried_then_the_node_goes_on_and_says_so(bundle:
         node.boot()
         assert start_bootstrap(node).returncode == 0
         assert node.update_engine_attempts() == 2
-        os_facts = facts(node, "bootstrap", "next-os")
-        assert (os_facts["update"], os_facts["next_os"]) == ("failed", None)
-        assert "OS update failed 2 time(s)" in os_facts["warning"]
+        os_versions = record(node, "bootstrap", "os-versions")
+        assert (os_versions["update"], os_versions["next"]) == ("failed", None)
+        assert "OS update failed 2 time(s)" in os_versions["warning"]
         assert "continuing on the running OS 1632.3.0" in bootstrap_journal(node)
         assert store_file(node, CURRENT, "17.03").is_file()
         assert unit_result(node, "kubelet.service")[0] == "active"
@@ -174,7 +191,7 @@ def test_failed_os_updates_fail_the_bootstrap_when_configured(bundle: Path) -> N
                       update_engine={"mode": "hang"}) as (cluster, node):
         node.boot()
         assert start_bootstrap(node).returncode != 0
-        error = facts(node, "bootstrap", "next-os")["error"]
+        error = failure(node, "bootstrap", "os-update")
         assert "OS update failed 1 time(s): update_engine did not finish within 3s" in error
         assert "os_update_failure=continue" in error
         assert cluster.bucket.requests_for("/") == []
@@ -188,7 +205,7 @@ def test_no_update_available_installs_for_the_running_os_only(bundle: Path) -> N
         assert start_bootstrap_expecting_reboot(node) == REBOOT_EXIT_CODE
         assert store_file(node, CURRENT, "17.03").is_file()
         assert not node.host_path(f"/var/lib/torcx/store/{NEXT}").exists()
-        assert "rebooting: Docker changed" in bootstrap_journal(node)
+        assert "rebooting for: docker changes from com.coreos.cl to 17.03" in bootstrap_journal(node)
 
 
 def test_upgrade_os_no_never_asks_for_an_update(bundle: Path) -> None:
@@ -198,7 +215,7 @@ def test_upgrade_os_no_never_asks_for_an_update(bundle: Path) -> None:
         assert start_bootstrap(node).returncode == 0
         assert node.update_engine_attempts() == 0
         assert node.update_engine_status()[2] == "UPDATE_STATUS_IDLE"
-        assert facts(node, "bootstrap", "next-os")["next_os"] is None
+        assert record(node, "bootstrap", "os-versions")["next"] is None
         assert store_file(node, CURRENT, "17.03").is_file()
         assert not node.host_path(f"/var/lib/torcx/store/{NEXT}").exists()
 
@@ -212,7 +229,8 @@ def test_skip_torcx_sets_only_the_kubelet_version(bundle: Path) -> None:
         assert cluster.bucket.requests_for("/") == []
         assert "KUBELET_IMAGE_TAG=v1.8.4_coreos.0" in node.read("/etc/kubernetes/kubelet.env")
         assert unit_result(node, "kubelet.service")[0] == "active"
-        assert not node.exists("/run/torcx-tectonic/bootstrap/docker-version.json")
+        assert not has_record(node, "bootstrap", "runtime-choice")
+        assert last_run(node, "bootstrap")["result"] == "ok"
 
 
 def test_addon_in_the_vendor_store_is_not_downloaded(bundle: Path) -> None:
@@ -231,7 +249,7 @@ def test_os_older_than_the_addon_epoch_needs_no_addon_work(bundle: Path) -> None
         assert start_bootstrap(node).returncode == 0
         assert cluster.bucket.requests_for("/") == []
         untouched_torcx(node)
-        assert facts(node, "bootstrap", "docker-version")["plan"] is None
+        assert record(node, "bootstrap", "runtime-choice")["version"] is None
         assert "KUBELET_IMAGE_TAG=v1.8.4_coreos.0" in node.read("/etc/kubernetes/kubelet.env")
         assert unit_result(node, "kubelet.service")[0] == "active"
 
@@ -239,16 +257,15 @@ def test_os_older_than_the_addon_epoch_needs_no_addon_work(bundle: Path) -> None
 def _assert_docker_step_failed(node: Node, *expected: str) -> None:
     result = start_bootstrap(node)
     assert result.returncode != 0
-    error = facts(node, "bootstrap", "docker-version")
-    assert error["result"] == "failed"
+    error = failure(node, "bootstrap", "docker-version")
     for text in expected:
-        assert text in error["error"], error["error"]
+        assert text in error, error
     assert unit_result(node, "torcx-bootstrap-docker-version.service") == ("failed", "exit-code")
     # it tried again on its own before giving up ([units] retry_attempts = 2)
     assert "failed (attempt 1 of 2), trying again in 1s" in bootstrap_journal(node)
-    for later in ("addons", "kubelet-env", "finish"):
+    for later, output in (("addons", "addons"), ("kubelet-env", "kubelet-env"), ("finish", "bootstrap-finish")):
         assert unit_result(node, f"torcx-bootstrap-{later}.service")[0] == "inactive"
-        assert not node.exists(f"/run/torcx-tectonic/bootstrap/{later}.json")
+        assert not has_record(node, "bootstrap", output)
     assert not node.exists("/etc/kubernetes/kubelet.env")
     untouched_torcx(node)
 
@@ -298,10 +315,9 @@ def test_addon_with_a_wrong_hash_never_enters_a_store(bundle: Path) -> None:
         cluster.bucket.corrupt_addon(BOARD, CURRENT, "17.03")
         node.boot()
         assert start_bootstrap(node).returncode != 0
-        error = facts(node, "bootstrap", "install-addons")
-        assert error["result"] == "failed"
-        assert "docker:17.03.torcx.tgz" in error["error"] and "sha512 mismatch" in error["error"]
-        assert "nothing was stored" in error["error"]
+        error = failure(node, "bootstrap", "addons")
+        assert "docker:17.03.torcx.tgz" in error and "sha512 mismatch" in error
+        assert "nothing was stored" in error
         store = node.host_path(f"/var/lib/torcx/store/{CURRENT}")
         assert not store.exists() or list(store.iterdir()) == []
         assert not node.host_path("/etc/torcx").exists()
@@ -317,7 +333,7 @@ def test_running_the_target_again_downloads_and_rewrites_nothing(bundle: Path) -
         before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in watched}
         kubelet_env = node.read("/etc/kubernetes/kubelet.env")
         downloads = cluster.addon_downloads()
-        assert len(downloads) == 2
+        assert len(downloads) == 1  # the second OS version's store got a hard link
 
         # kubelet.env marks the node as bootstrapped: remove it to make the target run again.
         node.run("rm", "/etc/kubernetes/kubelet.env")
@@ -325,9 +341,9 @@ def test_running_the_target_again_downloads_and_rewrites_nothing(bundle: Path) -
         assert cluster.addon_downloads() == downloads
         assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in watched} == before
         assert node.read("/etc/kubernetes/kubelet.env") == kubelet_env
-        installed = facts(node, "bootstrap", "install-addons")
-        assert [i["action"] for i in installed["installed"]] == ["present", "present"]
-        assert installed["changed"] == []
+        installed = record(node, "bootstrap", "addons")
+        assert [p["action"] for p in installed["placements"]] == ["present", "present"]
+        assert installed["changed_files"] == []
 
 
 def test_generated_units_pass_systemd_analyze_verify(bundle: Path) -> None:
@@ -347,7 +363,7 @@ def test_generated_units_pass_systemd_analyze_verify(bundle: Path) -> None:
                               check=False)
             assert (result.returncode, result.stderr.strip()) == (0, ""), name
             os_update = node.read("/run/systemd/generator/torcx-bootstrap-os-update.service")
-            assert ("--attempt-update" in os_update) == (name != "upgrade-os-no")
+            assert ("Update the OS before configuring torcx" in os_update) == (name != "upgrade-os-no")
         # Enabled, the bootstrap joins the boot transaction: systemd finds it consistent.
         node.systemctl("enable", "torcx-bootstrap.target")
         result = node.run("systemd-analyze", "verify", "/usr/lib/systemd/system/multi-user.target", check=False)
@@ -361,7 +377,7 @@ def test_bad_configuration_is_reported_by_the_first_step_and_changes_nothing(bun
     with cluster_node(bundle, BOTH, os_version=CURRENT, settings=settings) as (cluster, node):
         node.boot()
         assert start_bootstrap(node).returncode != 0
-        error = facts(node, "bootstrap", "next-os")["error"]
+        error = failure(node, "bootstrap", "os-update")
         assert "/etc/torcx-tectonic/conf.d/50-test.conf:" in error
         assert "[kubernetes] annotation = 'nope': expected PREFIX/NAME" in error and CLUO_PREFIX in error
         untouched_torcx(node)

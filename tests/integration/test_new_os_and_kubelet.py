@@ -18,7 +18,7 @@ from simnode.cluster import ANNOTATION, BOARD, CLUO_PREFIX, Cluster, Release
 from simnode.node import Node
 from simnode.proxy import Proxy
 
-from .flows import facts, start_bootstrap, unit_result
+from .flows import failure, last_run, record, start_bootstrap, status, step_done, step_run, unit_result
 
 CURRENT, NEXT = "1632.3.0", "1688.5.3"
 RELEASES = [Release(CURRENT, ["1.12", "17.03", "17.06"]), Release(NEXT, ["1.12", "17.03", "17.06"])]
@@ -62,20 +62,13 @@ def selected(node: Node) -> str:
     return str(profile["value"]["images"][0]["reference"])
 
 
-def flow_done(node: Node, flow: str, script: str) -> bool:
-    try:
-        return bool(facts(node, flow, script)["result"] == "ok")
-    except FileNotFoundError:
-        return False
-
-
 def test_new_os_fetches_the_addon_gcs_old_stores_and_annotates_under_the_label(bundle: Path, tmp_path: Path) -> None:
     with bootstrapped(bundle, tmp_path, files=OLD_STORES) as (cluster, node):
         node.boot()
         operator = cluster.api.schedule_before_reboot(f"{CLUO_PREFIX}/", [ANNOTATION], after_seconds=6)
         apply_update(node)
 
-        node.wait_for(lambda: flow_done(node, "new-os", "gc-stores"), timeout=60, what="new-OS GC")
+        node.wait_for(lambda: step_done(node, "new-os", "gc"), timeout=60, what="new-OS GC")
         assert store_file(node, NEXT, "17.03").is_file()
         assert selected(node) == "17.03"
         for old in ("1520.3.0", "1600.0.0"):
@@ -86,12 +79,17 @@ def test_new_os_fetches_the_addon_gcs_old_stores_and_annotates_under_the_label(b
         assert ANNOTATION not in cluster.api.annotations()  # nothing before the label
 
         assert operator.wait(timeout=30) and operator.at is not None
-        node.wait_for(lambda: flow_done(node, "new-os", "annotate-node"), timeout=60, what="annotation step")
+        node.wait_for(lambda: step_done(node, "new-os", "annotate"), timeout=60, what="annotation step")
+        assert last_run(node, "new-os")["result"] == "ok"
         assert cluster.api.labels()[LABEL] == "true"
         assert cluster.api.annotations()[ANNOTATION] == "true"
         written = [s for s in cluster.api.node_history() if s.annotations.get(ANNOTATION) == "true"]
         assert written and written[0].time >= operator.at
         assert "waiting for the update operator to label node node-1" in node.journal("torcx-new-os-annotate.service")
+        # the operator's view: the next OS has its Docker
+        code, document = status(node)
+        assert (code, document["os"]["next"], document["verdict"]["next"]["ok"]) == (0, NEXT, True), document
+        assert document["verdict"]["next"]["runtime_version"] == "17.03"
 
 
 def test_new_os_without_a_mapped_docker_sends_no_annotation_and_removes_nothing(bundle: Path,
@@ -101,10 +99,10 @@ def test_new_os_without_a_mapped_docker_sends_no_annotation_and_removes_nothing(
         node.boot()
         cluster.api.schedule_before_reboot(f"{CLUO_PREFIX}/", [ANNOTATION], after_seconds=0.5)
         apply_update(node)
-        node.wait_for(lambda: node.exists("/run/torcx-tectonic/new-os/docker-version.json")
-                      and facts(node, "new-os", "docker-version")["result"] == "failed", timeout=60,
+        node.wait_for(lambda: last_run(node, "new-os")["result"] == "failed"
+                      if node.exists("/var/lib/torcx-tectonic/runs/new-os.json") else False, timeout=60,
                       what="the Docker step to fail")
-        error = facts(node, "new-os", "docker-version")["error"]
+        error = failure(node, "new-os", "docker-version")
         assert "no docker version for Kubernetes v1.8.4+coreos.0" in error
         assert "the manifest for OS 1688.5.3 offers 1.12" in error
         time.sleep(3)  # let anything that would wrongly follow happen
@@ -113,6 +111,13 @@ def test_new_os_without_a_mapped_docker_sends_no_annotation_and_removes_nothing(
             assert node.host_path(old).is_file(), old
         assert not node.host_path(f"/var/lib/torcx/store/{NEXT}").exists()
         assert "failed (attempt 1 of 2)" in node.journal("torcx-new-os-docker-version.service")
+        # the operator's view says so: the next OS has no Docker its Kubernetes accepts
+        code, document = status(node)
+        assert (code, document["verdict"]["next"]["ok"]) == (1, False)
+        assert f"none of the stores OS {NEXT} reads" in document["verdict"]["next"]["reason"]
+        # the path unit starts the flow again after a failure: the failure stays visible
+        run = document["flows"]["new-os"]["last_run"]
+        assert run["failed_step"] == "docker-version" or "failed at docker-version" in run["previous_failure"], run
 
         # A fixed ConfigMap heals the node: the flow is triggered again on its own.
         cluster.api.set_runtime_mappings({"kind": "VersionManifestV1",
@@ -128,7 +133,7 @@ def test_marker_present_at_boot_starts_the_new_os_flow_once(bundle: Path, tmp_pa
     with bootstrapped(bundle, tmp_path, files=files) as (cluster, node):
         cluster.api.update_node_metadata("node-1", set_labels={LABEL: "true"}, source="operator")
         node.boot()
-        node.wait_for(lambda: flow_done(node, "new-os", "annotate-node"), timeout=60, what="new-OS flow")
+        node.wait_for(lambda: step_done(node, "new-os", "annotate"), timeout=60, what="new-OS flow")
         assert store_file(node, NEXT, "17.03").is_file()
         time.sleep(3)
         assert node.journal("torcx-new-os-os-version.service").count("next OS 1688.5.3") == 1
@@ -140,33 +145,31 @@ def test_new_kubelet_version_installs_and_selects_its_docker(bundle: Path, tmp_p
         node.boot()
         node.write("/etc/kubernetes/kubelet.env",
                    "KUBELET_IMAGE_URL=quay.io/coreos/hyperkube\nKUBELET_IMAGE_TAG=v1.9.1_coreos.0\n")
-        node.wait_for(lambda: flow_done(node, "new-kubelet", "install-addons"), timeout=60, what="new-kubelet flow")
+        node.wait_for(lambda: step_done(node, "new-kubelet", "addons"), timeout=60, what="new-kubelet flow")
         assert store_file(node, CURRENT, "17.06").is_file()
         assert not node.host_path(f"/var/lib/torcx/store/{NEXT}").exists()  # no update pending
         assert selected(node) == "17.06"
         assert json.loads(node.host_path("/var/lib/torcx-tectonic/docker-reset-needed").read_text()) == {
             "from": "17.03", "to": "17.06"}
-        assert node.host_path(
-            "/etc/systemd/system/docker.service.wants/torcx-tectonic-docker-reset.service").is_symlink()
-        assert node.exists("/run/torcx-tectonic/new-kubelet/install-addons.json")
+        assert record(node, "new-kubelet", "addons")["runtime_changed"] is True
         assert unit_result(node, "kubelet.service")[0] != "deactivating"
 
         # The same version again: nothing downloaded, nothing rewritten. (Wait for the
         # first run to end: a change during it would only merge into it.)
-        node.wait_for(lambda: flow_done(node, "new-kubelet", "recheck-kubelet")
+        node.wait_for(lambda: step_done(node, "new-kubelet", "recheck")
                       and unit_result(node, "torcx-new-kubelet-addons.service")[0] == "inactive",
                       timeout=30, what="the first run to end")
         watched = [store_file(node, CURRENT, "17.06"), node.host_path("/etc/torcx/profiles/tectonic.json"),
                    node.host_path("/etc/torcx/next-profile")]
         before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in watched}
         downloads = cluster.addon_downloads()
-        first = facts(node, "new-kubelet", "install-addons")["time"]
+        first = last_run(node, "new-kubelet")["id"]
         node.write("/etc/kubernetes/kubelet.env",
                    "# same version\nKUBELET_IMAGE_URL=quay.io/coreos/hyperkube\nKUBELET_IMAGE_TAG=v1.9.1_coreos.0\n")
-        node.wait_for(lambda: facts(node, "new-kubelet", "install-addons")["time"] != first, timeout=60,
-                      what="second new-kubelet run")
-        second = facts(node, "new-kubelet", "install-addons")
-        assert second["changed"] == [] and second["docker_changed"] is False
+        node.wait_for(lambda: last_run(node, "new-kubelet")["id"] != first and step_done(node, "new-kubelet", "addons"),
+                      timeout=60, what="second new-kubelet run")
+        second = record(node, "new-kubelet", "addons")
+        assert second["changed_files"] == [] and second["runtime_changed"] is False
         assert cluster.addon_downloads() == downloads
         assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in watched} == before
 
@@ -177,16 +180,16 @@ def test_kubelet_change_during_a_new_os_flow_runs_after_it_and_wins(bundle: Path
         cluster.bucket.set_fault("/addons/", delay=3)  # a slow bucket keeps the new-OS flow busy
         node.boot()
         apply_update(node)
-        node.wait_for(lambda: flow_done(node, "new-os", "docker-version"), timeout=60, what="new-OS decision")
+        node.wait_for(lambda: step_done(node, "new-os", "docker-version"), timeout=60, what="new-OS decision")
         node.write("/etc/kubernetes/kubelet.env",
                    "KUBELET_IMAGE_URL=quay.io/coreos/hyperkube\nKUBELET_IMAGE_TAG=v1.9.1_coreos.0\n")
-        node.wait_for(lambda: flow_done(node, "new-kubelet", "install-addons"), timeout=90, what="new-kubelet flow")
-        node.wait_for(lambda: flow_done(node, "new-os", "annotate-node"), timeout=60, what="new-OS flow")
+        node.wait_for(lambda: step_done(node, "new-kubelet", "addons"), timeout=90, what="new-kubelet flow")
+        node.wait_for(lambda: step_done(node, "new-os", "annotate"), timeout=60, what="new-OS flow")
 
-        new_os = [facts(node, "new-os", s) for s in ("install-addons", "gc-stores")]
-        new_kubelet = [facts(node, "new-kubelet", s) for s in ("kubelet-version", "install-addons")]
-        assert max(f["time"] for f in new_os) < min(f["time"] for f in new_kubelet)  # one after the other
-        assert new_os[0]["docker"] == "17.03" and new_kubelet[1]["docker"] == "17.06"
+        new_os_gc = step_run(node, "new-os", "gc")
+        assert new_os_gc["finished"] <= last_run(node, "new-kubelet")["started"]  # one after the other
+        assert record(node, "new-os", "addons")["version"] == "17.03"
+        assert record(node, "new-kubelet", "addons")["version"] == "17.06"
         assert selected(node) == "17.06"
         assert store_file(node, NEXT, "17.06").is_file() and store_file(node, CURRENT, "17.06").is_file()
         assert "waiting for new-os to finish before new-kubelet runs" in node.journal(extra=["-t",
@@ -218,14 +221,13 @@ def test_second_kubelet_change_during_a_new_kubelet_run_is_not_lost(bundle: Path
         node.boot()
         node.write("/etc/kubernetes/kubelet.env",
                    "KUBELET_IMAGE_URL=quay.io/coreos/hyperkube\nKUBELET_IMAGE_TAG=v1.9.1_coreos.0\n")
-        node.wait_for(lambda: flow_done(node, "new-kubelet", "docker-version"), timeout=60, what="first decision")
+        node.wait_for(lambda: step_done(node, "new-kubelet", "docker-version"), timeout=60, what="first decision")
         # ... when the cluster goes back to 1.8: that trigger merges into the running job.
         node.write("/etc/kubernetes/kubelet.env",
                    "KUBELET_IMAGE_URL=quay.io/coreos/hyperkube\nKUBELET_IMAGE_TAG=v1.8.5_coreos.0\n")
-        node.wait_for(lambda: flow_done(node, "new-kubelet", "kubelet-version")
-                      and facts(node, "new-kubelet", "kubelet-version")["kube_version"] == "v1.8.5+coreos.0"
-                      and flow_done(node, "new-kubelet", "install-addons")
-                      and facts(node, "new-kubelet", "install-addons")["docker"] == "17.03",
+        node.wait_for(lambda: step_done(node, "new-kubelet", "addons")
+                      and record(node, "new-kubelet", "kubernetes-version")["version"] == "v1.8.5+coreos.0"
+                      and record(node, "new-kubelet", "addons")["version"] == "17.03",
                       timeout=90, what="the second run for v1.8.5")
         assert selected(node) == "17.03"
         assert "changed to Kubernetes v1.8.5+coreos.0 while the flow handled v1.9.1+coreos.0" in node.journal(

@@ -115,6 +115,9 @@ def test_a_bundle_installed_in_other_directories_boots_and_bootstraps(tmp_path: 
             assert node.host_path(f"/var/lib/torcx/store/{os_version}/docker:17.03.torcx.tgz").is_file()
         assert "KUBELET_IMAGE_TAG=v1.8.4_coreos.0" in node.host_path("/etc/kubernetes/kubelet.env").read_text()
         node.boot_again(os_version="1688.5.3", update_engine={"mode": "none"})
-        reset = node.systemctl("show", "-p", "ExecStart", "torcx-tectonic-docker-reset.service").stdout
-        assert f"path={dirs['LIBEXECDIR']}/docker-reset" in reset
-        assert node.run(f"{dirs['BINDIR']}/torcx-tectonic", check=False).returncode in (0, 1)
+        for unit, script in (("torcx-docker-reset-data.service", "docker-reset"),
+                             ("torcx-tectonic-lock@new-os.service", "flow-lock")):
+            command = node.systemctl("show", "-p", "ExecStart", unit).stdout
+            assert f"path={dirs['LIBEXECDIR']}/{script} " in command, command
+        result = node.run(f"{dirs['BINDIR']}/torcx-tectonic", "status", check=False)
+        assert (result.returncode, result.stderr) == (0, ""), result.stdout

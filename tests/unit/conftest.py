@@ -1,4 +1,5 @@
-"""Fixtures shared by the unit tests: real OpenPGP keys, made once per session."""
+"""Fixtures shared by the unit tests: real OpenPGP keys, made once per session;
+a node under a temporary root and a local bucket for the step tests."""
 
 from __future__ import annotations
 
@@ -7,10 +8,14 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from .helpers import SIGNED_DATA, Keys, gpg_fingerprint, gpg_run
+from .helpers import SIGNED_DATA, Keys, RoutedServer, gpg_fingerprint, gpg_run, http_server
+
+if TYPE_CHECKING:
+    from .stepenv import StepEnv
 
 
 @pytest.fixture(scope="session")
@@ -73,3 +78,18 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
         capture_output=True,
         env={**os.environ, "GNUPGHOME": str(home)},
     )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> StepEnv:
+    """A node under a temporary root, for the step and runner tests (see stepenv.py)."""
+    from .stepenv import StepEnv  # imported here: only the step tests need the step layer
+
+    return StepEnv(tmp_path / "node")
+
+
+@pytest.fixture
+def bucket() -> Iterator[RoutedServer]:
+    """A local HTTP release bucket whose routes the test fills."""
+    with http_server() as server:
+        yield server

@@ -1,8 +1,10 @@
-"""generator: unit text from configuration (pure), the written tree against golden
-directories, and ``systemd-analyze verify`` on the result."""
+"""generator: unit text from the flow table (pure), the written tree against golden
+directories, and ``systemd-analyze verify`` on the result. The tests iterate the
+table; where one names a step, it states a rule of the domain about that step."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -11,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from torcx_tectonic import generator
+from torcx_tectonic import flows, generator
 from torcx_tectonic.config import Config
 from torcx_tectonic.errors import ConfigError
-from torcx_tectonic.flows import all_flows
+from torcx_tectonic.flows import Flow, Step, all_flows, timeout_secs
+from torcx_tectonic.runner import step_function
 
 from .helpers import make_config, tree
 
@@ -22,10 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = Path(__file__).resolve().parent / "golden"
 LIBEXEC = "/usr/libexec/torcx-tectonic"
 MARKER = "/run/update_engine_autoupdate_completed"
-
-BOOTSTRAP = ["os-update", "kubelet-version", "docker-version", "addons", "kubelet-env", "finish"]
-NEW_OS = ["os-version", "kubelet-version", "docker-version", "addons", "gc", "annotate"]
-NEW_KUBELET = ["kubelet-version", "os-version", "docker-version", "addons"]
 
 
 def directives(text: str) -> list[tuple[str, str, str]]:
@@ -46,128 +45,153 @@ def values(text: str, section: str, key: str) -> list[str]:
     return [v for s, k, v in directives(text) if s == section and k == key]
 
 
-def units(prefix: str, steps: list[str]) -> list[str]:
-    return [f"{prefix}-{step}.service" for step in steps]
+def every_step(config: Config) -> list[tuple[Flow, Step]]:
+    return [(flow, step) for flow in all_flows(config) for step in (*flow.steps, *flow.followers)]
+
+
+def the(config: Config, flow: str, step: str) -> tuple[Flow, Step]:
+    found = flows.find_step(config, flow, step)
+    assert found is not None, f"{flow}/{step} is not in the flow table"
+    return found
+
+
+# --- the table itself -----------------------------------------------------------------------------
+
+def test_every_entry_point_is_a_libexec_script_and_a_function() -> None:
+    scripts = {p.name for p in (ROOT / "libexec").iterdir()}
+    for entry in flows.ENTRY_POINTS:
+        assert entry in scripts, entry
+        assert callable(step_function(entry)), entry
+        assert f'run("{entry}")' in (ROOT / "libexec" / entry).read_text(), entry
+
+
+def test_every_flow_begins_and_ends_one_run_and_names_steps_once() -> None:
+    for flow in all_flows(make_config()):
+        names = [s.name for s in (*flow.steps, *flow.followers)]
+        assert len(names) == len(set(names)), flow.name
+        assert flow.begins_run(flow.steps[0]) and flow.ends_run(flow.steps[-1])
+        assert not any(flow.follows_run(s) for s in flow.steps)
+
+
+def test_the_generator_knows_no_flow_or_step_by_name() -> None:
+    config = make_config()
+    names = {f.name for f in all_flows(config)} | {s.name for _, s in every_step(config)}
+    literals = {node.value for node in ast.walk(ast.parse((ROOT / "torcx_tectonic/generator.py").read_text()))
+                if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    assert not names & literals
 
 
 # --- render: ordering, conditions, commands --------------------------------------------------
 
+def test_each_step_requires_and_follows_the_previous_one_and_the_lock_when_locked() -> None:
+    config = make_config()
+    out = generator.render(config)
+    for flow in all_flows(config):
+        for index, step in enumerate(flow.steps):
+            text = out.files[flow.unit(step)]
+            expected = [flow.unit(flow.steps[index - 1])] if index else []
+            requires = [u for u in values(text, "Unit", "Requires") if u != flow.lock_unit]
+            after = [u for u in values(text, "Unit", "After") if u not in (flow.lock_unit, "network-online.target")]
+            assert (requires, after) == (expected, expected), flow.unit(step)
+            locked = flow.lock_unit in values(text, "Unit", "Requires") and flow.lock_unit in values(text, "Unit",
+                                                                                                       "After")
+            assert locked == step.locked, flow.unit(step)
 
-@pytest.mark.parametrize(
-    ("prefix", "steps", "locked"),
-    [
-        ("torcx-bootstrap", BOOTSTRAP, BOOTSTRAP),
-        ("torcx-new-os", NEW_OS, NEW_OS[:-1]),
-        ("torcx-new-kubelet", NEW_KUBELET, NEW_KUBELET),
-    ],
-)
-def test_each_step_requires_and_follows_the_previous_one(prefix: str, steps: list[str], locked: list[str]) -> None:
-    out = generator.render(make_config())
-    names = units(prefix, steps)
-    lock = f"torcx-tectonic-lock@{prefix.removeprefix('torcx-')}.service"
-    for index, name in enumerate(names):
-        text = out.files[name]
-        step_requires = [u for u in values(text, "Unit", "Requires") if u != lock]
-        step_after = [u for u in values(text, "Unit", "After") if u not in (lock, "network-online.target")]
-        expected = [names[index - 1]] if index else []
-        assert step_requires == expected, name
-        assert step_after == expected, name
-        has_lock = lock in values(text, "Unit", "Requires") and lock in values(text, "Unit", "After")
-        assert has_lock == (steps[index] in locked), name
+
+def test_the_annotation_waits_for_the_operator_without_holding_the_lock() -> None:
+    _, annotate = the(make_config(), "new-os", "annotate")
+    assert annotate.locked is False  # it may wait an hour for the label; it takes the lock to write only
 
 
 def test_every_step_is_a_oneshot_running_its_libexec_script() -> None:
-    out = generator.render(make_config())
-    commands = [  # flow, step, script, arguments
-        ("bootstrap", "os-update", "next-os", " --attempt-update"),
-        ("bootstrap", "kubelet-version", "kubelet-version", " --source cluster"),
-        ("bootstrap", "docker-version", "docker-version", " --retry"),
-        ("bootstrap", "addons", "install-addons", " --retry"),
-        ("bootstrap", "kubelet-env", "kubelet-env", ""),
-        ("bootstrap", "finish", "finish-bootstrap", ""),
-        ("new-os", "os-version", "next-os", ""),
-        ("new-os", "kubelet-version", "kubelet-version", " --source kubelet-env"),
-        ("new-os", "docker-version", "docker-version", " --retry"),
-        ("new-os", "addons", "install-addons", " --retry"),
-        ("new-os", "gc", "gc-stores", ""),
-        ("new-os", "annotate", "annotate-node", " --retry"),
-        ("new-kubelet", "kubelet-version", "kubelet-version", " --source kubelet-env"),
-        ("new-kubelet", "os-version", "next-os", ""),
-        ("new-kubelet", "docker-version", "docker-version", " --retry"),
-        ("new-kubelet", "addons", "install-addons", " --retry"),
-    ]
-    expected = {f"torcx-{flow}-{step}.service": f"{LIBEXEC}/{script} --flow {flow} --step {step}{args}"
-                for flow, step, script, args in commands}
-    expected["torcx-new-kubelet-recheck.service"] = (
-        f"{LIBEXEC}/recheck-kubelet --flow new-kubelet --step recheck --anchor torcx-new-kubelet-addons.service")
-    services = {name: text for name, text in out.files.items() if name.endswith(".service")}
-    assert {name: values(text, "Service", "ExecStart") for name, text in services.items()} == {
-        name: [command] for name, command in expected.items()
-    }
-    for name, text in services.items():
-        assert values(text, "Service", "Type") == ["oneshot"], name
-        assert values(text, "Service", "SyslogIdentifier") == [name.removesuffix(".service")], name
+    config = make_config()
+    out = generator.render(config)
+    for flow, step in every_step(config):
+        text = out.files[flow.unit(step)]
+        assert values(text, "Service", "ExecStart") == [f"{LIBEXEC}/{step.entry} --flow {flow.name} "
+                                                        f"--step {step.name}"]
+        assert values(text, "Service", "Type") == ["oneshot"]
+        assert values(text, "Service", "SyslogIdentifier") == [flow.unit(step).removesuffix(".service")]
         assert text.startswith(generator.HEADER)
+    services = {n for n in out.files if n.endswith(".service") and "/" not in n}
+    assert services == {flow.unit(step) for flow, step in every_step(config)}
 
 
-def test_every_libexec_script_a_unit_runs_exists() -> None:
-    out = generator.render(make_config())
-    scripts = {
-        values(text, "Service", "ExecStart")[0].split()[0].rsplit("/", 1)[1]
-        for name, text in out.files.items()
-        if name.endswith(".service")
-    }
-    assert scripts <= {p.name for p in (ROOT / "libexec").iterdir()}
+def test_conditions_come_from_the_table() -> None:
+    config = make_config({"kubernetes.kubelet_env": "/etc/k8s/kubelet.env"})
+    out = generator.render(config)
+    for flow, step in every_step(config):
+        found = [f"{k}={v}" for s, k, v in directives(out.files[flow.unit(step)]) if k.startswith("Condition")]
+        assert found == list(step.conditions), flow.unit(step)
 
 
-def test_conditions() -> None:
-    out = generator.render(make_config({"kubernetes.kubelet_env": "/etc/k8s/kubelet.env"}))
-    conditions = {name: values(text, "Unit", "ConditionPathExists") for name, text in out.files.items()}
-    for name in units("torcx-bootstrap", BOOTSTRAP[:-1]):
-        assert conditions[name] == ["!/etc/k8s/kubelet.env"], name
-    assert conditions["torcx-bootstrap-finish.service"] == ["/run/torcx-tectonic/bootstrap/finish-pending"]
-    for name in units("torcx-new-os", NEW_OS):
-        assert conditions[name] == ([MARKER] if name.endswith(("-gc.service", "-annotate.service")) else []), name
-    for name in units("torcx-new-kubelet", NEW_KUBELET):
-        assert conditions[name] == [], name
+def test_bootstrap_skips_once_kubelet_env_exists_and_finishes_only_a_run_of_this_boot() -> None:
+    config = make_config({"kubernetes.kubelet_env": "/etc/k8s/kubelet.env"})
+    bootstrap = all_flows(config)[0]
+    for step in bootstrap.steps[:-1]:
+        assert step.conditions == ("ConditionPathExists=!/etc/k8s/kubelet.env",), step.name
+    assert bootstrap.steps[-1].conditions == ("ConditionPathIsDirectory=/run/torcx-tectonic/bootstrap",)
+    assert bootstrap.lock_conditions == ("ConditionPathExists=!/etc/k8s/kubelet.env",)
+    out = generator.render(config)
+    dropin = out.files["torcx-tectonic-lock@bootstrap.service.d/50-skip-with-steps.conf"]
+    assert values(dropin, "Unit", "ConditionPathExists") == ["!/etc/k8s/kubelet.env"]
 
 
-def test_bootstrap_steps_come_before_the_target_and_others_do_not() -> None:
-    out = generator.render(make_config())
-    for name, text in out.files.items():
-        expected = ["torcx-bootstrap.target"] if name.startswith("torcx-bootstrap-") else []
-        assert values(text, "Unit", "Before") == expected, name
+def test_gc_and_annotation_only_while_an_update_waits() -> None:
+    config = make_config()
+    for name in ("gc", "annotate"):
+        assert the(config, "new-os", name)[1].conditions == (f"ConditionPathExists={MARKER}",)
+
+
+def test_steps_of_a_target_come_before_it_only_when_the_flow_says_so() -> None:
+    config = make_config()
+    out = generator.render(config)
+    for flow, step in every_step(config):
+        before = values(out.files[flow.unit(step)], "Unit", "Before")
+        expected = ([flow.target_unit] if flow.target and flow.before_target else []) + (
+            [" ".join(flow.before)] if flow.before else [])
+        assert before == expected, flow.unit(step)
+
+
+def test_docker_data_is_reset_before_docker_starts() -> None:
+    config = make_config()
+    flow, step = the(config, "docker-reset", "data")
+    out = generator.render(config)
+    text = out.files[flow.unit(step)]
+    assert values(text, "Unit", "Before") == ["docker.service containerd.service docker.socket"]
+    assert values(text, "Unit", "RequiresMountsFor") == ["/var/lib/docker"]
+    assert values(text, "Unit", "ConditionPathExists") == ["/var/lib/torcx-tectonic/docker-reset-needed"]
+    for unit in ("docker.service", "containerd.service"):
+        assert out.links[f"{unit}.wants/{flow.unit(step)}"] == f"../{flow.unit(step)}"
 
 
 def test_network_steps_want_the_network() -> None:
-    out = generator.render(make_config())
-    online = {name for name, text in out.files.items() if "network-online.target" in values(text, "Unit", "Wants")}
-    assert online == {
-        "torcx-bootstrap-kubelet-version.service",
-        "torcx-bootstrap-docker-version.service",
-        "torcx-bootstrap-addons.service",
-        "torcx-new-os-kubelet-version.service",
-        "torcx-new-os-docker-version.service",
-        "torcx-new-os-addons.service",
-        "torcx-new-os-annotate.service",
-        "torcx-new-kubelet-kubelet-version.service",
-        "torcx-new-kubelet-docker-version.service",
-        "torcx-new-kubelet-addons.service",
-    }
-    for name in online:
-        assert "network-online.target" in values(out.files[name], "Unit", "After"), name
+    config = make_config()
+    out = generator.render(config)
+    for flow, step in every_step(config):
+        text = out.files[flow.unit(step)]
+        assert ("network-online.target" in values(text, "Unit", "Wants")) == step.network, flow.unit(step)
+        assert ("network-online.target" in values(text, "Unit", "After")) == step.network, flow.unit(step)
+    # the cluster's version comes over the network in bootstrap, from kubelet.env afterwards
+    assert the(config, "bootstrap", "kubelet-version")[1].network
+    assert not the(config, "new-os", "kubelet-version")[1].network
 
 
 def test_links_make_the_targets_require_their_steps() -> None:
-    out = generator.render(make_config())
-    expected = {f"torcx-bootstrap.target.requires/{u}": f"../{u}" for u in units("torcx-bootstrap", BOOTSTRAP)}
-    expected |= {f"torcx-new-os.target.requires/{u}": f"../{u}" for u in units("torcx-new-os", NEW_OS)}
-    expected |= {
-        "multi-user.target.wants/torcx-new-os.path": "../torcx-new-os.path",
-        "multi-user.target.wants/torcx-new-kubelet.path": "../torcx-new-kubelet.path",
-    }
+    config = make_config()
+    out = generator.render(config)
+    expected: dict[str, str] = {}
+    for flow in all_flows(config):
+        if flow.target:
+            expected |= {f"{flow.target_unit}.requires/{flow.unit(s)}": f"../{flow.unit(s)}" for s in flow.steps}
+        if flow.trigger:
+            expected[f"multi-user.target.wants/{flow.unit_prefix}.path"] = f"../{flow.unit_prefix}.path"
+        for unit in flow.wanted_by:
+            expected |= {f"{unit}.wants/{flow.unit(s)}": f"../{flow.unit(s)}" for s in flow.steps}
     assert out.links == expected
     assert all(target.removeprefix("../") in out.files for target in out.links.values())
+    assert {"torcx-bootstrap.target.requires/torcx-bootstrap-finish.service",
+            "multi-user.target.wants/torcx-new-kubelet.path"} <= set(out.links)
 
 
 def test_path_units() -> None:
@@ -184,27 +208,29 @@ def test_path_units() -> None:
         # ... and without ordering after the bootstrap target, which made the boot
         # transaction lose the bootstrap's last jobs (test_bootstrap: enabled target).
         assert values(text, "Unit", "After") == []
+    assert flows.path_units(make_config()) == ("torcx-new-os.path", "torcx-new-kubelet.path")
 
 
 def test_upgrade_os_no_only_reads_the_pending_update() -> None:
-    out = generator.render(make_config({"bootstrap.upgrade_os": "no"}))
-    text = out.files["torcx-bootstrap-os-update.service"]
-    assert values(text, "Service", "ExecStart") == [f"{LIBEXEC}/next-os --flow bootstrap --step os-update"]
-    assert values(text, "Unit", "Description") == ["torcx-tectonic bootstrap: Read the pending OS update"]
-    assert values(text, "Service", "TimeoutStartSec") == [str(int((10 + 60) * 6 * 4 + 300))]
+    config = make_config({"bootstrap.upgrade_os": "no"})
+    _, step = the(config, "bootstrap", "os-update")
+    assert step.params == {"attempt_update": False, "engine_optional": True}
+    assert step.description == "Read the pending OS update"
+    out = generator.render(config)
+    assert values(out.files["torcx-bootstrap-os-update.service"], "Service", "TimeoutStartSec") == [
+        str(int((10 + 60) * 6 * 4 + 300))]
     assert sorted(out.files) == sorted(generator.render(make_config()).files)
+    assert the(make_config(), "bootstrap", "os-update")[1].params == {"attempt_update": True,
+                                                                       "engine_optional": False}
 
 
 def test_skip_torcx_drops_the_docker_steps_and_keeps_the_chain() -> None:
-    out = generator.render(make_config({"bootstrap.skip_torcx": "yes"}))
-    kept = ["os-update", "kubelet-version", "kubelet-env", "finish"]
-    assert sorted(n for n in out.files if n.startswith("torcx-bootstrap-")) == sorted(units("torcx-bootstrap", kept))
+    config = make_config({"bootstrap.skip_torcx": "yes"})
+    bootstrap = all_flows(config)[0]
+    assert [s.entry for s in bootstrap.steps] == ["next-os", "kubelet-version", "kubelet-env", "finish-bootstrap"]
+    out = generator.render(config)
     text = out.files["torcx-bootstrap-kubelet-env.service"]
     assert "torcx-bootstrap-kubelet-version.service" in values(text, "Unit", "Requires")
-    assert "torcx-bootstrap-kubelet-version.service" in values(text, "Unit", "After")
-    assert sorted(n for n in out.links if n.startswith("torcx-bootstrap.target")) == sorted(
-        f"torcx-bootstrap.target.requires/{u}" for u in units("torcx-bootstrap", kept)
-    )
     # the other flows keep their Docker steps
     assert "torcx-new-os-addons.service" in out.files
     assert "torcx-new-kubelet-addons.service" in out.files
@@ -212,16 +238,12 @@ def test_skip_torcx_drops_the_docker_steps_and_keeps_the_chain() -> None:
 
 def test_network_steps_retry_inside_the_step_not_through_systemd_restart() -> None:
     # Restart= would re-run only the failed unit after its dependents already failed;
-    # the step retries itself (--retry) so the chain waits and continues when it heals.
-    out = generator.render(make_config())
-    retried = {name for name, text in out.files.items()
-               if any(v.endswith(" --retry") for v in values(text, "Service", "ExecStart"))}
-    assert retried == {
-        f"{p}-{s}.service"
-        for p in ("torcx-bootstrap", "torcx-new-os", "torcx-new-kubelet")
-        for s in ("docker-version", "addons")
-    } | {"torcx-new-os-annotate.service"}
-    assert not any(values(text, "Service", "Restart") for text in out.files.values())
+    # the step retries itself so the chain waits and continues when it heals.
+    config = make_config()
+    retried = {f"{flow.name}/{step.entry}" for flow, step in every_step(config) if step.retry}
+    assert retried == {f"{f}/{e}" for f in ("bootstrap", "new-os", "new-kubelet")
+                       for e in ("docker-version", "install-addons")} | {"new-os/annotate-node"}
+    assert not any(values(text, "Service", "Restart") for text in generator.render(config).files.values())
 
 
 @pytest.mark.parametrize(
@@ -245,12 +267,15 @@ def test_network_steps_retry_inside_the_step_not_through_systemd_restart() -> No
             "torcx-new-os-docker-version.service",
             (10 + 60) * 6 * 4 + 300,
         ),
-        ({}, "torcx-new-os-gc.service", generator.LOCAL_STEP_TIMEOUT_SECS),
+        ({}, "torcx-new-os-gc.service", flows.LOCAL_STEP_TIMEOUT_SECS),
     ],
 )
 def test_timeouts_follow_the_configured_waits(settings: dict[str, str], unit: str, expected: int) -> None:
-    out = generator.render(make_config(settings))
+    config = make_config(settings)
+    out = generator.render(config)
     assert values(out.files[unit], "Service", "TimeoutStartSec") == [str(expected)]
+    assert all(values(out.files[f.unit(s)], "Service", "TimeoutStartSec") == [str(timeout_secs(s, config))]
+               for f, s in every_step(config))
 
 
 def test_source_path_is_the_last_configuration_file() -> None:
@@ -267,35 +292,37 @@ def test_source_path_is_the_last_configuration_file() -> None:
 
 def test_new_kubelet_looks_again_after_each_run() -> None:
     # a kubelet.env change during the run only merges into the running job
-    out = generator.render(make_config())
-    anchor = out.files["torcx-new-kubelet-addons.service"]
-    assert values(anchor, "Unit", "OnSuccess") == ["torcx-new-kubelet-recheck.service"]
-    assert sum(bool(values(text, "Unit", "OnSuccess")) for text in out.files.values()) == 1
-
-
-def test_render_only_the_given_flows() -> None:
     config = make_config()
-    out = generator.render(config, flows=all_flows(config)[2:])
-    assert sorted(out.files) == sorted([*units("torcx-new-kubelet", NEW_KUBELET), "torcx-new-kubelet.path",
-                                        "torcx-new-kubelet-recheck.service"])
+    out = generator.render(config)
+    flow = all_flows(config)[2]
+    assert values(out.files[flow.unit(flow.steps[-1])], "Unit", "OnSuccess") == [flow.unit(flow.followers[0])]
+    assert flow.followers[0].params == {"anchor": flow.unit(flow.steps[-1])}
+    assert sum(bool(values(text, "Unit", "OnSuccess")) for text in out.files.values()) == 1
 
 
 # --- write and main -------------------------------------------------------------------------------
 
 
+def output(files: dict[str, str] | None = None, links: dict[str, str] | None = None) -> generator.Output:
+    out = generator.Output()
+    out.files.update(files or {})
+    out.links.update(links or {})
+    return out
+
+
 def test_write_refuses_to_overwrite_a_unit(tmp_path: Path) -> None:
-    out = generator.Output(files={"a.service": "[Unit]\n"})
-    generator.write(out, tmp_path)
+    out = output(files={"a.service": "[Unit]\n"})
+    generator.write(out, str(tmp_path))
     with pytest.raises(FileExistsError, match=f"{tmp_path / 'a.service'}: unit already exists"):
-        generator.write(out, tmp_path)
+        generator.write(out, str(tmp_path))
 
 
 def test_write_tolerates_a_link_that_already_points_right(tmp_path: Path) -> None:
-    generator.write(generator.Output(links={"x.target.wants/a.service": "../a.service"}), tmp_path)
-    generator.write(generator.Output(links={"x.target.wants/a.service": "../a.service"}), tmp_path)
+    generator.write(output(links={"x.target.wants/a.service": "../a.service"}), str(tmp_path))
+    generator.write(output(links={"x.target.wants/a.service": "../a.service"}), str(tmp_path))
     assert os.readlink(tmp_path / "x.target.wants" / "a.service") == "../a.service"
     with pytest.raises(FileExistsError):
-        generator.write(generator.Output(links={"x.target.wants/a.service": "../b.service"}), tmp_path)
+        generator.write(output(links={"x.target.wants/a.service": "../b.service"}), str(tmp_path))
 
 
 @pytest.mark.parametrize("argv", [[], ["a", "b"], ["a", "b", "c", "d"]])
@@ -305,8 +332,8 @@ def test_output_dir_wants_one_or_three_directories(argv: list[str]) -> None:
 
 
 def test_output_dir_is_the_normal_directory() -> None:
-    assert generator.output_dir(["/run/n", "/run/e", "/run/l"]) == Path("/run/n")
-    assert generator.output_dir(["/tmp/x"]) == Path("/tmp/x")
+    assert generator.output_dir(["/run/n", "/run/e", "/run/l"]) == "/run/n"
+    assert generator.output_dir(["/tmp/x"]) == "/tmp/x"
 
 
 def test_main_uses_the_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -369,6 +396,7 @@ def test_generator_script_runs_on_the_system_python_without_network_or_dbus_modu
     assert result.stdout.strip() == "[]"
     assert (tmp_path / "torcx-new-os.path").is_file()
     assert (tmp_path / "torcx-new-os.target.requires" / "torcx-new-os-gc.service").is_symlink()
+    assert (tmp_path / "docker.service.wants" / "torcx-docker-reset-data.service").is_symlink()
 
 
 # --- golden trees -----------------------------------------------------------------------------------
@@ -392,14 +420,14 @@ def _regenerate(case: str) -> None:
     target = GOLDEN / case
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    generator.write(generator.render(golden_config(case)), target)
+    generator.write(generator.render(golden_config(case)), str(target))
 
 
 @pytest.mark.parametrize("case", sorted(GOLDEN_CASES))
 def test_written_tree_matches_the_golden_directory(case: str, tmp_path: Path) -> None:
     if os.environ.get("UPDATE_GOLDEN") == "1":
         _regenerate(case)
-    generator.write(generator.render(golden_config(case)), tmp_path)
+    generator.write(generator.render(golden_config(case)), str(tmp_path))
     expected = GOLDEN / case
     assert expected.is_dir(), f"missing {expected}: run with UPDATE_GOLDEN=1 to create it"
     assert tree(tmp_path) == tree(expected)
@@ -420,10 +448,11 @@ def _verify_tree(tmp_path: Path, config: Config, monkeypatch: pytest.MonkeyPatch
         stub.chmod(0o755)
     unit_dir = tmp_path / "units"
     unit_dir.mkdir()
-    monkeypatch.setattr(generator, "LIBEXEC_DIR", libexec)
-    generator.write(generator.render(config), unit_dir)
+    monkeypatch.setattr(generator, "LIBEXEC_DIR", str(libexec))
+    generator.write(generator.render(config), str(unit_dir))
     for static in (ROOT / "units").iterdir():
-        (unit_dir / static.name).write_text(static.read_text().replace(LIBEXEC, str(libexec)))
+        text = static.read_text().replace("@LIBEXECDIR@", str(libexec)).replace("@DOCDIR@", "/usr/share/doc/tt")
+        (unit_dir / static.name).write_text(text)
     for stub_name in ("kubelet.service", "docker.service"):
         (unit_dir / stub_name).write_text(STUB)
     names = sorted(p.name for p in unit_dir.iterdir() if p.is_file())

@@ -1,0 +1,131 @@
+"""Steps kubelet-version and recheck: the Kubernetes version a flow works for."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from torcx_tectonic.errors import InputError
+from torcx_tectonic.kubeversion import kubernetes_version, recheck
+from torcx_tectonic.state import KubeletRechecked, KubernetesVersion, StateError
+
+from .stepenv import StepEnv
+
+ANCHOR = "torcx-new-kubelet-addons.service"
+
+
+def _version(env: StepEnv, flow: str, step: str = "kubelet-version") -> KubernetesVersion:
+    ctx = env.context(flow, step)
+    return kubernetes_version(ctx, **ctx.step.params)  # type: ignore[arg-type]
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_a_forced_version_wins(env: StepEnv) -> None:
+    env.configure({"kubernetes.force_version": "v1.8.4+coreos.0"})
+    env.write(env.kubelet_env, "KUBELET_IMAGE_TAG=v1.9.1_coreos.0\n")
+    for flow in ("bootstrap", "new-kubelet"):
+        assert _version(env, flow) == KubernetesVersion("v1.8.4+coreos.0", "[kubernetes] force_version")
+
+
+def test_a_forced_version_must_be_a_version(env: StepEnv) -> None:
+    env.configure({"kubernetes.force_version": "latest"})
+    with pytest.raises(InputError, match="'latest' is not a Kubernetes version"):
+        _version(env, "bootstrap")
+
+
+@pytest.mark.parametrize("flow", ["new-os", "new-kubelet"])
+def test_the_follow_up_flows_read_kubelet_env(env: StepEnv, flow: str) -> None:
+    env.write(env.kubelet_env, "KUBELET_IMAGE_URL=quay.io/coreos/hyperkube\nKUBELET_IMAGE_TAG=v1.9.1_coreos.0\n")
+    env.write(env.installer_env, "KUBELET_IMAGE_TAG=v1.8.0_coreos.0\n")
+    assert _version(env, flow) == KubernetesVersion("v1.9.1+coreos.0", str(env.kubelet_env))
+
+
+def test_kubelet_env_without_a_tag_fails(env: StepEnv) -> None:
+    env.write(env.kubelet_env, "KUBELET_IMAGE_URL=quay.io/coreos/hyperkube\n")
+    with pytest.raises(InputError, match="KUBELET_IMAGE_TAG is missing or empty"):
+        _version(env, "new-kubelet")
+
+
+def test_bootstrap_without_kubeconfig_uses_the_installer_file(env: StepEnv) -> None:
+    env.write(env.installer_env, "KUBELET_IMAGE_TAG=v1.8.4_coreos.0\n")
+    assert not env.config.kubernetes.kubeconfig.exists()
+    assert _version(env, "bootstrap") == KubernetesVersion("v1.8.4+coreos.0", str(env.installer_env))
+
+
+def test_bootstrap_with_an_unreachable_api_server_uses_the_installer_file(env: StepEnv,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    server = f"https://127.0.0.1:{_closed_port()}"
+    env.write(env.config.kubernetes.kubeconfig, f"""apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "{server}"}}}}]
+users: [{{name: u, user: {{token: secret}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
+current-context: x
+""")
+    env.write(env.installer_env, "KUBELET_IMAGE_TAG=v1.8.4_coreos.0\n")
+    assert _version(env, "bootstrap") == KubernetesVersion("v1.8.4+coreos.0", str(env.installer_env))
+    assert f"cannot reach {server}/version" in caplog.text
+
+
+def test_bootstrap_with_a_broken_kubeconfig_fails(env: StepEnv) -> None:
+    env.write(env.config.kubernetes.kubeconfig, "apiVersion: v1\nkind: Config\nclusters: 3\n")
+    env.write(env.installer_env, "KUBELET_IMAGE_TAG=v1.8.4_coreos.0\n")
+    with pytest.raises(InputError, match="kubeconfig"):
+        _version(env, "bootstrap")
+
+
+@pytest.mark.xfail(strict=True, reason="kubeletenv.kubelet_version reads the file with read_text() and catches "
+                   "only FileNotFoundError: a kubelet.env that is not UTF-8 raises UnicodeDecodeError, which "
+                   "the runner records as an internal error instead of an InputError naming the file")
+def test_a_kubelet_env_that_is_not_utf8_is_an_input_error(env: StepEnv) -> None:
+    env.kubelet_env.parent.mkdir(parents=True)
+    env.kubelet_env.write_bytes(b"KUBELET_IMAGE_TAG=v1.9.1_coreos.0\n# \xff\xfe\n")
+    with pytest.raises(InputError, match="kubelet.env"):
+        _version(env, "new-kubelet")
+
+
+# --- recheck -------------------------------------------------------------------------------------------
+
+def _recheck(env: StepEnv) -> KubeletRechecked:
+    ctx = env.context("new-kubelet", "recheck")
+    assert ctx.step.params == {"anchor": ANCHOR}
+    return recheck(ctx, anchor=ANCHOR)
+
+
+@pytest.mark.parametrize(("now", "rerun"), [("v1.9.1_coreos.0", False), ("v1.10.0_coreos.0", True)])
+def test_recheck_runs_the_flow_again_only_when_kubelet_env_moved_on(env: StepEnv, monkeypatch: pytest.MonkeyPatch,
+                                                                    now: str, rerun: bool) -> None:
+    started: list[str] = []
+    monkeypatch.setattr("torcx_tectonic.systemd.start", started.append)
+    env.begin("new-kubelet", KubernetesVersion("v1.9.1+coreos.0", str(env.kubelet_env)))
+    env.write(env.kubelet_env, f"KUBELET_IMAGE_TAG={now}\n")
+    record = _recheck(env)
+    assert record == KubeletRechecked(used="v1.9.1+coreos.0", now=now.replace("_", "+"), rerun=rerun)
+    assert started == ([ANCHOR] if rerun else [])
+
+
+def test_recheck_with_a_forced_version_never_reruns(env: StepEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[str] = []
+    monkeypatch.setattr("torcx_tectonic.systemd.start", started.append)
+    env.configure({"kubernetes.force_version": "v1.9.1+coreos.0"})
+    env.begin("new-kubelet", KubernetesVersion("v1.9.1+coreos.0", "[kubernetes] force_version"))
+    env.write(env.kubelet_env, "KUBELET_IMAGE_TAG=v1.10.0_coreos.0\n")
+    assert _recheck(env).rerun is False
+    assert started == []
+
+
+def test_recheck_needs_the_version_the_run_used(env: StepEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[str] = []
+    monkeypatch.setattr("torcx_tectonic.systemd.start", started.append)
+    env.write(env.kubelet_env, "KUBELET_IMAGE_TAG=v1.10.0_coreos.0\n")
+    env.begin("new-kubelet")
+    with pytest.raises(StateError, match="no kubernetes-version recorded in this run"):
+        _recheck(env)
+    assert started == []

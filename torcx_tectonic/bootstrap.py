@@ -1,0 +1,68 @@
+"""Steps 5 and 6 of bootstrap: write kubelet.env, then enable the kubelet
+and decide whether the node reboots (the step runner queues the reboot once
+the run says so)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from . import kubeletenv, systemd
+from .atomic import write_if_changed
+from .envfile import parse_env
+from .errors import InputError
+from .flows import path_units
+from .state import RUNNING, AddonsInstalled, BootstrapFinished, KubeletEnvWritten, KubernetesVersion, OsVersions
+
+if TYPE_CHECKING:
+    from .runner import Context
+
+log = logging.getLogger(__name__)
+KUBELET_UNIT = "kubelet.service"
+
+
+def write_kubelet_env(ctx: Context) -> KubeletEnvWritten:
+    """kubelet.env from the installer's copy, with the chosen version."""
+    kube = ctx.config.kubernetes
+    version = ctx.state.load(KubernetesVersion).version
+    try:
+        template = kube.installer_kubelet_env.read_text()
+    except FileNotFoundError:
+        raise InputError(f"{kube.installer_kubelet_env}: missing; expected the installer's kubelet.env") from None
+    parse_env(template, str(kube.installer_kubelet_env))
+    tag = kubeletenv.version_to_tag(version)
+    written = write_if_changed(kube.kubelet_env, kubeletenv.with_value(template, kubeletenv.IMAGE_TAG_KEY, tag))
+    log.info("%s %s with %s=%s", kube.kubelet_env, "written" if written else "already right",
+             kubeletenv.IMAGE_TAG_KEY, tag)
+    return KubeletEnvWritten(path=str(kube.kubelet_env), written=written, kube_version=version)
+
+
+def reboot_reasons(os_versions: OsVersions, addons: AddonsInstalled | None) -> tuple[str, ...]:
+    """Why the node must reboot before the kubelet runs: a new OS waits, or
+    the selected Docker changed."""
+    reasons = []
+    if os_versions.next:
+        reasons.append(f"OS {os_versions.next} is installed")
+    if addons is not None and addons.runtime_changed:
+        reasons.append(f"{addons.runtime} changes from {addons.previous} to {addons.version}")
+    return tuple(reasons)
+
+
+def finish(ctx: Context) -> BootstrapFinished:
+    """Enable the kubelet; reboot when the OS or Docker changed, else start
+    the kubelet and the path units that follow a bootstrapped node."""
+    if ctx.state.current().result != RUNNING:
+        log.info("this boot's bootstrap already ended: nothing to do")
+        return BootstrapFinished(kubelet_enabled=False, reboot=False, already_finished=True)
+    ctx.state.load(KubeletEnvWritten)
+    addons = None if ctx.config.bootstrap.skip_torcx else ctx.state.load(AddonsInstalled)
+    reasons = reboot_reasons(ctx.state.load(OsVersions), addons)
+    enabled = systemd.enable(KUBELET_UNIT)
+    reboot = bool(reasons) and ctx.config.bootstrap.reboot
+    if not reboot:
+        if reasons:
+            log.warning("a reboot is needed (%s) but [bootstrap] reboot=no", ", ".join(reasons))
+        systemd.start(KUBELET_UNIT)
+        for unit in path_units(ctx.config):  # the node is bootstrapped: follow OS and kubelet changes from now on
+            systemd.start(unit)
+    return BootstrapFinished(kubelet_enabled=enabled, reboot=reboot, reboot_reasons=reasons)

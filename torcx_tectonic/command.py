@@ -1,0 +1,143 @@
+"""``torcx-tectonic``: the operator's command.
+
+``torcx-tectonic status`` answers "will this node boot with the Docker its
+Kubernetes needs?" for the running and the next OS, and shows what that
+answer rests on; ``--json`` gives the same as a stable, versioned document
+(``kind: torcx-tectonic-status-v1``). Exit status: 0 when both verdicts are
+ok, 1 otherwise, 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__
+from . import config as configuration
+from .errors import ConfigError
+from .paths import NodePaths
+from .state import encode
+from .status import KIND, FlowStatus, Status, Verdict, gather
+
+USAGE = 2
+
+
+def _when(stamp: float | None) -> str:
+    return "-" if stamp is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
+
+
+def _flow_line(flow: FlowStatus) -> str:
+    run = flow.run
+    if run is None:
+        return "never ran on this node"
+    boot = "this boot" if flow.this_boot else "an earlier boot"
+    if flow.interrupted:
+        return f"INTERRUPTED: began {_when(run.started)} in {boot} at step {run.steps[-1].step if run.steps else '?'}" \
+               " and never ended (power loss or reboot); its next trigger runs it again"
+    took = f" ({run.duration:.1f}s)" if run.duration is not None else ""
+    head = {"ok": "ok", "failed": "FAILED", "rebooting": "ended in a reboot", "running": "running"}[run.result]
+    line = f"{head}, {_when(run.started)} → {_when(run.finished)}{took}, {boot}"
+    if run.failure:
+        line += f"\n      failed at {run.failed_step}: {run.failure}"
+    if run.note:
+        line += f"\n      {run.note}"
+    if run.previous_failure and run.result in ("running", "ok"):
+        line += f"\n      before it, {run.previous_failure}"
+    return line
+
+
+def _verdict_line(label: str, verdict: Verdict) -> list[str]:
+    mark = "ok" if verdict.ok else "NOT OK"
+    lines = [f"  {label}: {mark}: {verdict.reason}"]
+    lines += [f"      note: {note}" for note in verdict.notes]
+    return lines
+
+
+def render_text(status: Status) -> str:
+    """The status as an operator reads it: the verdicts first, then the facts."""
+    out = [f"torcx-tectonic {__version__}: will this node boot with the {status.runtime} its Kubernetes needs? "
+           f"{'yes' if status.ok else 'NO'}", ""]
+    out += _verdict_line(f"running OS {status.current.os or '?'}", status.current)
+    next_label = f"next OS {status.next_os}" if status.next_os else "next boot"
+    out += _verdict_line(next_label, status.next)
+    out += ["", "os",
+            f"  board:          {status.board or '?'}",
+            f"  running:        {status.current_os or '?'}",
+            f"  next:           {status.next_os or '-'} ({status.next_source})",
+            "kubernetes",
+            f"  version:        {status.kube_version or '?'} ({status.kube_source})",
+            f"{status.runtime}",
+            f"  accepted:       {', '.join(status.wanted) or '?'} ({status.mapping_source})",
+            f"  running now:    {status.booted or 'unknown (torcx left no /run/metadata/torcx)'}",
+            f"  reset pending:  {status.reset_pending or 'no'}",
+            "profiles",
+            f"  next:           {status.next_profile} ({status.next_profile_source})"]
+    for kind in ("user", "vendor"):
+        for name, images in sorted(status.profiles.get(kind, {}).items()):
+            out.append(f"  {kind + ' ' + name + ':':15} {', '.join(images) or '(no images)'}")
+    out.append("stores")
+    for item in status.stores:
+        label = f"{item.kind}{' ' + item.os if item.os else ''}"
+        if not item.addons:
+            out.append(f"  {label + ':':15} {item.path} (no addons)")
+        for addon in item.addons:
+            state = f", {addon.hash}" if addon.hash else ""
+            out.append(f"  {label + ':':15} {addon.name}:{addon.reference} ({addon.size} bytes{state}) {addon.path}")
+    out.append("flows (last run)")
+    out += [f"  {flow.flow + ':':15} {_flow_line(flow)}" for flow in status.flows]
+    out.append("path units (follow OS updates and kubelet.env changes)")
+    out += [f"  {unit + ':':15} {state}" for unit, state in status.path_units.items()]
+    if status.problems:
+        out.append("problems")
+        out += [f"  {problem}" for problem in status.problems]
+    return "\n".join(out) + "\n"
+
+
+def document(status: Status) -> dict[str, Any]:
+    """The status as a stable, versioned document."""
+    def verdict(value: Verdict) -> dict[str, Any]:
+        return {"os": value.os, "ok": value.ok, "runtime_version": value.runtime_version, "reason": value.reason,
+                "notes": list(value.notes)}
+
+    return {
+        "kind": KIND,
+        "ok": status.ok,
+        "os": {"board": status.board, "current": status.current_os, "next": status.next_os,
+               "next_source": status.next_source},
+        "kubernetes": {"version": status.kube_version, "source": status.kube_source},
+        "runtime": {"name": status.runtime, "wanted": list(status.wanted), "mapping_source": status.mapping_source,
+                    "booted": status.booted, "reset_pending": status.reset_pending},
+        "verdict": {"current": verdict(status.current), "next": verdict(status.next)},
+        "profiles": {"next": status.next_profile, "next_source": status.next_profile_source,
+                     **{kind: {k: list(v) for k, v in found.items()} for kind, found in status.profiles.items()}},
+        "stores": [dataclasses.asdict(item) for item in status.stores],
+        "flows": {flow.flow: {"this_boot": flow.this_boot, "interrupted": flow.interrupted,
+                              "last_run": encode(flow.run) if flow.run else None} for flow in status.flows},
+        "path_units": status.path_units,
+        "problems": list(status.problems),
+    }
+
+
+def main(argv: Sequence[str] | None = None, paths: NodePaths | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="torcx-tectonic", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"torcx-tectonic {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    status_parser = commands.add_parser("status", help="will this node boot with the Docker its Kubernetes needs?")
+    status_parser.add_argument("--json", action="store_true", help="print a torcx-tectonic-status-v1 document")
+    args = parser.parse_args(argv)
+    try:
+        config = configuration.load()
+    except ConfigError as err:
+        sys.stderr.write(f"torcx-tectonic: {err}; showing the status with the default configuration\n")
+        config = configuration.build({})
+    status = gather(config, paths)
+    if args.json:
+        sys.stdout.write(json.dumps(document(status), indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(render_text(status))
+    return 0 if status.ok else 1

@@ -1,0 +1,183 @@
+"""The one runner every libexec step script uses.
+
+``run(entry)`` sets up logging, reads ``--flow`` and ``--step``, finds the
+step in the flow table (its function and parameters come from there, not
+from the command line), loads the configuration, begins or joins the flow's
+run, runs the step and records its typed output; the run record says how
+the step ended. A known error becomes one journal line, a failed run and
+exit status 1 (a traceback only with SYSTEMD_LOG_LEVEL=debug); anything else
+is a bug and is recorded as one, with its traceback in the journal.
+
+Network steps try again with a doubling pause before they give up, so a
+fixed ConfigMap, manifest or bucket heals the node while the flow waits;
+systemd's own Restart= cannot do that for a step inside a chain (its
+dependents fail at the first failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from . import config as configuration
+from . import log as logsetup
+from .errors import ConfigError, TorcxTectonicError
+from .flows import ENTRY_POINTS, Flow, Step, find_step
+from .paths import NodePaths
+from .state import FlowState, Record
+
+log = logging.getLogger("torcx-tectonic")
+
+Sleep = Callable[[float], None]
+#: Exit status of a usage error (unknown flow or step), as argparse uses.
+USAGE = 2
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every step gets: the configuration, the node, and its flow's run."""
+
+    config: configuration.Config
+    paths: NodePaths
+    state: FlowState
+    flow: Flow
+    step: Step
+
+
+class Stopped(BaseException):
+    """systemd stopped the step (its timeout passed, or the node shuts down).
+    A BaseException, so that no step's error handling mistakes it for a
+    failure to retry."""
+
+
+def step_function(entry: str) -> Callable[..., Record]:
+    module, _, name = ENTRY_POINTS[entry].partition(":")
+    function: Callable[..., Record] = getattr(importlib.import_module(f"{__package__}.{module}"), name)
+    return function
+
+
+def attempt(func: Callable[..., Record], ctx: Context, sleep: Sleep = time.sleep) -> Record:
+    """Run the step, again after each failure while attempts remain."""
+    delays = configuration.retry_delays(ctx.config.units) if ctx.step.retry else []
+    for number, delay in enumerate([*delays, None], start=1):
+        try:
+            return func(ctx, **ctx.step.params)
+        except ConfigError:
+            raise
+        except TorcxTectonicError as err:
+            if delay is None:
+                raise
+            log.error("%s/%s failed (attempt %d of %d), trying again in %gs: %s", ctx.flow.name, ctx.step.name,
+                      number, len(delays) + 1, delay, err)
+            sleep(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def parse_args(entry: str, argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=entry, description=f"torcx-tectonic step {entry}: what it does and "
+                                     "with which parameters is declared in the flow table (torcx_tectonic.flows)")
+    parser.add_argument("--flow", required=True, help="the flow the step belongs to")
+    parser.add_argument("--step", required=True, help="the step's name in its flow")
+    return parser.parse_args(argv)
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Stopped()
+
+
+def run(entry: str, argv: Sequence[str] | None = None, paths: NodePaths | None = None) -> NoReturn:
+    logsetup.setup()
+    args = parse_args(entry, argv)
+    try:
+        config: configuration.Config | None = configuration.load()
+        config_error: ConfigError | None = None
+    except ConfigError as err:
+        config, config_error = None, err
+    found = find_step(config or configuration.build({}), args.flow, args.step)
+    if found is None or found[1].entry != entry:
+        sys.stderr.write(f"{entry}: flow {args.flow!r} has no step {args.step!r} run by {entry}\n")
+        sys.exit(USAGE)
+    flow, step = found
+    node = paths or NodePaths()
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    code = run_step(flow, step, config, config_error, node)
+    sys.exit(code)
+
+
+def run_step(flow: Flow, step: Step, config: configuration.Config | None, config_error: ConfigError | None,
+             paths: NodePaths) -> int:
+    """Run one step within its flow's run and record how it ended; the exit status."""
+    state = FlowState(paths, flow.name)
+    ends_run = not flow.follows_run(step)
+    try:
+        if flow.begins_run(step):
+            state.begin(step.name)
+        else:
+            state.resume(step.name)
+        if config_error is not None:
+            raise config_error
+        assert config is not None
+        record = attempt(step_function(step.entry), Context(config, paths, state, flow, step))
+        state.save(record)
+        reason = record.reboot_reason()
+        if reason is None:
+            state.step_succeeded(step.name, ends_run=flow.ends_run(step))
+            update_metrics(config, paths)
+            return 0
+        state.rebooting(step.name, reason)
+        update_metrics(config, paths)
+        log.warning("rebooting for: %s", reason)
+        # The reboot stops this unit at once. Its SIGTERM must not end the step
+        # as a failure ('signal'), even in the last moments of the interpreter
+        # (which restores the default action): blocked, it is dropped at exit 0.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        from . import systemd
+
+        systemd.reboot()
+        return 0
+    except TorcxTectonicError as err:
+        log.error("%s/%s failed: %s", flow.name, step.name, err)
+        _record_failure(state, step, str(err), ends_run)
+        if os.environ.get("SYSTEMD_LOG_LEVEL", "").lower() == "debug":
+            update_metrics(config, paths)
+            raise
+    except OSError as err:  # the node refused: a full disk, a read-only file system, permissions
+        log.error("%s/%s failed: %s", flow.name, step.name, err)
+        _record_failure(state, step, str(err), ends_run)
+    except Stopped:
+        message = "stopped by systemd before it ended (its timeout passed, or the node shuts down)"
+        log.error("%s/%s %s", flow.name, step.name, message)
+        _record_failure(state, step, message, ends_run)
+    except Exception as err:
+        log.exception("%s/%s failed with an internal error (a bug in torcx-tectonic)", flow.name, step.name)
+        _record_failure(state, step, f"internal error: {err!r}", ends_run)
+    update_metrics(config, paths)
+    return 1
+
+
+def _record_failure(state: FlowState, step: Step, message: str, ends_run: bool) -> None:
+    try:
+        state.step_failed(step.name, message, ends_run=ends_run)
+    except (OSError, TorcxTectonicError) as err:
+        log.error("cannot record the failure of %s/%s: %s", state.flow, step.name, err)
+
+
+def update_metrics(config: configuration.Config | None, paths: NodePaths) -> None:
+    """Rewrite the metrics textfile; never fails the step (metrics are a view)."""
+    directory = config.metrics.textfile_dir if config is not None else None
+    if config is None or directory is None:
+        return
+    try:
+        from . import metrics, status
+
+        metrics.write(directory, status.gather(config, paths, check_hashes=False, units=lambda _: {}))
+    except Exception as err:  # a view must not fail the work it shows
+        log.warning("metrics not written to %s: %s", directory, err)
