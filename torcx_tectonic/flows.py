@@ -12,7 +12,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .paths import DOCKER_DATA, DOCKER_RESET_MARKER, UPDATE_ENGINE_MARKER, flow_state_dir
+from .paths import (
+    CACHE_DIR,
+    DOCKER_DATA,
+    DOCKER_RESET_MARKER,
+    NEXT_PROFILE,
+    RUNS_DIR,
+    STATE_DIR,
+    UPDATE_ENGINE_MARKER,
+    USER_STORE,
+    flow_state_dir,
+)
 
 if TYPE_CHECKING:
     from .config import Config
@@ -21,6 +31,14 @@ BOOTSTRAP = "bootstrap"
 NEW_OS = "new-os"
 NEW_KUBELET = "new-kubelet"
 DOCKER_RESET = "docker-reset"
+
+#: What every step writes: its flow's records and lock (this boot) and run records.
+STATE_WRITES = (str(STATE_DIR), str(RUNS_DIR.parent))
+#: What the Docker steps write: the verified manifests; the stores, profiles and the reset marker.
+MANIFEST_CACHE = (str(CACHE_DIR),)
+TORCX = (str(USER_STORE.parent), str(NEXT_PROFILE.parent), str(DOCKER_RESET_MARKER.parent))
+#: The service manager checks this capability before it enables, starts or reboots for a caller.
+MANAGE_UNITS = ("CAP_SYS_ADMIN",)
 
 #: The units of the container runtime that a Docker data reset must precede.
 DOCKER_UNITS = ("docker.service", "containerd.service")
@@ -60,15 +78,18 @@ def step_unit(flow: str, step: str) -> str:
 
 
 class Step:
-    """One oneshot unit of a flow."""
+    """One oneshot unit of a flow, and what it may touch: the paths it
+    writes, whether it talks to the network or the system bus, and the
+    capabilities it needs; the generator turns that into the unit's sandbox."""
 
-    __slots__ = ("conditions", "description", "entry", "locked", "mounts", "name", "network", "on_success",
-                 "params", "retry", "timeout")
+    __slots__ = ("bus", "capabilities", "conditions", "description", "entry", "followed_by", "locked", "mounts",
+                 "name", "network", "params", "retry", "timeout", "writes")
 
     def __init__(self, name: str, description: str, entry: str, *, params: dict[str, object] | None = None,
-                 network: bool = False, timeout: str = LOCAL, retry: bool = False, locked: bool = True,
-                 conditions: tuple[str, ...] = (), on_success: str | None = None,
-                 mounts: tuple[str, ...] = ()) -> None:
+                 network: bool = False, bus: bool = False, timeout: str = LOCAL, retry: bool = False,
+                 locked: bool = True, conditions: tuple[str, ...] = (), followed_by: str | None = None,
+                 mounts: tuple[str, ...] = (), writes: tuple[str, ...] = (),
+                 capabilities: tuple[str, ...] = ()) -> None:
         if entry not in ENTRY_POINTS or timeout not in TIMEOUT_POLICIES:
             raise ValueError(f"step {name}: unknown entry point {entry!r} or timeout policy {timeout!r}")
         self.name = name
@@ -77,7 +98,10 @@ class Step:
         self.entry = entry
         #: keyword arguments of that function for this step
         self.params = params or {}
+        #: talks to the api-server or the release bucket
         self.network = network
+        #: talks to a service on the system bus (update_engine, the service manager)
+        self.bus = bus
         self.timeout = timeout
         #: try again after a failure ([units] retry_attempts, retry_delay) inside the unit
         self.retry = retry
@@ -85,10 +109,14 @@ class Step:
         self.locked = locked
         #: unit lines that decide whether the step runs at all
         self.conditions = conditions
-        #: a unit started when this step succeeds
-        self.on_success = on_success
+        #: a unit started with this one and run after it ends, however it ends
+        self.followed_by = followed_by
         #: paths whose mounts the step needs (a separate /var/lib/docker, say)
         self.mounts = mounts
+        #: what the step changes on the node, beyond the flow's state (STATE_WRITES)
+        self.writes = writes
+        #: capabilities it keeps (none by default: root's files need none)
+        self.capabilities = capabilities
 
 
 class PathTrigger:
@@ -108,7 +136,7 @@ class PathTrigger:
 class Flow:
     """A flow: its steps run in order, each bound to the one before, and
     together they make one run (the first step begins it, the last ends it).
-    ``followers`` are units started after the run (by ``on_success``)."""
+    ``followers`` are units that run after the run ended (``followed_by``)."""
 
     __slots__ = ("before", "before_target", "description", "followers", "lock_conditions", "name", "steps",
                  "target", "trigger", "wanted_by")
@@ -170,21 +198,22 @@ def bootstrap_flow(config: Config) -> Flow:
     steps = [
         Step("os-update", "Update the OS before configuring torcx" if boot.upgrade_os else "Read the pending OS update",
              "next-os", params={"attempt_update": boot.upgrade_os, "engine_optional": not boot.upgrade_os},
-             timeout=OS_UPDATE if boot.upgrade_os else REQUESTS, conditions=pending),
+             bus=True, timeout=OS_UPDATE if boot.upgrade_os else REQUESTS, conditions=pending),
         Step("kubelet-version", "Determine the Kubernetes version", "kubelet-version", params={"source": "cluster"},
              network=True, timeout=REQUESTS, conditions=pending),
     ]
     if not boot.skip_torcx:
         steps += [
             Step("docker-version", "Compute the Docker version", "docker-version", network=True, timeout=RETRIED,
-                 retry=True, conditions=pending),
+                 retry=True, conditions=pending, writes=MANIFEST_CACHE),
             Step("addons", "Fetch the Docker torcx addons and select them", "install-addons", network=True,
-                 timeout=RETRIED, retry=True, conditions=pending),
+                 timeout=RETRIED, retry=True, conditions=pending, writes=TORCX),
         ]
     steps += [
-        Step("kubelet-env", "Set the kubelet version", "kubelet-env", conditions=pending),
-        Step("finish", "Enable the kubelet and reboot when needed", "finish-bootstrap",
-             conditions=(f"ConditionPathIsDirectory={flow_state_dir(BOOTSTRAP)}",)),
+        Step("kubelet-env", "Set the kubelet version", "kubelet-env", conditions=pending,
+             writes=(str(config.kubernetes.kubelet_env.parent),)),
+        Step("finish", "Enable the kubelet and reboot when needed", "finish-bootstrap", bus=True,
+             capabilities=MANAGE_UNITS, conditions=(f"ConditionPathIsDirectory={flow_state_dir(BOOTSTRAP)}",)),
     ]
     return Flow(BOOTSTRAP, "Bootstrap torcx and the kubelet", tuple(steps), target=True, before_target=True,
                 lock_conditions=pending)
@@ -193,13 +222,14 @@ def bootstrap_flow(config: Config) -> Flow:
 def new_os_flow(config: Config) -> Flow:
     marker = (f"ConditionPathExists={UPDATE_ENGINE_MARKER}",)
     return Flow(NEW_OS, "Prepare torcx for the next OS", (
-        Step("os-version", "Determine the next OS version", "next-os", timeout=REQUESTS),
+        Step("os-version", "Determine the next OS version", "next-os", bus=True, timeout=REQUESTS),
         Step("kubelet-version", "Read the kubelet version", "kubelet-version", params={"source": "kubelet-env"}),
         Step("docker-version", "Compute the Docker version for the next OS", "docker-version", network=True,
-             timeout=RETRIED, retry=True),
+             timeout=RETRIED, retry=True, writes=MANIFEST_CACHE),
         Step("addons", "Fetch the Docker addon for the next OS", "install-addons", network=True, timeout=RETRIED,
-             retry=True),
-        Step("gc", "Remove versioned torcx stores older than the running OS", "gc-stores", conditions=marker),
+             retry=True, writes=TORCX),
+        Step("gc", "Remove versioned torcx stores older than the running OS", "gc-stores", conditions=marker,
+             writes=(str(USER_STORE.parent),)),
         Step("annotate", "Tell the update operator this node may reboot", "annotate-node", network=True,
              timeout=LABEL_WAIT, retry=True, locked=False, conditions=marker),
     ), target=True, trigger=PathTrigger(
@@ -213,15 +243,15 @@ def new_kubelet_flow(config: Config) -> Flow:
     last = step_unit(NEW_KUBELET, "addons")
     return Flow(NEW_KUBELET, "Follow a new kubelet version with Docker", (
         Step("kubelet-version", "Read the new kubelet version", "kubelet-version", params={"source": "kubelet-env"}),
-        Step("os-version", "Determine the OS versions", "next-os", timeout=REQUESTS),
+        Step("os-version", "Determine the OS versions", "next-os", bus=True, timeout=REQUESTS),
         Step("docker-version", "Compute the Docker version for the new kubelet", "docker-version", network=True,
-             timeout=RETRIED, retry=True),
+             timeout=RETRIED, retry=True, writes=MANIFEST_CACHE),
         Step("addons", "Fetch the Docker addon and select it", "install-addons", network=True, timeout=RETRIED,
-             retry=True, on_success=step_unit(NEW_KUBELET, "recheck")),
+             retry=True, writes=TORCX, followed_by=step_unit(NEW_KUBELET, "recheck")),
     ), trigger=PathTrigger("Follow kubelet.env changes with Docker", "PathChanged",
                            str(config.kubernetes.kubelet_env), last, conditions=_bootstrapped(config)),
         followers=(Step("recheck", "Run again if kubelet.env changed meanwhile", "recheck-kubelet",
-                        params={"anchor": last}, locked=False),))
+                        params={"anchor": last}, locked=False, bus=True, capabilities=MANAGE_UNITS),))
 
 
 def docker_reset_flow(config: Config) -> Flow:
@@ -229,7 +259,11 @@ def docker_reset_flow(config: Config) -> Flow:
     after the selected Docker changed: the addon step leaves the marker)."""
     return Flow(DOCKER_RESET, "Empty Docker's data before a different Docker starts", (
         Step("data", "Empty /var/lib/docker before a different Docker version starts", "docker-reset",
-             locked=False, conditions=(f"ConditionPathExists={DOCKER_RESET_MARKER}",), mounts=(str(DOCKER_DATA),)),
+             locked=False, conditions=(f"ConditionPathExists={DOCKER_RESET_MARKER}",), mounts=(str(DOCKER_DATA),),
+             # the data directory is renamed away whole (so a kill leaves old data or none), which needs its
+             # parent; Docker's files belong to many users
+             writes=(str(DOCKER_DATA.parent),),
+             capabilities=("CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER")),
     ), wanted_by=DOCKER_UNITS, before=(*DOCKER_UNITS, "docker.socket"))
 
 

@@ -47,7 +47,6 @@ CACHE_DIR = Path("/var/cache/torcx-tectonic")
 LOCK_FILE = STATE_DIR / "lock"
 DOCKER_DATA = Path("/var/lib/docker")
 DOCKER_RESET_MARKER = Path("/var/lib/torcx-tectonic/docker-reset-needed")
-BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 LIBEXEC_DIR = Path(_LIBEXEC_DIR)
 
 
@@ -125,7 +124,3 @@ class NodePaths:
     @property
     def docker_reset_marker(self) -> Path:
         return self._at(DOCKER_RESET_MARKER)
-
-    @property
-    def boot_id(self) -> Path:
-        return self._at(BOOT_ID)

@@ -6,7 +6,9 @@ kind, never a loosely shaped map read back by file name:
 - ``/run/torcx-tectonic/<flow>/<record>.json``: the records of this boot's
   run of a flow, each tagged with the run's id, so a record an earlier run
   left is never taken for this run's. The directory exists once a run of
-  the flow began in this boot.
+  the flow began in this boot, and its ``run`` file names that run: /run is
+  empty at every boot, so a run record whose id is not there is from an
+  earlier boot.
 - ``/var/lib/torcx-tectonic/runs/<flow>.json``: the flow's run record (when
   it started and ended, how, which steps ran, why it failed), kept across
   boots so the status can say what a run that ended in a reboot did.
@@ -229,7 +231,6 @@ class Run:
 
     flow: str
     id: str
-    boot_id: str
     started: float
     result: str = RUNNING
     steps: tuple[StepRun, ...] = ()
@@ -341,13 +342,6 @@ def _write_document(path: Path, kind: str, body: Mapping[str, Any]) -> None:
 
 # --- a flow's run and its records ----------------------------------------------------------------
 
-def read_boot_id(paths: NodePaths) -> str:
-    try:
-        return paths.boot_id.read_text().strip()
-    except OSError:
-        return "unknown"
-
-
 def load_run(paths: NodePaths, flow: str) -> Run | None:
     """The flow's last run, or None when it never ran on this node."""
     path = paths.runs_dir / f"{flow}.json"
@@ -372,11 +366,25 @@ class FlowState:
         self.run_file = paths.runs_dir / f"{flow}.json"
 
     # the run record
+    def this_boot(self, run: Run | None) -> bool:
+        """Whether ``run`` began in this boot (its id is in /run)."""
+        try:
+            return run is not None and (self.records_dir / "run").read_text().strip() == run.id
+        except OSError:
+            return False
+
     def current(self) -> Run:
         """This boot's run of the flow, which must exist."""
         run = load_run(self.paths, self.flow)
-        if run is None or run.boot_id != read_boot_id(self.paths) or not self.records_dir.is_dir():
+        if run is None or not self.this_boot(run):
             raise StateError(f"flow {self.flow} has no run in this boot; its first step begins one")
+        return run
+
+    def _new(self, run: Run) -> Run:
+        """Save a run that begins now, and mark it as this boot's."""
+        self.records_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
+        self._save_run(run)
+        write_atomic(self.records_dir / "run", run.id + "\n")
         return run
 
     def _save_run(self, run: Run) -> Run:
@@ -387,7 +395,6 @@ class FlowState:
     def begin(self, step: str) -> Run:
         """A new run, begun by the flow's first step."""
         now = self.clock()
-        self.records_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
         try:
             before = load_run(self.paths, self.flow)
         except StateError:
@@ -399,9 +406,8 @@ class FlowState:
         elif before is not None and before.result == RUNNING:
             previous = f"the run begun at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(before.started))} " \
                        f"never ended (interrupted at {before.steps[-1].step if before.steps else '?'})"
-        run = Run(flow=self.flow, id=secrets.token_hex(8), boot_id=read_boot_id(self.paths), started=now,
-                  steps=(StepRun(step, RUNNING, now),), previous_failure=previous)
-        return self._save_run(run)
+        return self._new(Run(flow=self.flow, id=secrets.token_hex(8), started=now,
+                             steps=(StepRun(step, RUNNING, now),), previous_failure=previous))
 
     def resume(self, step: str) -> Run:
         """This boot's run, now at ``step``; a later step of a run that ended
@@ -425,10 +431,11 @@ class FlowState:
     def step_failed(self, step: str, message: str, *, ends_run: bool = True) -> Run:
         """Record a failure; it ends the run unless the step follows a run that ended."""
         run = load_run(self.paths, self.flow)
-        if run is None or run.boot_id != read_boot_id(self.paths):
+        if not self.this_boot(run):
             # no run of this boot to join (a step started by hand): the failure is a run of its own
-            run = Run(flow=self.flow, id=secrets.token_hex(8), boot_id=read_boot_id(self.paths), started=self.clock())
+            run = self._new(Run(flow=self.flow, id=secrets.token_hex(8), started=self.clock()))
             ends_run = True
+        assert run is not None
         run = run.with_step(self._ended_step(run, step, FAILED, message))
         if ends_run:
             run = dataclasses.replace(run, result=FAILED, finished=self.clock(), failed_step=step, failure=message)

@@ -33,7 +33,6 @@ from .state import (
     Run,
     RuntimeChoice,
     load_run,
-    read_boot_id,
 )
 from .strategy import ADDON_EPOCH, supports_addons
 
@@ -449,7 +448,6 @@ def gather(config: Config, paths: NodePaths | None = None, *, check_hashes: bool
                                                                    f"OS {current} again",))
     else:
         next_verdict = Verdict(None, False, None, next_source)
-    boot_id = read_boot_id(paths)
     flows = []
     for name in flow_names:
         try:
@@ -457,7 +455,7 @@ def gather(config: Config, paths: NodePaths | None = None, *, check_hashes: bool
         except TorcxTectonicError as err:
             problems.append(str(err))
             run = None
-        flows.append(FlowStatus(name, run, run is not None and run.boot_id == boot_id))
+        flows.append(FlowStatus(name, run, FlowState(paths, name).this_boot(run)))
     return Status(board=board, current_os=current, next_os=next_os, next_source=next_source,
                   kube_version=kube_version, kube_source=kube_source, runtime=runtime, wanted=tuple(wanted),
                   mapping_source=mapping_source, booted=booted, next_profile=profile_name,

@@ -23,7 +23,6 @@ from torcx_tectonic.state import FlowState, ManifestCache, Record
 
 from .helpers import Keys, RoutedServer, make_config, sha512
 
-BOOT_ID = "5e0b9d4c-8d1f-4a57-9d0e-3c4b6a1f2e70"
 BOARD = "amd64-usr"
 CURRENT_OS = "1632.3.0"
 NEXT_OS = "1688.5.3"
@@ -56,7 +55,6 @@ class StepEnv:
         self.paths = NodePaths(root)
         self.clock = FakeClock()
         self.settings: dict[str, str] = {}
-        self.set_boot_id(BOOT_ID)
         self.set_os(CURRENT_OS)
         self.paths.vendor_profiles.mkdir(parents=True)
         (self.paths.vendor_profiles / "vendor.json").write_text(json.dumps(
@@ -67,13 +65,8 @@ class StepEnv:
         """``node_path`` (absolute, as on a node) under the root."""
         return self.root / node_path.lstrip("/")
 
-    def set_boot_id(self, boot_id: str) -> None:
-        self.paths.boot_id.parent.mkdir(parents=True, exist_ok=True)
-        self.paths.boot_id.write_text(boot_id + "\n")
-
-    def reboot(self, boot_id: str = "0c6f2b8e-1111-4222-8333-944455556666") -> None:
-        """A new boot: another boot id, and /run emptied."""
-        self.set_boot_id(boot_id)
+    def reboot(self) -> None:
+        """A new boot: /run is empty again."""
         shutil.rmtree(self.paths.state_dir, ignore_errors=True)
 
     def set_os(self, version: str, board: str = BOARD) -> None:

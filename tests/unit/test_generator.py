@@ -7,12 +7,14 @@ from __future__ import annotations
 import ast
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from torcx_tectonic import directives as unit_directives
 from torcx_tectonic import flows, generator
 from torcx_tectonic.config import Config
 from torcx_tectonic.errors import ConfigError
@@ -22,6 +24,8 @@ from torcx_tectonic.runner import step_function
 from .helpers import make_config, tree
 
 ROOT = Path(__file__).resolve().parents[2]
+needs_systemd_analyze_security = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
 GOLDEN = Path(__file__).resolve().parent / "golden"
 LIBEXEC = "/usr/libexec/torcx-tectonic"
 MARKER = "/run/update_engine_autoupdate_completed"
@@ -114,7 +118,7 @@ def test_every_step_is_a_oneshot_running_its_libexec_script() -> None:
         assert values(text, "Service", "SyslogIdentifier") == [flow.unit(step).removesuffix(".service")]
         assert text.startswith(generator.HEADER)
     services = {n for n in out.files if n.endswith(".service") and "/" not in n}
-    assert services == {flow.unit(step) for flow, step in every_step(config)}
+    assert services == {flow.unit(step) for flow, step in every_step(config)} | {generator.LOCK_TEMPLATE}
 
 
 def test_conditions_come_from_the_table() -> None:
@@ -291,13 +295,111 @@ def test_source_path_is_the_last_configuration_file() -> None:
 
 
 def test_new_kubelet_looks_again_after_each_run() -> None:
-    # a kubelet.env change during the run only merges into the running job
+    # a kubelet.env change during the run only merges into the running job; the
+    # recheck is pulled in with the last step and ordered after it (no OnSuccess=,
+    # which systemd before 249 does not know)
     config = make_config()
     out = generator.render(config)
     flow = all_flows(config)[2]
-    assert values(out.files[flow.unit(flow.steps[-1])], "Unit", "OnSuccess") == [flow.unit(flow.followers[0])]
-    assert flow.followers[0].params == {"anchor": flow.unit(flow.steps[-1])}
-    assert sum(bool(values(text, "Unit", "OnSuccess")) for text in out.files.values()) == 1
+    last, recheck = flow.unit(flow.steps[-1]), flow.unit(flow.followers[0])
+    assert recheck in values(out.files[last], "Unit", "Wants")
+    assert values(out.files[recheck], "Unit", "After") == [last]
+    assert values(out.files[recheck], "Unit", "Requires") == []
+    assert flow.followers[0].params == {"anchor": last}
+    assert sum(recheck in values(text, "Unit", "Wants") for text in out.files.values()) == 1
+
+
+# --- least privilege ----------------------------------------------------------------------------------
+
+def test_every_step_writes_only_what_the_table_declares() -> None:
+    config = make_config({"kubernetes.kubelet_env": "/etc/k8s/kubelet.env", "metrics.textfile_dir": "/srv/prom"})
+    out = generator.render(config, version=252)
+    for flow, step in every_step(config):
+        text = out.files[flow.unit(step)]
+        assert values(text, "Service", "ProtectSystem") == ["strict"]
+        assert values(text, "Service", "RuntimeDirectory") == ["torcx-tectonic"]  # records, lock
+        assert values(text, "Service", "StateDirectory")[0].split()[0] == "torcx-tectonic"  # runs
+        assert "-/srv/prom" in values(text, "Service", "ReadWritePaths")[0].split()  # metrics
+        families = values(text, "Service", "RestrictAddressFamilies")
+        assert families == (["AF_UNIX AF_INET AF_INET6"] if step.network else ["AF_UNIX"])
+        assert values(text, "Service", "IPAddressDeny") == ([] if step.network else ["any"])
+        assert values(text, "Service", "CapabilityBoundingSet") == [" ".join(step.capabilities)]
+
+    def writable(unit: str) -> tuple[list[str], list[str], list[str], list[str]]:
+        text = out.files[unit]
+        return (values(text, "Service", "StateDirectory"), values(text, "Service", "CacheDirectory"),
+                values(text, "Service", "ConfigurationDirectory"), values(text, "Service", "ReadWritePaths"))
+
+    assert writable("torcx-new-os-addons.service") == (["torcx-tectonic torcx"], [], ["torcx"],
+                                                       ["-/srv/prom /etc/torcx"])
+    assert writable("torcx-new-os-docker-version.service") == (["torcx-tectonic"], ["torcx-tectonic"], [],
+                                                               ["-/srv/prom"])
+    assert writable("torcx-bootstrap-kubelet-env.service") == (["torcx-tectonic"], [], ["k8s"],
+                                                               ["-/srv/prom /etc/k8s"])
+    assert writable("torcx-new-os-gc.service") == (["torcx-tectonic torcx"], [], [], ["-/srv/prom"])
+    assert writable("torcx-bootstrap-finish.service") == (["torcx-tectonic"], [], [], ["-/srv/prom"])
+    assert writable("torcx-docker-reset-data.service") == (["torcx-tectonic"], [], [], ["-/srv/prom -/var/lib"])
+
+
+def test_only_the_steps_that_ask_the_service_manager_keep_a_capability() -> None:
+    config = make_config()
+    privileged = {f"{f.name}/{s.name}": s.capabilities for f, s in every_step(config) if s.capabilities}
+    assert privileged == {"bootstrap/finish": ("CAP_SYS_ADMIN",), "new-kubelet/recheck": ("CAP_SYS_ADMIN",),
+                          "docker-reset/data": ("CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER")}
+
+
+@pytest.mark.parametrize("version", [233, 235, 245, 249, 252, 256])
+def test_every_directive_is_one_the_systemd_it_is_written_for_understands(version: int) -> None:
+    for case in sorted(GOLDEN_CASES):
+        for name, text in generator.render(golden_config(case), version=version).files.items():
+            for line in text.splitlines():
+                if line and not line.startswith(("#", "[")):
+                    since = unit_directives.introduced(line)
+                    assert since is not None, f"{name}: {line!r} is not in directives.INTRODUCED"
+                    assert since <= version, f"{name}: {line!r} needs systemd {since}"
+
+
+def test_the_oldest_supported_systemd_still_gets_every_unit_and_its_meaning() -> None:
+    old, new = generator.render(make_config(), version=233), generator.render(make_config(), version=252)
+    assert sorted(old.files) == sorted(new.files) and old.links == new.links
+    for name, text in old.files.items():
+        kept = [(s, k, v) for s, k, v in directives(new.files[name]) if s != "Service" or k in (
+            "Type", "ExecStart", "SyslogIdentifier", "TimeoutStartSec")]
+        assert [d for d in directives(text) if d in kept] == kept, name
+    assert "ProtectSystem" not in old.files["torcx-new-os-addons.service"]  # no StateDirectory= to keep it usable
+
+
+def test_shipped_units_use_only_known_directives_of_the_oldest_systemd() -> None:
+    for unit in (ROOT / "units").iterdir():
+        for line in unit.read_text().splitlines():
+            if line and not line.startswith(("#", "[")):
+                since = unit_directives.introduced(line) or 10**6
+                assert since <= unit_directives.MIN_SYSTEMD, f"{unit.name}: {line}"
+
+
+def test_the_running_systemd_version_is_read_from_its_shared_library(tmp_path: Path) -> None:
+    assert unit_directives.running_version(str(tmp_path)) == unit_directives.MIN_SYSTEMD  # nothing found: the oldest
+    library = tmp_path / "usr/lib/x86_64-linux-gnu/systemd/libsystemd-shared-252.so"
+    library.parent.mkdir(parents=True)
+    library.write_text("")
+    assert unit_directives.running_version(str(tmp_path)) == 252
+    (tmp_path / "usr/lib/systemd").mkdir()
+    (tmp_path / "usr/lib/systemd/libsystemd-shared-255.3-1.fc40.so").write_text("")
+    assert unit_directives.running_version(str(tmp_path)) == 255
+
+
+@needs_systemd_analyze_security
+def test_systemd_analyze_security_scores_every_unit_low(tmp_path: Path) -> None:
+    generator.write(generator.render(make_config(), version=252), str(tmp_path))
+    scores = {}
+    for unit in sorted(tmp_path.glob("*.service")):
+        result = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)],
+                                capture_output=True, text=True, timeout=60, check=False)
+        last = result.stdout.strip().splitlines()[-1]
+        scores[unit.name] = float(last.split("level for ")[1].split(": ")[1].split()[0])
+    values_ = sorted(scores.values())
+    assert statistics.median(values_) <= 3.0, scores
+    assert max(values_) <= 5.0, scores
 
 
 # --- write and main -------------------------------------------------------------------------------
@@ -401,6 +503,8 @@ def test_generator_script_runs_on_the_system_python_without_network_or_dbus_modu
 
 # --- golden trees -----------------------------------------------------------------------------------
 
+#: The golden trees are rendered for Flatcar stable's systemd, whatever systemd runs the tests.
+GOLDEN_SYSTEMD = 252
 GOLDEN_CASES: dict[str, dict[str, str]] = {
     "default": {},
     "upgrade-os-no": {"bootstrap.upgrade_os": "no"},
@@ -420,14 +524,14 @@ def _regenerate(case: str) -> None:
     target = GOLDEN / case
     shutil.rmtree(target, ignore_errors=True)
     target.mkdir(parents=True)
-    generator.write(generator.render(golden_config(case)), str(target))
+    generator.write(generator.render(golden_config(case), version=GOLDEN_SYSTEMD), str(target))
 
 
 @pytest.mark.parametrize("case", sorted(GOLDEN_CASES))
 def test_written_tree_matches_the_golden_directory(case: str, tmp_path: Path) -> None:
     if os.environ.get("UPDATE_GOLDEN") == "1":
         _regenerate(case)
-    generator.write(generator.render(golden_config(case)), str(tmp_path))
+    generator.write(generator.render(golden_config(case), version=GOLDEN_SYSTEMD), str(tmp_path))
     expected = GOLDEN / case
     assert expected.is_dir(), f"missing {expected}: run with UPDATE_GOLDEN=1 to create it"
     assert tree(tmp_path) == tree(expected)

@@ -37,7 +37,7 @@ from torcx_tectonic.state import (
     load_run,
 )
 
-from .stepenv import BOOT_ID, StepEnv
+from .stepenv import StepEnv
 
 #: One record of each type, every field set away from its default.
 SAMPLES: tuple[Record, ...] = (
@@ -225,7 +225,7 @@ def test_a_saved_record_replaces_the_earlier_one(env: StepEnv) -> None:
     state = env.begin("new-os", KubernetesVersion("v1.8.4+coreos.0", "a"))
     state.save(KubernetesVersion("v1.9.1+coreos.0", "b"))
     assert state.load(KubernetesVersion) == KubernetesVersion("v1.9.1+coreos.0", "b")
-    assert sorted(p.name for p in state.records_dir.iterdir()) == ["kubernetes-version.json"]
+    assert sorted(p.name for p in state.records_dir.iterdir()) == ["kubernetes-version.json", "run"]
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -233,7 +233,8 @@ def test_a_saved_record_replaces_the_earlier_one(env: StepEnv) -> None:
 def test_a_run_begins_resumes_and_ends_ok(env: StepEnv) -> None:
     state = env.state("new-kubelet")
     begun = state.begin("kubelet-version")
-    assert (begun.flow, begun.boot_id, begun.result, begun.finished) == ("new-kubelet", BOOT_ID, RUNNING, None)
+    assert (begun.flow, begun.result, begun.finished) == ("new-kubelet", RUNNING, None)
+    assert state.this_boot(begun)
     assert begun.steps == (StepRun("kubelet-version", RUNNING, begun.started),)
     assert state.records_dir.is_dir()
     state.step_succeeded("kubelet-version", ends_run=False)
@@ -284,7 +285,7 @@ def test_a_failed_step_ends_the_run(env: StepEnv) -> None:
 
 def test_a_failure_without_a_run_in_this_boot_is_still_recorded(env: StepEnv) -> None:
     run = env.state("new-os").step_failed("os-version", "update_engine unreachable")
-    assert (run.result, run.failed_step, run.boot_id) == (FAILED, "os-version", BOOT_ID)
+    assert (run.result, run.failed_step) == (FAILED, "os-version")
     assert load_run(env.paths, "new-os") == run
 
 
@@ -299,7 +300,7 @@ def test_rebooting_ends_the_run_with_a_note(env: StepEnv) -> None:
 def test_a_run_of_another_boot_is_not_current(env: StepEnv) -> None:
     state = env.begin("new-os", OsVersions("amd64-usr", "1632.3.0", None, "x"))
     run = state.step_succeeded("os-version", ends_run=True)
-    env.set_boot_id("another-boot")
+    env.reboot()
     with pytest.raises(StateError, match="flow new-os has no run in this boot"):
         state.current()
     with pytest.raises(StateError, match="flow new-os has no run in this boot"):
@@ -310,7 +311,7 @@ def test_a_run_of_another_boot_is_not_current(env: StepEnv) -> None:
 
 def test_a_run_whose_records_are_gone_is_not_current(env: StepEnv) -> None:
     state = env.begin("new-os")
-    env.reboot(BOOT_ID)  # /run emptied, even with the same boot id
+    env.reboot()
     with pytest.raises(StateError, match="has no run in this boot"):
         state.resume("kubelet-version")
 
@@ -343,7 +344,7 @@ def test_only_bootstrap_finish_asks_for_a_reboot() -> None:
 
 
 def test_with_step_replaces_the_entry_of_the_same_step() -> None:
-    run = Run(flow="f", id="i", boot_id="b", started=1.0, steps=(StepRun("a", RUNNING, 1.0),
+    run = Run(flow="f", id="i", started=1.0, steps=(StepRun("a", RUNNING, 1.0),
                                                                    StepRun("b", RUNNING, 2.0)))
     changed = run.with_step(StepRun("a", OK, 1.0, 3.0))
     assert changed.steps == (StepRun("b", RUNNING, 2.0), StepRun("a", OK, 1.0, 3.0))

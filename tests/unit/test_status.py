@@ -4,6 +4,7 @@ operator's command (text, JSON, exit status) and the metrics textfile."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -90,7 +91,6 @@ class Disk:
                             **settings})
 
     def healthy(self) -> None:
-        self.write("proc/sys/kernel/random/boot_id", "boot-1\n")
         self.write("usr/lib/os-release", f"ID=coreos\nVERSION_ID={CURRENT}\nCOREOS_BOARD=amd64-usr\n")
         self.write("etc/kubernetes/kubelet.env", "KUBELET_IMAGE_TAG=v1.8.4_coreos.0\n")
         self.write("etc/kubernetes/installer/runtime-mappings.yaml", MAPPINGS)
@@ -196,7 +196,7 @@ def test_a_pending_docker_reset_and_an_interrupted_run_are_shown(disk: Disk) -> 
     disk.write("var/lib/torcx-tectonic/docker-reset-needed", '{"from": "1.12", "to": "17.03"}\n')
     state = FlowState(disk.paths, "new-kubelet", clock=lambda: 50.0)
     state.begin("kubelet-version")
-    disk.write("proc/sys/kernel/random/boot_id", "boot-2\n")  # the node rebooted mid-run
+    shutil.rmtree(disk.paths.state_dir)  # the node rebooted mid-run: /run is empty again
     found = status.gather(disk.config(), disk.paths, units=no_units)
     assert found.reset_pending == "1.12 → 17.03"
     assert "docker changes at the next boot (1.12 → 17.03)" in found.current.notes[0]
