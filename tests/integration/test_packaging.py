@@ -67,7 +67,7 @@ def test_make_rpm_builds_a_package_with_the_bundle() -> None:
                  "/usr/libexec/torcx-tectonic/install-addons",
                  "/etc/torcx-tectonic/torcx-tectonic.conf"):
         assert path in listing.splitlines(), path
-    assert "/torcx_tectonic/steps.py" in listing
+    assert "/torcx_tectonic/flows.py" in listing and "/usr/bin/torcx-tectonic" in listing.splitlines()
 
 
 def _data(source: str) -> str:
