@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import pytest
 
 from torcx_tectonic import steps, updateengine
-from torcx_tectonic.errors import InputError, TorcxTectonicError, VerificationError
+from torcx_tectonic.errors import ConfigError, InputError, TorcxTectonicError, VerificationError
 from torcx_tectonic.facts import Facts
 from torcx_tectonic.osrelease import OSRelease
 from torcx_tectonic.steps import Context
@@ -200,9 +200,9 @@ def test_forced_kubelet_version(tmp_path: Path) -> None:
 
 
 def test_forced_kubelet_version_must_be_a_version(tmp_path: Path) -> None:
-    ctx = _context(tmp_path, **{"kubernetes.force_version": "latest"})
-    with pytest.raises(InputError, match="'latest' is not a Kubernetes version"):
-        steps.kubelet_version(ctx, "cluster")
+    # checked when the configuration is read, so no step ever sees it
+    with pytest.raises(ConfigError, match="force_version = 'latest': expected a Kubernetes version"):
+        _context(tmp_path, **{"kubernetes.force_version": "latest"})
 
 
 def test_kubelet_version_from_kubelet_env(tmp_path: Path) -> None:
