@@ -107,7 +107,7 @@ def test_insecure_is_reported() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("clusters: [unclosed\n", "not valid YAML"),
+        ("clusters: [unclosed\n", "kubeconfig:2: not valid YAML (expected ',' or ']'"),
         ("- just\n- a list\n", "expected a kubeconfig mapping (apiVersion: v1, kind: Config)"),
         ("", "expected a kubeconfig mapping"),
         (kubeconfig(current=None, extra_contexts=1), "no current-context and not exactly one context"),
@@ -160,7 +160,7 @@ def test_broken_kubeconfigs_name_the_file_and_the_problem(text: str, expected: s
     with pytest.raises(InputError) as caught:
         parse(text, base=Path("/nonexistent"))
     message = str(caught.value)
-    assert message.startswith("/etc/kubernetes/kubeconfig: ")
+    assert message.startswith("/etc/kubernetes/kubeconfig:")
     assert expected in message
 
 
