@@ -174,7 +174,7 @@ def test_load_manifest_saved_by_an_earlier_step(tmp_path: Path) -> None:
     saved.write_bytes(MANIFEST)
     assert load_manifest(saved).versions_of("docker") == ("17.03",)
     saved.write_bytes(b"{")
-    with pytest.raises(InputError, match=f"{saved}: not valid JSON"):
+    with pytest.raises(InputError, match=f"{saved}:1: not valid JSON"):
         load_manifest(saved)
 
 
