@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,15 @@ def test_dearmor_without_checksum_line_is_accepted() -> None:
         pytest.param(
             f"{signature.ARMOR_BEGIN}\n\nnot*base64!\n{signature.ARMOR_END}\n", "not valid base64", id="bad-base64"
         ),
+        pytest.param(
+            f"{signature.ARMOR_BEGIN}\n\nmZk=\n=ab!c\n{signature.ARMOR_END}\n",
+            "armor checksum line '=ab!c' is not '=' and 4 base64 characters (a CRC-24)",
+            id="bad-checksum-line",
+        ),
+        pytest.param(
+            f"{signature.ARMOR_BEGIN}\n\nmZk=\n=a=bc\n{signature.ARMOR_END}\n", "armor checksum line '=a=bc'",
+            id="checksum-padding-inside",
+        ),
     ],
 )
 def test_malformed_armor_is_an_input_error_naming_the_keyring(text: str, expected: str) -> None:
@@ -96,7 +106,7 @@ def test_missing_keyring_is_an_input_error_with_a_hint(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:
         signature.load_keyring(missing)
     message = str(caught.value)
-    assert f"keyring {missing}: cannot read" in message
+    assert f"keyring {missing}: missing; expected an OpenPGP keyring" in message
     assert "set [torcx] keyring" in message
 
 
@@ -166,7 +176,7 @@ def test_signature_by_an_expired_key_is_rejected(keys: Keys) -> None:
 
 
 def test_missing_keyring_with_a_signature_is_an_input_error(keys: Keys, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="missing.gpg: missing"):
         signature.verify_detached(DATA, keys.sign(DATA), tmp_path / "missing.gpg", "manifest")
 
 
@@ -183,3 +193,23 @@ def test_verification_leaves_no_temporary_files(keys: Keys, tmp_path: Path, monk
     with pytest.raises(VerificationError):
         signature.verify_detached(DATA + b"x", keys.sign(DATA), keys.keyring, "manifest")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p: p.mkdir(), "is a directory; expected an OpenPGP keyring (binary or armored)"),
+        (
+            lambda p: p.write_bytes(b"\x99" * (signature.MAX_KEYRING_BYTES + 1)),
+            "larger than 1048576 bytes; expected an OpenPGP keyring (binary or armored)",
+        ),
+    ],
+    ids=["directory", "too-large"],
+)
+def test_unreadable_keyring_is_an_input_error_with_a_hint(tmp_path: Path, make: Callable[[Path], object],
+                                                          expected: str) -> None:
+    path = tmp_path / "keyring.gpg"
+    make(path)
+    with pytest.raises(InputError) as caught:
+        signature.load_keyring(path)
+    assert str(caught.value) == f"keyring {path}: {expected} (set [torcx] keyring)"
