@@ -8,7 +8,6 @@ skip it is honoured only with a loud warning.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import logging
 import os
@@ -104,7 +103,7 @@ def _material(entry: Mapping[str, Any], key: str, base: Path, origin: str, where
     if data:
         try:
             return base64.b64decode(data, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or characters outside ASCII
             raise InputError(f"{origin}: {where}.{key}-data is not valid base64") from None
     if path:
         return read_bytes(base / path, f"the {key} named in {origin}", limit=MAX_MATERIAL_BYTES)

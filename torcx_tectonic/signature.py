@@ -8,7 +8,6 @@ keyring is de-armored here first (RFC 4880 §6: base64 with a CRC-24).
 from __future__ import annotations
 
 import base64
-import binascii
 import subprocess
 import tempfile
 from pathlib import Path
@@ -61,7 +60,7 @@ def dearmor(text: str, origin: str) -> bytes:
             raise InputError(f"{origin}: armored keyring has no {ARMOR_END!r} line")
         try:
             data = base64.b64decode("".join(body), validate=True)
-        except binascii.Error as err:
+        except ValueError as err:  # binascii.Error, or characters outside ASCII
             raise InputError(f"{origin}: armored keyring is not valid base64: {err}") from None
         if checksum is not None and _checksum(checksum, origin) != crc24(data).to_bytes(3, "big"):
             raise InputError(f"{origin}: armored keyring checksum does not match")
@@ -75,7 +74,7 @@ def _checksum(line: str, origin: str) -> bytes:
     """The 3 bytes of an armor checksum line (``=`` and 4 base64 characters)."""
     try:
         return base64.b64decode(line, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or characters outside ASCII
         raise InputError(f"{origin}: armor checksum line {shown('=' + line)} is not '=' and 4 base64 characters "
                          "(a CRC-24)") from None
 

@@ -134,6 +134,10 @@ def test_insecure_is_reported() -> None:
             "client-certificate-data is not valid base64",
         ),
         (
+            kubeconfig(user={"client-certificate-data": "é" * 4, "client-key-data": b64(KEY)}),
+            "users[0].user.client-certificate-data is not valid base64",
+        ),
+        (
             kubeconfig(user={"tokenFile": "missing-token"}),
             "/nonexistent/missing-token: missing; expected the tokenFile named in /etc/kubernetes/kubeconfig",
         ),
@@ -156,6 +160,7 @@ def test_insecure_is_reported() -> None:
         "no-server",
         "bad-ca-base64",
         "bad-cert-base64",
+        "non-ascii-base64",
         "missing-token-file",
         "missing-cert-file",
     ],

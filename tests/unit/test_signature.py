@@ -92,6 +92,13 @@ def test_dearmor_without_checksum_line_is_accepted() -> None:
             f"{signature.ARMOR_BEGIN}\n\nmZk=\n=a=bc\n{signature.ARMOR_END}\n", "armor checksum line '=a=bc'",
             id="checksum-padding-inside",
         ),
+        pytest.param(
+            f"{signature.ARMOR_BEGIN}\n\n\ufeffmZk=\n{signature.ARMOR_END}\n", "not valid base64", id="non-ascii-body"
+        ),
+        pytest.param(
+            f"{signature.ARMOR_BEGIN}\n\nmZk=\n=é123\n{signature.ARMOR_END}\n", "armor checksum line '=é123'",
+            id="non-ascii-checksum",
+        ),
     ],
 )
 def test_malformed_armor_is_an_input_error_naming_the_keyring(text: str, expected: str) -> None:
