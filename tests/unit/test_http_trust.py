@@ -3,7 +3,7 @@ replace them (a real local TLS server), the proxy variables still apply."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -60,46 +60,40 @@ def _bucket(server: RoutedServer, ca_bundle: Path | None) -> Bucket:
     return Bucket(make_config(values))
 
 
-@pytest.mark.parametrize("variable", CA_VARIABLES)
-def test_api_server_is_verified_against_the_kubeconfig_ca_whatever_the_environment_says(
-    server: RoutedServer, certs: tuple[TlsFiles, TlsFiles], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    variable: str,
-) -> None:
-    monkeypatch.setenv(variable, str(tmp_path / "bogus-bundle.pem"))
-    with _kube(server, certs[0].cert) as client:
-        assert client.version() == "v1.8.4+coreos.0"
-    monkeypatch.setenv(variable, str(certs[0].cert))  # trusts the server, but is not the kubeconfig's CA
-    with _kube(server, certs[1].cert) as client, pytest.raises(NetworkError, match="TLS verification failed"):
-        client.version()
-
-
-def test_api_server_without_a_kubeconfig_ca_uses_the_system_store_not_the_environment(
-    server: RoutedServer, certs: tuple[TlsFiles, TlsFiles], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(certs[0].cert))
-    with _kube(server, None) as client, pytest.raises(NetworkError, match="TLS verification failed"):
-        client.version()
+def _call(service: str, server: RoutedServer, anchor: Path | None) -> Callable[[], object]:
+    """One request to ``service`` trusting ``anchor`` (the kubeconfig's CA or
+    [network] ca_bundle; None: the system store)."""
+    def call() -> object:
+        if service == "api-server":
+            with _kube(server, anchor) as client:
+                return client.version()
+        with _bucket(server, anchor) as bucket:
+            return bucket.manifest("amd64-usr", "1632.3.0")
+    return call
 
 
 @pytest.mark.parametrize("variable", CA_VARIABLES)
-def test_bucket_is_verified_against_ca_bundle_whatever_the_environment_says(
+@pytest.mark.parametrize("service", ["api-server", "bucket"])
+def test_the_configured_anchor_is_used_whatever_the_environment_says(
     server: RoutedServer, certs: tuple[TlsFiles, TlsFiles], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    variable: str,
+    variable: str, service: str,
 ) -> None:
     monkeypatch.setenv(variable, str(tmp_path / "bogus-bundle.pem"))
-    with _bucket(server, certs[0].cert) as bucket:
-        assert bucket.manifest("amd64-usr", "1632.3.0").raw == MANIFEST
+    _call(service, server, certs[0].cert)()
+    monkeypatch.setenv(variable, str(certs[0].cert))  # trusts the server, but is not the configured anchor
+    with pytest.raises(NetworkError, match="TLS verification failed"):
+        _call(service, server, certs[1].cert)()
+
+
+@pytest.mark.parametrize("variable", CA_VARIABLES)
+@pytest.mark.parametrize("service", ["api-server", "bucket"])
+def test_without_an_anchor_the_system_store_is_used_not_the_environment(
+    server: RoutedServer, certs: tuple[TlsFiles, TlsFiles], monkeypatch: pytest.MonkeyPatch, variable: str,
+    service: str,
+) -> None:
     monkeypatch.setenv(variable, str(certs[0].cert))
-    with _bucket(server, certs[1].cert) as bucket, pytest.raises(NetworkError, match="TLS verification failed"):
-        bucket.manifest("amd64-usr", "1632.3.0")
-
-
-def test_bucket_without_ca_bundle_uses_the_system_store_not_the_environment(
-    server: RoutedServer, certs: tuple[TlsFiles, TlsFiles], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("CURL_CA_BUNDLE", str(certs[0].cert))
-    with _bucket(server, None) as bucket, pytest.raises(NetworkError, match="TLS verification failed"):
-        bucket.manifest("amd64-usr", "1632.3.0")
+    with pytest.raises(NetworkError, match="TLS verification failed"):
+        _call(service, server, None)()
 
 
 def test_proxy_variables_still_apply(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -363,23 +362,6 @@ def test_next_profile_with_a_json_suffix_names_the_same_profile(tmp_path: Path) 
     assert node.user_profile("custom")["value"]["images"] == [{"name": "docker", "reference": "17.03"}]
     assert node.next.read_text() == "custom\n"
 
-
-@pytest.mark.parametrize(
-    ("make", "expected"),
-    [
-        (lambda p: p.mkdir(), "is a directory; expected the name of a torcx profile"),
-        (lambda p: p.write_bytes(b"cust\xffom\n"), "not UTF-8 text (byte 0xff at offset 4)"),
-        (lambda p: p.write_text("../x.json\n"), "profile name '../x' is not allowed"),
-    ],
-    ids=["directory", "not-utf8", "escaping-with-suffix"],
-)
-def test_unreadable_next_profile_is_an_input_error(tmp_path: Path, make: Callable[[Path], object],
-                                                   expected: str) -> None:
-    path = tmp_path / "next-profile"
-    make(path)
-    with pytest.raises(InputError) as caught:
-        profile.read_next_profile(path)
-    assert str(caught.value).startswith(str(path)) and expected in str(caught.value)
 
 
 def test_a_relative_profile_path_in_the_metadata_is_refused(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -200,23 +199,3 @@ def test_verification_leaves_no_temporary_files(keys: Keys, tmp_path: Path, monk
     with pytest.raises(VerificationError):
         signature.verify_detached(DATA + b"x", keys.sign(DATA), keys.keyring, "manifest")
     assert list(tmp_path.iterdir()) == []
-
-
-@pytest.mark.parametrize(
-    ("make", "expected"),
-    [
-        (lambda p: p.mkdir(), "is a directory; expected an OpenPGP keyring (binary or armored)"),
-        (
-            lambda p: p.write_bytes(b"\x99" * (signature.MAX_KEYRING_BYTES + 1)),
-            "larger than 1048576 bytes; expected an OpenPGP keyring (binary or armored)",
-        ),
-    ],
-    ids=["directory", "too-large"],
-)
-def test_unreadable_keyring_is_an_input_error_with_a_hint(tmp_path: Path, make: Callable[[Path], object],
-                                                          expected: str) -> None:
-    path = tmp_path / "keyring.gpg"
-    make(path)
-    with pytest.raises(InputError) as caught:
-        signature.load_keyring(path)
-    assert str(caught.value) == f"keyring {path}: {expected} (set [torcx] keyring)"
