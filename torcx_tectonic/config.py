@@ -2,8 +2,10 @@
 
 ``/etc/torcx-tectonic/torcx-tectonic.conf`` is read first, then the drop-ins
 ``/etc/torcx-tectonic/conf.d/*.conf`` in lexical order, later values winning.
-Every key has a default, so no file is needed. An unknown section or key, or
-a bad value, is an error naming the file, the line and what is allowed.
+Every key has a default, so no file is needed. An unknown section or key, a
+key set twice in one file, or a bad value is an error naming the file, the
+line and what is allowed; whatever bytes the files hold, the only exception
+that leaves this module is ConfigError.
 """
 
 from __future__ import annotations
