@@ -19,7 +19,7 @@ APT_PACKAGES = systemd-container dbus gpg gpgv openssl iproute2 libsystemd-dev p
 	python3-pystemd python3-requests python3-iniparse python3-packaging python3-yaml python3-prometheus-client \
 	python3-dbus python3-gi \
 	python3-cryptography rpm
-PIP_PACKAGES = pytest==8.3.4 ruff==0.8.4 mypy==1.13.0 types-requests==2.31.0.6 types-PyYAML==6.0.12.20240917
+PIP_PACKAGES = pytest==8.3.4 ruff==0.8.4 mypy==1.13.0 types-requests==2.31.0.6 types-PyYAML==6.0.12.20240917 hypothesis==6.67.1
 BUILD = build
 # On a host without an RPM database (Debian) the build dependencies cannot be checked.
 RPMBUILD_FLAGS ?= $(shell rpm -q rpm >/dev/null 2>&1 || echo --nodeps)
@@ -80,7 +80,8 @@ $(VENV)/.deps-done: Makefile
 # where such an interpreter exists on the machine.
 PYTHON39 ?= $(firstword $(wildcard /root/.pyenv/versions/3.9*/bin/python) $(shell command -v python3.9))
 COMPAT_VENV = build/py39
-COMPAT_PACKAGES = requests==2.28.1 PyYAML==6.0.1 iniparse==0.5 packaging==23.0 prometheus-client==0.16.0 pytest==8.3.4
+COMPAT_PACKAGES = requests==2.28.1 PyYAML==6.0.1 iniparse==0.5 packaging==23.0 prometheus-client==0.16.0 pytest==8.3.4 \
+	hypothesis==6.67.1
 
 compat:
 	@if [ -z "$(PYTHON39)" ]; then echo "compat: no Python 3.9 on this machine, skipped"; else \

@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING
 
 from . import kubeletenv, systemd
 from .atomic import write_if_changed
-from .envfile import parse_env
-from .errors import InputError
 from .flows import path_units
 from .state import RUNNING, AddonsInstalled, BootstrapFinished, KubeletEnvWritten, KubernetesVersion, OsVersions
 
@@ -25,13 +23,8 @@ def write_kubelet_env(ctx: Context) -> KubeletEnvWritten:
     """kubelet.env from the installer's copy, with the chosen version."""
     kube = ctx.config.kubernetes
     version = ctx.state.load(KubernetesVersion).version
-    try:
-        template = kube.installer_kubelet_env.read_text()
-    except FileNotFoundError:
-        raise InputError(f"{kube.installer_kubelet_env}: missing; expected the installer's kubelet.env") from None
-    parse_env(template, str(kube.installer_kubelet_env))
     tag = kubeletenv.version_to_tag(version)
-    written = write_if_changed(kube.kubelet_env, kubeletenv.with_value(template, kubeletenv.IMAGE_TAG_KEY, tag))
+    written = write_if_changed(kube.kubelet_env, kubeletenv.with_version(kube.installer_kubelet_env, version))
     log.info("%s %s with %s=%s", kube.kubelet_env, "written" if written else "already right",
              kubeletenv.IMAGE_TAG_KEY, tag)
     return KubeletEnvWritten(path=str(kube.kubelet_env), written=written, kube_version=version)

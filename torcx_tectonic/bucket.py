@@ -17,7 +17,8 @@ import requests
 
 from .config import Config
 from .errors import NetworkError, VerificationError
-from .http import make_session, request, timeouts
+from .http import content_length, make_session, read_body, request, timeouts
+from .inputfile import read_bytes
 from .manifest import CHUNK_BYTES, PackageList, manifest_url, parse_package_list
 from .signature import verify_detached
 
@@ -42,6 +43,8 @@ class Bucket:
         self.config = config
         self.session = make_session(config.network)
         if config.network.ca_bundle is not None:
+            # checked now: requests would raise a bare OSError for a missing bundle
+            read_bytes(config.network.ca_bundle, "a PEM CA bundle ([network] ca_bundle)")
             self.session.verify = str(config.network.ca_bundle)
 
     def __enter__(self) -> Bucket:
@@ -56,12 +59,7 @@ class Bucket:
                 raise missing
             if response.status_code != 200:
                 raise NetworkError(f"{what}: GET {url} answered {response.status_code}")
-            data = b""
-            for chunk in response.iter_content(CHUNK_BYTES):
-                data += chunk
-                if len(data) > MAX_MANIFEST_BYTES:
-                    raise NetworkError(f"{what}: {url} is larger than {MAX_MANIFEST_BYTES} bytes")
-            return data
+            return read_body(response, MAX_MANIFEST_BYTES, what, url)
 
     def manifest(self, board: str, os_version: str) -> FetchedManifest:
         """Fetch, verify and parse the manifest of one OS release."""
@@ -81,7 +79,7 @@ class Bucket:
         with request(self.session, "GET", url, what, timeout=timeouts(self.config.network), stream=True) as response:
             if response.status_code != 200:
                 raise NetworkError(f"{what}: GET {url} answered {response.status_code}")
-            total = int(response.headers.get("Content-Length") or 0)
+            total = content_length(response, what, url)
             done, last = 0, time.monotonic()
             try:
                 for chunk in response.iter_content(CHUNK_BYTES):
@@ -96,4 +94,5 @@ class Bucket:
 
 def load_manifest(path: Path) -> PackageList:
     """A manifest saved by an earlier step (already verified)."""
-    return parse_package_list(path.read_bytes(), str(path))
+    return parse_package_list(read_bytes(path, "a manifest saved by an earlier step", limit=MAX_MANIFEST_BYTES),
+                              str(path))

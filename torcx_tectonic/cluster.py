@@ -14,7 +14,7 @@ from . import kubeletenv
 from .config import Config
 from .errors import InputError, NetworkError
 from .kube import MAPPINGS_CONFIGMAP, MAPPINGS_KEY, MAPPINGS_NAMESPACE, KubeClient, load_kubeconfig
-from .mappings import RuntimeMappings, parse_mappings
+from .mappings import RuntimeMappings, load_mappings, parse_mappings
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,7 @@ def runtime_mappings(config: Config) -> RuntimeMappings:
 
 def local_mappings(config: Config) -> RuntimeMappings:
     path = config.kubernetes.runtime_mappings
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputError(f"no runtime mappings: the ConfigMap is unavailable and {path} does not exist") from None
-    return parse_mappings(text, str(path), config.torcx.addon)
+    found = load_mappings(path, config.torcx.addon)
+    if found is None:
+        raise InputError(f"no runtime mappings: the ConfigMap is unavailable and {path} does not exist")
+    return found

@@ -2,14 +2,15 @@
 
 ``/etc/torcx-tectonic/torcx-tectonic.conf`` is read first, then the drop-ins
 ``/etc/torcx-tectonic/conf.d/*.conf`` in lexical order, later values winning.
-Every key has a default, so no file is needed. An unknown section or key, or
-a bad value, is an error naming the file, the line and what is allowed.
+Every key has a default, so no file is needed. An unknown section or key, a
+key set twice in one file, or a bad value is an error naming the file, the
+line and what is allowed; whatever bytes the files hold, the only exception
+that leaves this module is ConfigError.
 """
 
 from __future__ import annotations
 
 import io
-import math
 import re
 import socket
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -19,7 +20,8 @@ from typing import Any
 
 import iniparse  # type: ignore[import-untyped]
 
-from .errors import ConfigError
+from .errors import ConfigError, shown
+from .inputfile import DNS_SUBDOMAIN, KUBE_VERSION, NAME, NODE_NAME, Grammar, grammar, is_url, read_text
 from .paths import (
     CONFIG_DROPIN_DIR,
     CONFIG_FILE,
@@ -49,38 +51,72 @@ def parse_bool(value: str) -> bool:
     raise ValueError(f"expected one of {', '.join(TRUE_WORDS + FALSE_WORDS)}")
 
 
-def parse_positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError("expected a number of seconds") from None
-    if not number > 0:
-        raise ValueError("expected a number greater than 0")
-    if math.isinf(number):  # the generator turns these into whole seconds for systemd
-        raise ValueError("expected a finite number of seconds")
-    return number
+@dataclass(frozen=True)
+class Number:
+    """A number setting's parser and its documented range. Only plain
+    decimal digits are accepted (no exponent, sign, ``_``, ``inf`` or
+    ``nan``), and the range keeps every sum and product the generator and
+    the steps make of these numbers finite and small."""
 
+    minimum: float
+    maximum: float
+    whole: bool
+    unit: str = ""
 
-def whole_number(minimum: int) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        try:
-            number = int(value)
-        except ValueError:
-            raise ValueError("expected a whole number") from None
-        if number < minimum:
-            raise ValueError(f"expected a whole number of {minimum} or more")
+    @property
+    def allowed(self) -> str:
+        if self.whole:
+            return f"a whole number from {self.minimum:g} to {self.maximum:g}"
+        return f"{self.unit or 'a number'} more than {self.minimum:g} and at most {self.maximum:g}"
+
+    def __call__(self, value: str) -> float:
+        if not (_WHOLE if self.whole else _DECIMAL).fullmatch(value):
+            raise ValueError(f"expected {self.allowed}")
+        number = int(value) if self.whole else float(value)
+        low_ok = number >= self.minimum if self.whole else number > self.minimum
+        if not low_ok or number > self.maximum:
+            raise ValueError(f"expected {self.allowed}")
         return number
+
+
+_WHOLE = re.compile(r"[0-9]{1,9}", re.ASCII)
+_DECIMAL = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?", re.ASCII)
+#: Characters no value may hold: values end up in unit files and paths.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+#: An annotation key: a DNS-1123 subdomain prefix and a name, as Kubernetes allows them.
+ANNOTATION = grammar(
+    "PREFIX/NAME, a DNS-1123 subdomain and a name of letters, digits, '-', '_', '.', e.g. " + DEFAULT_ANNOTATION,
+    rf"(?=[^/]{{1,253}}/){DNS_SUBDOMAIN}/(?=.{{1,63}}$)[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?",
+    253 + 1 + 63,
+)
+_PLACEHOLDERS = {"{{.Board}}": "amd64-usr", "{{.OSVersion}}": "1632.3.0"}
+
+
+def _grammar_parser(rule: Grammar, *, empty_ok: bool = False) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        if not (empty_ok and not value) and not rule.matches(value):
+            raise ValueError(f"expected {rule.expected}" + (" (or nothing)" if empty_ok else ""))
+        return value
 
     return parse
 
 
-parse_count = whole_number(0)
-parse_attempts = whole_number(1)
+#: The longest pause between two attempts of a step, however many there are.
+MAX_RETRY_DELAY_SECS = 600.0
+MAX_PATH_CHARS = 4096
+SECONDS_PER_DAY = 86400
+parse_retries = Number(0, 100, whole=True)
+parse_attempts = Number(1, 100, whole=True)
+parse_name = _grammar_parser(NAME)
+parse_node_name = _grammar_parser(NODE_NAME, empty_ok=True)
+parse_kube_version = _grammar_parser(KUBE_VERSION, empty_ok=True)
+parse_annotation = _grammar_parser(ANNOTATION)
 
 
 def parse_path(value: str) -> Path:
-    if not value.startswith("/"):
-        raise ValueError("expected an absolute path")
+    if not value.startswith("/") or len(value) > MAX_PATH_CHARS:
+        raise ValueError(f"expected an absolute path (at most {MAX_PATH_CHARS} characters)")
     return Path(value)
 
 
@@ -88,28 +124,16 @@ def parse_optional_path(value: str) -> Path | None:
     return parse_path(value) if value else None
 
 
-def parse_word(value: str) -> str:
-    if not value or "/" in value or value in (".", "..") or any(c.isspace() for c in value):
-        raise ValueError("expected a name without '/', spaces or dots-only")
-    return value
-
-
-def parse_text(value: str) -> str:
-    return value
-
-
 def parse_manifest_url(value: str) -> str:
-    if not value.startswith(("https://", "http://")):
+    filled = value
+    for placeholder, example in _PLACEHOLDERS.items():
+        filled = filled.replace(placeholder, example)
+    if "{{" in filled or "}}" in filled:
+        raise ValueError("expected no placeholders but {{.Board}} and {{.OSVersion}}")
+    if not is_url(filled, ("https", "http")):
         raise ValueError("expected an http(s) URL template with {{.Board}} and {{.OSVersion}}")
     if "{{.OSVersion}}" not in value:
         raise ValueError("expected the placeholder {{.OSVersion}} in the URL template")
-    return value
-
-
-def parse_annotation(value: str) -> str:
-    prefix, sep, name = value.rpartition("/")
-    if not sep or not prefix or not name:
-        raise ValueError("expected PREFIX/NAME, e.g. " + DEFAULT_ANNOTATION)
     return value
 
 
@@ -133,6 +157,12 @@ class Setting:
     default: str
     help: str
 
+    @property
+    def doc(self) -> str:
+        """The help, with the range of a number (what the shipped file says)."""
+        allowed = self.parse.allowed if isinstance(self.parse, Number) else ""
+        return f"{self.help} ({allowed})" if allowed else self.help
+
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("torcx", "manifest_url", parse_manifest_url, HISTORIC_MANIFEST_URL,
@@ -141,12 +171,12 @@ SETTINGS: tuple[Setting, ...] = (
             "verify each manifest against its detached .asc signature"),
     Setting("torcx", "keyring", parse_path, str(KEYRING),
             "OpenPGP keyring (binary or armored) trusted for manifest signatures"),
-    Setting("torcx", "profile", parse_word, "tectonic",
+    Setting("torcx", "profile", parse_name, "tectonic",
             "torcx profile to create when no user profile is selected"),
-    Setting("torcx", "addon", parse_word, "docker", "name of the container runtime addon"),
+    Setting("torcx", "addon", parse_name, "docker", "name of the container runtime addon"),
     Setting("kubernetes", "kubeconfig", parse_path, str(KUBECONFIG),
             "kubeconfig used to reach the api-server"),
-    Setting("kubernetes", "force_version", parse_text, "",
+    Setting("kubernetes", "force_version", parse_kube_version, "",
             "use this Kubernetes version instead of asking the cluster (e.g. v1.8.4+coreos.0)"),
     Setting("kubernetes", "kubelet_env", parse_path, str(KUBELET_ENV),
             "kubelet environment file written by bootstrap"),
@@ -154,12 +184,13 @@ SETTINGS: tuple[Setting, ...] = (
             "installer's kubelet environment file (template and fallback version)"),
     Setting("kubernetes", "runtime_mappings", parse_path, str(RUNTIME_MAPPINGS),
             "node-local runtime mappings, used when the ConfigMap cannot be read"),
-    Setting("kubernetes", "node_name", parse_text, "", "this node's name (empty: the host name)"),
+    Setting("kubernetes", "node_name", parse_node_name, "",
+            "this node's name (empty: the host name in lowercase, as kubelet names the node)"),
     Setting("kubernetes", "annotation", parse_annotation, DEFAULT_ANNOTATION,
             "before-reboot hook annotation; its prefix also names the before-reboot label"),
-    Setting("kubernetes", "label_timeout", parse_positive_float, "3600",
+    Setting("kubernetes", "label_timeout", Number(0, SECONDS_PER_DAY, whole=False, unit="seconds"), "3600",
             "seconds to wait for the before-reboot label before the step fails (and retries)"),
-    Setting("kubernetes", "label_poll_max_interval", parse_positive_float, "30",
+    Setting("kubernetes", "label_poll_max_interval", Number(0, 3600, whole=False, unit="seconds"), "30",
             "longest pause between two looks at the node while waiting for the label"),
     Setting("bootstrap", "upgrade_os", parse_bool, "yes", "force an OS update before configuring torcx"),
     Setting("bootstrap", "skip_torcx", parse_bool, "no", "leave torcx alone (only set the kubelet version)"),
@@ -167,14 +198,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("bootstrap", "os_update_failure", choice(*OS_UPDATE_FAILURE_CHOICES), "continue",
             "after the last failed OS update attempt: continue on the current OS, or fail"),
     Setting("bootstrap", "os_update_attempts", parse_attempts, "3", "OS update attempts before giving up"),
-    Setting("bootstrap", "os_update_timeout", parse_positive_float, "1800",
+    Setting("bootstrap", "os_update_timeout", Number(0, SECONDS_PER_DAY, whole=False, unit="seconds"), "1800",
             "seconds one OS update attempt may take"),
-    Setting("network", "connect_timeout", parse_positive_float, "10", "seconds to connect to a server"),
-    Setting("network", "read_timeout", parse_positive_float, "60", "seconds to wait for data from a server"),
-    Setting("network", "retries", parse_count, "5", "retries of a failed request (with backoff)"),
-    Setting("network", "backoff_factor", parse_positive_float, "1",
+    Setting("network", "connect_timeout", Number(0, 600, whole=False, unit="seconds"), "10",
+            "seconds to connect to a server"),
+    Setting("network", "read_timeout", Number(0, 3600, whole=False, unit="seconds"), "60",
+            "seconds to wait for data from a server"),
+    Setting("network", "retries", parse_retries, "5", "retries of a failed request (with backoff)"),
+    Setting("network", "backoff_factor", Number(0, 60, whole=False), "1",
             "backoff between retries: factor * 2^(retry-1) seconds"),
-    Setting("units", "retry_delay", parse_positive_float, "30",
+    Setting("units", "retry_delay", Number(0, MAX_RETRY_DELAY_SECS, whole=False, unit="seconds"), "30",
             "seconds before a failed network step (Docker version, addons, annotation) is tried again; doubles"),
     Setting("units", "retry_attempts", parse_attempts, "5",
             "attempts of a network step before its unit fails (a new-OS flow is then triggered again)"),
@@ -240,9 +273,6 @@ class UnitSettings:
     retry_attempts: int
 
 
-#: The longest pause between two attempts of a step, however many there are.
-MAX_RETRY_DELAY_SECS = 600.0
-
 
 def retry_delays(units: UnitSettings) -> list[float]:
     """Pauses between the attempts of a network step: doubling from
@@ -273,23 +303,37 @@ class RawValue:
     origin: str
 
 
-_SECTION_LINE = re.compile(r"^\[(?P<name>[^\]]+)\]")
-_OPTION_LINE = re.compile(r"^(?P<key>[^\s=:#;\[][^=:]*?)\s*[=:]")
+# The line kinds of iniparse, tried in its order (a line starting with "rem"
+# is a comment to it, as in old Windows INI files).
+_COMMENT_LINE = re.compile(r"[;#]|[rR][eE][mM]")
+_SECTION_LINE = re.compile(r"\[(?P<name>[^\]]+)\]\s*(?:[;#].*)?$")
+_OPTION_LINE = re.compile(r"(?P<key>[^:=\s\[][^:=]*)[:=]")
+#: How much of a parser's complaint an error quotes.
+DETAIL_CHARS = 200
 
 
-def _option_lines(text: str) -> dict[tuple[str, str], int]:
-    """Where each (section, key) is set last. iniparse only keeps line numbers
-    in distribution-patched builds, so errors find their line here."""
+def _option_lines(text: str, origin: str) -> dict[tuple[str, str], int]:
+    """The line of each (section, key), classifying lines as iniparse does
+    (which keeps line numbers only in distribution-patched builds). A key
+    set twice in one file is refused: which one counts would be a guess."""
     found: dict[tuple[str, str], int] = {}
     section = None
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, raw in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
+        line = raw.rstrip()
+        if not line or _COMMENT_LINE.match(line):
+            continue
         header = _SECTION_LINE.match(line)
         if header:
-            section = header["name"].strip()
+            section = header["name"]
             continue
         option = _OPTION_LINE.match(line)
-        if section is not None and option:
-            found[(section, option["key"].strip())] = number
+        if section is None or option is None:
+            continue
+        name = (section, option["key"].rstrip())
+        if name in found:
+            raise ConfigError(f"{origin}:{number}: [{section}] {shown(name[1])} is set again (first on line "
+                              f"{found[name]}); expected each key once per file")
+        found[name] = number
     return found
 
 
@@ -299,8 +343,8 @@ def iter_ini(text: str, origin: str) -> Iterator[tuple[str, str, str, int]]:
         document = iniparse.INIConfig(io.StringIO(text), optionxformvalue=None)
     except Exception as err:  # iniparse raises its own ParsingError/MissingSectionHeaderError
         detail = " ".join(str(err).replace("'<???>'", "").replace("file: ,", "").split())
-        raise ConfigError(f"{origin}: not a valid INI file: {detail}") from None
-    lines = _option_lines(text)
+        raise ConfigError(f"{origin}: not a valid INI file: {detail[:DETAIL_CHARS]}") from None
+    lines = _option_lines(text, origin)
     # iniparse hides [DEFAULT] and copies its keys into every section: refuse it.
     defaults = sorted(number for (section, _), number in lines.items() if section == "DEFAULT")
     if defaults:
@@ -317,10 +361,10 @@ def collect(files: Iterable[tuple[str, str]]) -> dict[tuple[str, str], RawValue]
         for section, key, value, line in iter_ini(text, origin):
             where = f"{origin}:{line}"
             if section not in SECTIONS:
-                raise ConfigError(f"{where}: unknown section [{section}]; allowed: {', '.join(SECTIONS)}")
+                raise ConfigError(f"{where}: unknown section {shown(section)}; allowed: {', '.join(SECTIONS)}")
             if (section, key) not in SETTINGS_BY_NAME:
                 allowed = ", ".join(s.key for s in SETTINGS if s.section == section)
-                raise ConfigError(f"{where}: unknown key {key!r} in [{section}]; allowed: {allowed}")
+                raise ConfigError(f"{where}: unknown key {shown(key)} in [{section}]; allowed: {allowed}")
             merged[(section, key)] = RawValue(value, where)
     return merged
 
@@ -332,13 +376,15 @@ def build(raw: Mapping[tuple[str, str], RawValue], sources: tuple[Path, ...] = (
         given = raw.get((setting.section, setting.key))
         text = given.value if given else setting.default
         try:
+            if _CONTROL.search(text):  # a continuation line's newline, a tab, a NUL
+                raise ValueError("expected one line without control characters")
             parsed[setting.section][setting.key] = setting.parse(text)
         except ValueError as err:
             where = given.origin if given else "built-in default"
-            raise ConfigError(f"{where}: [{setting.section}] {setting.key} = {text!r}: {err}") from None
+            raise ConfigError(f"{where}: [{setting.section}] {setting.key} = {shown(text)}: {err}") from None
     kube = parsed["kubernetes"]
     if not kube["node_name"]:
-        kube["node_name"] = socket.gethostname()
+        kube["node_name"] = socket.gethostname().strip().lower()  # as kubelet names the node
     return Config(
         torcx=TorcxSettings(**parsed["torcx"]),
         kubernetes=KubernetesSettings(**kube),
@@ -351,22 +397,24 @@ def build(raw: Mapping[tuple[str, str], RawValue], sources: tuple[Path, ...] = (
 
 
 def config_files(main: Path = CONFIG_FILE, dropin_dir: Path = CONFIG_DROPIN_DIR) -> list[Path]:
-    """The files that make up the configuration, in the order they apply."""
-    files = [main] if main.is_file() else []
-    if dropin_dir.is_dir():
-        files.extend(sorted(p for p in dropin_dir.glob("*.conf") if p.is_file()))
+    """The files that make up the configuration, in the order they apply:
+    the main file if anything is there (a directory there is an error when
+    read), then the drop-ins that are files."""
+    try:
+        files = [main] if main.exists() else []
+        if dropin_dir.is_dir():
+            files.extend(sorted(p for p in dropin_dir.glob("*.conf") if p.is_file()))
+    except OSError as err:
+        raise ConfigError(f"{main} or {dropin_dir}: cannot list the configuration files: {err.strerror}") from None
     return files
 
 
 def load(main: Path = CONFIG_FILE, dropin_dir: Path = CONFIG_DROPIN_DIR) -> Config:
-    """Read and validate the configuration of this node."""
+    """Read and validate the configuration of this node. Whatever the files
+    hold, the only error that escapes is a ConfigError (the generator then
+    falls back to the defaults)."""
     files = config_files(main, dropin_dir)
-    documents = []
-    for path in files:
-        try:
-            documents.append((str(path), path.read_text()))
-        except (OSError, UnicodeDecodeError) as err:
-            raise ConfigError(f"{path}: cannot read: {err}") from None
+    documents = [(str(path), read_text(path, "an INI configuration file", error=ConfigError)) for path in files]
     return build(collect(documents), tuple(files))
 
 
@@ -381,6 +429,6 @@ def render_default() -> str:
         out.append("")
         out.append(f"[{section}]")
         for setting in (s for s in SETTINGS if s.section == section):
-            out.append(f"# {setting.help}")
+            out.append(f"# {setting.doc}")
             out.append(f"#{setting.key} = {setting.default}")
     return "\n".join(out) + "\n"

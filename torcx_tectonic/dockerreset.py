@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 from . import profile
 from .atomic import fsync_dir, write_atomic
-from .errors import InputError
+from .errors import InputError, shown
+from .inputfile import parse_json, read_text_if_exists
 from .state import DockerReset
 
 if TYPE_CHECKING:
@@ -27,17 +28,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OLD_SUFFIX = ".torcx-tectonic-old"
+MARKER_FORMAT = 'a JSON object {"from": ..., "to": ...}'
 
 
 def arrange(marker: Path, previous: str | None, new: str) -> bool:
     """Record that Docker changes from ``previous`` to ``new``; returns
     whether the marker changed."""
     document = {"from": previous, "to": new}
+    text = read_text_if_exists(marker, MARKER_FORMAT)
     try:
-        if json.loads(marker.read_text()) == document:
+        if text is not None and parse_json(text, str(marker), MARKER_FORMAT) == document:
             return False
-    except (FileNotFoundError, ValueError):
-        pass
+    except InputError:
+        pass  # a corrupt marker is replaced
     write_atomic(marker, json.dumps(document) + "\n")
     return True
 
@@ -61,14 +64,12 @@ def reset(marker: Path, data_dir: Path, booted_reference: str | None) -> list[st
     kill leaves either the old data or none, never a half-emptied tree that
     Docker would try to open.
     """
-    try:
-        expected = json.loads(marker.read_text())
-    except FileNotFoundError:
+    text = read_text_if_exists(marker, MARKER_FORMAT)
+    if text is None:
         return []
-    except ValueError:
-        expected = None
+    expected = parse_json(text, str(marker), MARKER_FORMAT)
     if not isinstance(expected, dict):
-        raise InputError(f"{marker}: not valid JSON; expected {{\"from\": ..., \"to\": ...}}")
+        raise InputError(f"{marker}: is {shown(expected)}; expected {MARKER_FORMAT}")
     if booted_reference is not None and booted_reference != expected.get("to"):
         log.warning("Docker %s booted, not %s: leaving %s alone until it does", booted_reference, expected.get("to"),
                     data_dir)

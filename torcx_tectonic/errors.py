@@ -35,3 +35,27 @@ class VerificationError(TorcxTectonicError):
 
 class NetworkError(TorcxTectonicError):
     """A remote (bucket, api-server) could not be reached or answered badly."""
+
+
+#: How much of an outside value a message quotes.
+SHOWN_CHARS = 80
+
+
+def shown(value: object) -> str:
+    """An outside value as a message quotes it: short and on one line.
+
+    A document can be megabytes, deeply nested or (as YAML) far larger once
+    built than its text; rendering it whole into an error would cost more
+    memory and time than reading it did, so containers are named by kind and
+    long text is cut.
+    """
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return "a very large number"
+    if value is None or isinstance(value, (str, bytes, int, float)):
+        text = repr(value[:SHOWN_CHARS] if isinstance(value, (str, bytes)) else value)
+        return text + "…" if isinstance(value, (str, bytes)) and len(value) > SHOWN_CHARS else text
+    return f"a {type(value).__name__}"

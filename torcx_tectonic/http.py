@@ -1,23 +1,34 @@
-"""HTTP sessions with timeouts and bounded retries with backoff.
+"""HTTP sessions with timeouts, bounded retries with backoff, pinned trust
+anchors and bounded answers.
 
 requests honours ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY`` from the unit's
-environment, which is how nodes behind a proxy reach the bucket.
+environment, which is how nodes behind a proxy reach the bucket; that stays.
+What requests also takes from the environment, ``REQUESTS_CA_BUNDLE`` and
+``CURL_CA_BUNDLE``, would *replace* the trust anchors a session was given
+(``merge_environment_settings`` puts them over ``session.verify``), so every
+request passes its session's anchors explicitly, which requests then keeps.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3.util.retry import Retry
 
 from .config import NetworkSettings
-from .errors import NetworkError
+from .errors import NetworkError, shown
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+#: How much of an answer is read at once.
+CHUNK_BYTES = 1 << 20
+#: A Content-Length: digits only, fewer than would overflow anything.
+_DIGITS = re.compile(r"[0-9]{1,18}", re.ASCII)
 
 
 def make_session(network: NetworkSettings) -> requests.Session:
@@ -34,6 +45,8 @@ def make_session(network: NetworkSettings) -> requests.Session:
         raise_on_status=False,
     )
     session = requests.Session()
+    # What verify=True means to requests, named: the environment cannot replace a path.
+    session.verify = DEFAULT_CA_BUNDLE_PATH
     adapter = HTTPAdapter(max_retries=retry)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
@@ -48,9 +61,11 @@ def timeouts(network: NetworkSettings) -> tuple[float, float]:
 @contextmanager
 def request(session: requests.Session, method: str, url: str, what: str, **kwargs: Any) -> Iterator[requests.Response]:
     """Send a request, turning transport failures into NetworkError naming
-    ``what`` and the URL; the response is closed when the block ends."""
+    ``what`` and the URL; the response is closed when the block ends. The
+    session's trust anchors are passed explicitly, so the environment's CA
+    bundle variables never replace them; its proxy variables still apply."""
     try:
-        response = session.request(method, url, **kwargs)
+        response = session.request(method, url, verify=session.verify, **kwargs)
     except requests.exceptions.SSLError as err:
         raise NetworkError(f"{what}: TLS verification failed for {url}: {_short(err)}") from None
     except requests.RequestException as err:
@@ -59,6 +74,33 @@ def request(session: requests.Session, method: str, url: str, what: str, **kwarg
         yield response
     finally:
         response.close()
+
+
+def content_length(response: requests.Response, what: str, url: str) -> int | None:
+    """The announced size of an answer, if it announces one."""
+    value = response.headers.get("Content-Length")
+    if value is None:
+        return None
+    if not _DIGITS.fullmatch(value.strip()):
+        raise NetworkError(f"{what}: {url} answered Content-Length {shown(value)}; expected a number of bytes")
+    return int(value)
+
+
+def read_body(response: requests.Response, limit: int, what: str, url: str) -> bytes:
+    """A whole answer of at most ``limit`` bytes (after any decompression):
+    larger ones are refused, announced or not."""
+    announced = content_length(response, what, url)
+    if announced is not None and announced > limit:
+        raise NetworkError(f"{what}: {url} is larger than {limit} bytes (Content-Length {announced})")
+    data = bytearray()
+    try:
+        for chunk in response.iter_content(CHUNK_BYTES):
+            data += chunk
+            if len(data) > limit:
+                raise NetworkError(f"{what}: {url} is larger than {limit} bytes")
+    except requests.RequestException as err:
+        raise NetworkError(f"{what}: reading {url} broke off after {len(data)} bytes: {_short(err)}") from None
+    return bytes(data)
 
 
 def _short(err: Exception) -> str:

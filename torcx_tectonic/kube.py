@@ -8,7 +8,7 @@ skip it is honoured only with a loud warning.
 from __future__ import annotations
 
 import base64
-import binascii
+import json
 import logging
 import os
 import tempfile
@@ -16,12 +16,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import requests
+from urllib.parse import quote
 
 from .config import NetworkSettings
-from .errors import InputError, NetworkError
-from .http import make_session, request, timeouts
+from .errors import InputError, NetworkError, shown
+from .http import make_session, read_body, request, timeouts
+from .inputfile import KUBE_VERSION, NODE_NAME, grammar, is_url, parse_json, read_bytes, read_text
 from .yamldoc import load_mapping
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 MAPPINGS_NAMESPACE = "tectonic-system"
 MAPPINGS_CONFIGMAP = "tectonic-torcx-runtime-mappings"
 MAPPINGS_KEY = "runtime-mappings.yaml"
+#: The largest answer read from the api-server (a node object is a few KiB).
+MAX_API_BYTES = 4 << 20
+#: How much of a failed call's answer an error quotes.
+STATUS_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -43,64 +47,114 @@ class Credentials:
     insecure: bool
 
 
-def _named(items: Any, name: str, kind: str, origin: str) -> dict[str, Any]:
-    if not isinstance(items, list):
-        raise InputError(f"{origin}: expected a list of {kind}s")
-    for item in items:
-        value = item.get(kind) if isinstance(item, dict) and item.get("name") == name else None
-        if isinstance(value, dict):
-            return value
-    raise InputError(f"{origin}: no {kind} named {name!r}")
+#: What a kubeconfig field is, as kubectl's types say, in an error's words.
+_KINDS: dict[type, str] = {str: "a string", bool: "true or false (a YAML boolean)", list: "a list", dict: "a mapping"}
+#: A bearer token goes into an HTTP header: visible ASCII only.
+_TOKEN = grammar("a bearer token of visible ASCII characters", r"[!-~]+", 64 * 1024)
+#: Certificates, keys and token files referenced by a kubeconfig.
+MAX_MATERIAL_BYTES = 256 * 1024
 
 
-def _material(entry: Mapping[str, Any], key: str, base: Path, origin: str) -> bytes | None:
-    data, path = entry.get(f"{key}-data"), entry.get(key)
+def _typed(entry: Mapping[str, Any], key: str, kind: type, origin: str, where: str) -> Any:
+    """``entry[key]`` if it has the type kubectl gives that field; None when
+    absent or null (kubectl's zero value). Never a truth test: the string
+    "false" is not a boolean, and is an error rather than true."""
+    value = entry.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise InputError(f"{origin}: {where}.{key} is {_kind_of(value)}; expected {_KINDS[kind]}")
+    return value
+
+
+def _kind_of(value: object) -> str:
+    if isinstance(value, str):
+        return f"the string {shown(value)}"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {shown(value)}"
+    return shown(value)
+
+
+def _named(document: Mapping[str, Any], field: str, kind: str, name: str, origin: str) -> tuple[str, dict[str, Any]]:
+    """The ``kind`` entry called ``name`` in the list ``field`` and where it
+    is; a name listed twice is refused (which one kubectl uses is a guess)."""
+    items = _typed(document, field, list, origin, "kubeconfig") or []
+    found: tuple[str, dict[str, Any]] | None = None
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        where = f"{field}[{index}]"
+        if not isinstance(item, dict):
+            raise InputError(f"{origin}: {where} is {_kind_of(item)}; expected a mapping with name and {kind}")
+        item_name = _typed(item, "name", str, origin, where)
+        if item_name in seen:
+            raise InputError(f"{origin}: {field}[{seen[item_name]}] and {where} are both named {shown(item_name)}; "
+                             "expected each name once")
+        if item_name is not None:
+            seen[item_name] = index
+        if item_name == name:
+            found = (f"{where}.{kind}", _typed(item, kind, dict, origin, where) or {})
+    if found is None:
+        raise InputError(f"{origin}: no {kind} named {shown(name)} in {field}")
+    return found
+
+
+def _material(entry: Mapping[str, Any], key: str, base: Path, origin: str, where: str) -> bytes | None:
+    data, path = _typed(entry, f"{key}-data", str, origin, where), _typed(entry, key, str, origin, where)
     if data:
         try:
             return base64.b64decode(data, validate=True)
-        except (binascii.Error, TypeError):
-            raise InputError(f"{origin}: {key}-data is not valid base64") from None
+        except ValueError:  # binascii.Error, or characters outside ASCII
+            raise InputError(f"{origin}: {where}.{key}-data is not valid base64") from None
     if path:
-        file = base / str(path)
-        try:
-            return file.read_bytes()
-        except OSError as err:
-            raise InputError(f"{origin}: {key} {file}: cannot read: {err.strerror}") from None
+        return read_bytes(base / path, f"the {key} named in {origin}", limit=MAX_MATERIAL_BYTES)
     return None
+
+
+def _server(cluster: Mapping[str, Any], origin: str, where: str) -> str:
+    server = _typed(cluster, "server", str, origin, where)
+    if not is_url(server, ("https",)):
+        raise InputError(f"{origin}: {where}.server {shown(server)} is not an https:// URL with a host")
+    return str(server).rstrip("/")
+
+
+def _token(user: Mapping[str, Any], base: Path, origin: str, where: str) -> str | None:
+    token = _typed(user, "token", str, origin, where)
+    token_file = _typed(user, "tokenFile", str, origin, where)
+    if not token and token_file:
+        # kubectl trims the file's whitespace (a trailing newline is usual)
+        token = read_text(base / token_file, f"the tokenFile named in {origin}", limit=MAX_MATERIAL_BYTES).strip()
+        return _TOKEN.check(token, "token", str(base / token_file))
+    return _TOKEN.check(token, "token", f"{origin}: {where}") if token else None
 
 
 def parse_kubeconfig(text: str, origin: str, base: Path) -> Credentials:
     """Resolve the current context of a kubeconfig into credentials;
-    relative file paths are taken relative to ``base``."""
+    relative file paths are taken relative to ``base``. Every field used has
+    the type kubectl gives it."""
     document = load_mapping(text, origin, "a kubeconfig mapping (apiVersion: v1, kind: Config)")
-    contexts = document.get("contexts")
-    current = document.get("current-context")
+    current = _typed(document, "current-context", str, origin, "kubeconfig")
     if not current:
-        if isinstance(contexts, list) and len(contexts) == 1 and isinstance(contexts[0], dict):
-            current = contexts[0].get("name")
-        else:
+        contexts = _typed(document, "contexts", list, origin, "kubeconfig")
+        if not contexts or len(contexts) != 1 or not isinstance(contexts[0], dict):
             raise InputError(f"{origin}: no current-context and not exactly one context")
-    context = _named(contexts, str(current), "context", origin)
-    cluster = _named(document.get("clusters"), str(context.get("cluster")), "cluster", origin)
-    user = _named(document.get("users"), str(context.get("user")), "user", origin) if context.get("user") else {}
-    server = cluster.get("server")
-    if not isinstance(server, str) or not server.startswith("https://"):
-        raise InputError(f"{origin}: cluster server {server!r} is not an https:// URL")
-    token = user.get("token")
-    if not token and user.get("tokenFile"):
-        token_path = base / str(user["tokenFile"])
-        try:
-            token = token_path.read_text().strip()
-        except OSError as err:
-            raise InputError(f"{origin}: tokenFile {token_path}: cannot read: {err.strerror}") from None
+        current = _typed(contexts[0], "name", str, origin, "contexts[0]") or ""
+    where, context = _named(document, "contexts", "context", current, origin)
+    cluster_name = _typed(context, "cluster", str, origin, where) or ""
+    user_name = _typed(context, "user", str, origin, where)
+    cluster_where, cluster = _named(document, "clusters", "cluster", cluster_name, origin)
+    user_where, user = _named(document, "users", "user", user_name, origin) if user_name else ("user", {})
+    insecure = _typed(cluster, "insecure-skip-tls-verify", bool, origin, cluster_where) is True
     creds = Credentials(
-        server=server.rstrip("/"),
-        ca_pem=_material(cluster, "certificate-authority", base, origin),
-        cert_pem=_material(user, "client-certificate", base, origin),
-        key_pem=_material(user, "client-key", base, origin),
-        token=str(token) if token else None,
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
+        server=_server(cluster, origin, cluster_where),
+        ca_pem=_material(cluster, "certificate-authority", base, origin, cluster_where),
+        cert_pem=_material(user, "client-certificate", base, origin, user_where),
+        key_pem=_material(user, "client-key", base, origin, user_where),
+        token=_token(user, base, origin, user_where),
+        insecure=insecure,
     )
+    if insecure and creds.ca_pem is not None:  # kubectl refuses this combination too
+        raise InputError(f"{origin}: {cluster_where} sets both insecure-skip-tls-verify and a certificate-authority; "
+                         "expected one of them")
     if (creds.cert_pem is None) != (creds.key_pem is None):
         raise InputError(f"{origin}: a client certificate needs both client-certificate and client-key")
     if not creds.token and creds.cert_pem is None:
@@ -109,10 +163,7 @@ def parse_kubeconfig(text: str, origin: str, base: Path) -> Credentials:
 
 
 def load_kubeconfig(path: Path) -> Credentials:
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise InputError(f"kubeconfig {path}: cannot read: {err.strerror}") from None
+    text = read_text(path, "a kubeconfig (apiVersion: v1, kind: Config)")
     return parse_kubeconfig(text, str(path), path.parent)
 
 
@@ -151,54 +202,82 @@ class KubeClient:
         self.session.close()
         self._tmp.cleanup()
 
-    def _json(self, method: str, path: str, what: str, *, missing_ok: bool = False, **kwargs: Any) -> Any:
-        url = self.creds.server + path
-        with request(self.session, method, url, what, timeout=timeouts(self.network), **kwargs) as response:
+    def _json(self, method: str, segments: tuple[str, ...], what: str, *, missing_ok: bool = False,
+              **kwargs: Any) -> Any:
+        """Call the api-server at the path made of ``segments``, each quoted
+        whole: a name can never add a path segment or a ``..``."""
+        url = self.creds.server + "".join("/" + quote(segment, safe="") for segment in segments)
+        with request(self.session, method, url, what, timeout=timeouts(self.network), stream=True,
+                     **kwargs) as response:
             if missing_ok and response.status_code == 404:
                 return None
+            body = read_body(response, MAX_API_BYTES, what, url)
             if response.status_code >= 400:
-                detail = _status_message(response)
-                raise NetworkError(f"{what}: {method} {url} answered {response.status_code}: {detail}")
+                raise NetworkError(f"{what}: {method} {url} answered {response.status_code}: {_status_message(body)}")
             try:
-                return response.json()
-            except ValueError:
-                raise NetworkError(f"{what}: {method} {url} did not answer JSON") from None
+                return parse_json(body, f"{method} {url}", "a JSON answer")
+            except InputError as err:
+                raise NetworkError(f"{what}: {err}") from None
 
     def version(self) -> str:
-        body = self._json("GET", "/version", "api-server version")
+        """The cluster's gitVersion, exactly as answered and checked as such."""
+        body = self._json("GET", ("version",), "api-server version")
         version = body.get("gitVersion") if isinstance(body, dict) else None
         if not isinstance(version, str) or not version:
             raise NetworkError(f"api-server version: {self.creds.server}/version has no gitVersion")
+        KUBE_VERSION.check(version, "gitVersion", f"api-server version: {self.creds.server}/version")
         return version
 
     def configmap_value(self, namespace: str, name: str, key: str) -> str | None:
-        body = self._json("GET", f"/api/v1/namespaces/{namespace}/configmaps/{name}", f"ConfigMap {namespace}/{name}",
-                          missing_ok=True)
+        what = f"ConfigMap {namespace}/{name}"
+        body = self._json("GET", ("api", "v1", "namespaces", namespace, "configmaps", name), what, missing_ok=True)
         if body is None:
             return None
-        value = (body.get("data") or {}).get(key) if isinstance(body, dict) else None
+        data = body.get("data") if isinstance(body, dict) else None
+        if data is not None and not isinstance(data, dict):
+            raise NetworkError(f"{what}: data is {shown(data)}; expected a mapping of keys to text")
+        value = (data or {}).get(key)
         return value if isinstance(value, str) else None
 
     def node(self, name: str) -> dict[str, Any]:
-        body = self._json("GET", f"/api/v1/nodes/{name}", f"node {name}")
+        """The node object; its metadata, labels and annotations, when
+        present, are mappings (callers look into them)."""
+        what = f"node {name}"
+        body = self._json("GET", ("api", "v1", "nodes", check_node_name(name)), what)
         if not isinstance(body, dict):
-            raise NetworkError(f"node {name}: the api-server answered no object")
+            raise NetworkError(f"{what}: the api-server answered no object")
+        metadata = body.get("metadata")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise NetworkError(f"{what}: metadata is {shown(metadata)}; expected a mapping")
+        for field in ("labels", "annotations"):
+            value = (metadata or {}).get(field)
+            if value is not None and not isinstance(value, dict):
+                raise NetworkError(f"{what}: metadata.{field} is {shown(value)}; expected a mapping")
         return body
 
     def annotate_node(self, name: str, annotations: Mapping[str, str]) -> dict[str, Any]:
         body = self._json(
-            "PATCH", f"/api/v1/nodes/{name}", f"annotate node {name}",
+            "PATCH", ("api", "v1", "nodes", check_node_name(name)), f"annotate node {name}",
             json={"metadata": {"annotations": dict(annotations)}},
             headers={"Content-Type": "application/merge-patch+json"},
         )
         return body if isinstance(body, dict) else {}
 
 
-def _status_message(response: requests.Response) -> str:
+def check_node_name(name: str) -> str:
+    """A node name as Kubernetes allows it; the host name kubelet uses by
+    default can be anything the host was called, so it is checked here, at
+    the one place a name enters a URL."""
+    return NODE_NAME.check(name, "node name", "kubernetes", hint="set [kubernetes] node_name")
+
+
+def _status_message(body: bytes) -> str:
+    """What a failed call's answer says: a Kubernetes Status message, or
+    the start of whatever else it is."""
+    text = body.decode("utf-8", errors="replace")
     try:
-        body = response.json()
-    except ValueError:
-        return " ".join(response.text.split())[:200]
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return str(body["message"])
-    return str(body)[:200]
+        answer = json.loads(text)
+    except (ValueError, RecursionError):
+        answer = None
+    message = answer.get("message") if isinstance(answer, dict) else None
+    return " ".join((message if isinstance(message, str) else text).split())[:STATUS_CHARS]

@@ -8,32 +8,28 @@ frozen types; unknown kinds are rejected.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
-from .errors import InputError
+from .errors import InputError, shown
+from .inputfile import BOARD, NAME, OS_VERSION, grammar, is_url, parse_json
 from .paths import VENDOR_STORE
 
 PACKAGE_LIST_KIND = "torcx-package-list-v0"
 HASH_PREFIX = "sha512-"
 CHUNK_BYTES = 1 << 20
 _HEX512 = re.compile(r"^[0-9a-f]{128}$")
-#: torcx image names and references: no path separators, no leading dot.
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*$")
+#: A location's path: absolute, no "..", nothing a shell or a unit file would read differently.
+_LOCATION_PATH = grammar("an absolute path without '..'", r"(?!.*/\.\.(?:/|$))/[A-Za-z0-9_.+:@/-]*", 4096)
 
 
-def check_name(value: str, what: str, origin: str) -> str:
+def check_name(value: object, what: str, origin: str) -> str:
     """Reject names that could escape a store directory (``../x``, ``a/b``)."""
-    if not isinstance(value, str) or not _SAFE_NAME.fullmatch(value) or ".." in value:
-        raise InputError(
-            f"{origin}: {what} {value!r} is not allowed; expected letters, digits, '.', '_', '+', '-' "
-            "without '/' or '..'"
-        )
-    return value
+    return NAME.check(value, what, origin)
 
 
 @dataclass(frozen=True)
@@ -81,13 +77,18 @@ class PackageList:
         return next((p for p in self.packages if p.name == name), None)
 
     def versions_of(self, name: str) -> tuple[str, ...]:
+        """The versions of ``name`` that can be installed: one listed
+        without any location is not offered (as the original tool moves on
+        to the next preferred version) rather than chosen and failing later."""
         package = self.package(name)
-        return tuple(v.version for v in package.versions) if package else ()
+        return tuple(v.version for v in package.versions if v.locations) if package else ()
 
 
-def _field(obj: Any, key: str, kind: type, where: str) -> Any:
+def _field(obj: Any, key: str, kind: type, where: str, *, required: bool = True) -> Any:
     if not isinstance(obj, dict) or key not in obj:
-        raise InputError(f"{where}: missing {key!r}")
+        if required:
+            raise InputError(f"{where}: missing {key!r}")
+        return None
     value = obj[key]
     if not isinstance(value, kind):
         raise InputError(f"{where}.{key}: expected {kind.__name__}, got {type(value).__name__}")
@@ -98,10 +99,10 @@ def _parse_location(raw: Any, where: str) -> Location:
     if not isinstance(raw, dict):
         raise InputError(f"{where}: expected an object with 'path' or 'url'")
     path, url = raw.get("path"), raw.get("url")
-    if path is not None and (not isinstance(path, str) or not path.startswith("/") or ".." in path.split("/")):
-        raise InputError(f"{where}.path: {path!r} is not an absolute path without '..'")
-    if url is not None and (not isinstance(url, str) or not url.startswith(("https://", "http://"))):
-        raise InputError(f"{where}.url: {url!r} is not an http(s) URL")
+    if path is not None:
+        _LOCATION_PATH.check(path, "path", where)
+    if url is not None and not is_url(url, ("https", "http")):
+        raise InputError(f"{where}.url: {shown(url)} is not an http(s) URL")
     if path is None and url is None:
         raise InputError(f"{where}: expected 'path' or 'url'")
     return Location(path=path, url=url)
@@ -111,45 +112,53 @@ def _parse_version(raw: Any, where: str) -> PackageVersion:
     version = check_name(_field(raw, "version", str, where), "version", where)
     digest = _field(raw, "hash", str, where)
     if not digest.startswith(HASH_PREFIX) or not _HEX512.fullmatch(digest[len(HASH_PREFIX):]):
-        raise InputError(f"{where}.hash: {digest!r} is not 'sha512-' followed by 128 lowercase hex digits")
+        raise InputError(f"{where}.hash: {shown(digest)} is not 'sha512-' followed by 128 lowercase hex digits")
     locations = _field(raw, "locations", list, where)
     return PackageVersion(
         version=version,
         sha512=digest[len(HASH_PREFIX):],
-        source_package=str(raw.get("sourcePackage", "")),
+        source_package=_field(raw, "sourcePackage", str, where, required=False) or "",
         locations=tuple(_parse_location(loc, f"{where}.locations[{i}]") for i, loc in enumerate(locations)),
     )
 
 
+def _once(items: Iterable[tuple[str, str]], what: str, where: str) -> None:
+    """Refuse a name listed twice: which entry counts would be a silent guess."""
+    first: dict[str, str] = {}
+    for name, place in items:
+        if name in first:
+            raise InputError(f"{where}: {what} {shown(name)} is listed twice ({first[name]} and {place}); "
+                             "expected each once")
+        first[name] = place
+
+
 def parse_package_list(data: bytes | str, source: str) -> PackageList:
     """Parse and validate a torcx-package-list-v0 document."""
-    try:
-        document = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise InputError(f"{source}: not valid JSON: {err}") from None
+    document = parse_json(data, source, f"a {PACKAGE_LIST_KIND} JSON document")
     kind = document.get("kind") if isinstance(document, dict) else None
     if kind != PACKAGE_LIST_KIND:
-        raise InputError(f"{source}: kind is {kind!r}; expected {PACKAGE_LIST_KIND!r}")
+        raise InputError(f"{source}: kind is {shown(kind)}; expected {PACKAGE_LIST_KIND!r}")
     value = _field(document, "value", dict, source)
     packages = []
     for i, raw in enumerate(_field(value, "packages", list, f"{source}: value")):
         where = f"{source}: value.packages[{i}]"
         name = check_name(_field(raw, "name", str, where), "package name", where)
-        default = raw.get("defaultVersion")
-        versions = _field(raw, "versions", list, where)
-        packages.append(
-            Package(
-                name=name,
-                default_version=default if isinstance(default, str) else None,
-                versions=tuple(_parse_version(v, f"{where}.versions[{j}]") for j, v in enumerate(versions)),
-            )
-        )
+        versions = tuple(_parse_version(v, f"{where}.versions[{j}]")
+                         for j, v in enumerate(_field(raw, "versions", list, where)))
+        _once(((v.version, f"versions[{j}]") for j, v in enumerate(versions)), "version", where)
+        packages.append(Package(name=name, default_version=_field(raw, "defaultVersion", str, where, required=False),
+                                versions=versions))
+    _once(((p.name, f"packages[{i}]") for i, p in enumerate(packages)), "package", f"{source}: value")
     return PackageList(packages=tuple(packages), source=source)
 
 
 def manifest_url(template: str, board: str, os_version: str) -> str:
-    """Fill the Go-template placeholders users already write."""
-    return template.replace("{{.Board}}", board).replace("{{.OSVersion}}", os_version)
+    """Fill the Go-template placeholders users already write; the values
+    are checked against their grammar and quoted, so neither can move the
+    URL to another path (``../../x``) or host."""
+    board_segment = quote(BOARD.check(board, "board", "manifest URL"), safe="")
+    version_segment = quote(OS_VERSION.check(os_version, "OS version", "manifest URL"), safe="")
+    return template.replace("{{.Board}}", board_segment).replace("{{.OSVersion}}", version_segment)
 
 
 def sha512_of_stream(chunks: Iterable[bytes]) -> str:

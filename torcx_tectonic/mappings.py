@@ -2,23 +2,22 @@
 
 The document (``kind: VersionManifestV1``) comes from the cluster's ConfigMap
 or the installer's local copy; lookups go by ``major.minor`` of the cluster
-version.
+version. Installers write keys and versions unquoted (``1.10:``,
+``docker: [17.03, 1.12]``); they are read as the text they are written as,
+as the original tool's YAML library did, so ``1.10`` stays ``1.10``.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+from pathlib import Path
 
-from .errors import InputError
-from .yamldoc import load_mapping
+from .errors import InputError, shown
+from .inputfile import KUBE_VERSION, NAME, grammar, read_text_if_exists
+from .yamldoc import LiteralLoader, load_mapping
 
 MAPPINGS_KIND = "VersionManifestV1"
-_KUBE_VERSION = re.compile(
-    r"^v?(?P<major>0|[1-9]\d*)\.(?P<minor>0|[1-9]\d*)(?:\.(?P<patch>\d+))?"
-    r"(?P<rest>[-+_.][0-9A-Za-z.+_-]*)?$"
-)
-_MINOR_KEY = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)$")
+_MINOR_KEY = grammar('a "major.minor" version like 1.8', r"(?:0|[1-9][0-9]{0,8})\.(?:0|[1-9][0-9]{0,8})", 19)
 
 
 @dataclass(frozen=True)
@@ -42,38 +41,46 @@ class RuntimeMappings:
 
 
 def kube_minor(version: str) -> str:
-    """``major.minor`` of a Kubernetes version like ``v1.8.4+coreos.0``."""
-    match = _KUBE_VERSION.match(version.strip())
-    if not match:
-        raise InputError(f"{version!r} is not a Kubernetes version like v1.8.4+coreos.0")
+    """``major.minor`` of a Kubernetes version like ``v1.8.4+coreos.0``.
+
+    The string is checked as it is, not a stripped copy: it is the one that
+    is used afterwards (in kubelet.env, for one), so ``"v1.8.4\\n"`` is refused.
+    """
+    match = KUBE_VERSION.pattern.fullmatch(KUBE_VERSION.check(version, "version", "Kubernetes"))
+    assert match is not None  # checked
     return f"{match['major']}.{match['minor']}"
 
 
 def parse_mappings(text: str, source: str, runtime: str = "docker") -> RuntimeMappings:
-    """Parse a VersionManifestV1 document for one runtime."""
-    document = load_mapping(text, source, f"a mapping with kind: {MAPPINGS_KIND}")
+    """Parse a VersionManifestV1 document for one runtime.
+
+    A minor without an entry for ``runtime`` (e.g. only podman) is not
+    mapped; an entry of the wrong shape is an error, never dropped.
+    """
+    document = load_mapping(text, source, f"a mapping with kind: {MAPPINGS_KIND}", LiteralLoader)
     kind = document.get("kind")
     if kind != MAPPINGS_KIND:
-        raise InputError(f"{source}: kind is {kind!r}; expected {MAPPINGS_KIND!r}")
-    k8s = (document.get("versions") or {}).get("k8s") if isinstance(document.get("versions"), dict) else None
+        raise InputError(f"{source}: kind is {shown(kind)}; expected {MAPPINGS_KIND!r}")
+    versions = document.get("versions")
+    k8s = versions.get("k8s") if isinstance(versions, dict) else None
     if not isinstance(k8s, dict):
         raise InputError(f"{source}: expected versions.k8s to map \"major.minor\" to runtime lists")
     by_minor: dict[str, tuple[str, ...]] = {}
     for minor, entry in k8s.items():
-        key = str(minor)
-        if isinstance(minor, float):
-            raise InputError(
-                f"{source}: versions.k8s key {minor!r} is an unquoted number; quote it (\"{key}\") "
-                "so that 1.10 is not read as 1.1"
-            )
-        if not _MINOR_KEY.fullmatch(key):
-            raise InputError(f"{source}: versions.k8s key {key!r} is not a \"major.minor\" version like \"1.8\"")
-        if not isinstance(entry, dict) or runtime not in entry:
+        key = _MINOR_KEY.check(minor, "versions.k8s key", source)
+        where = f"versions.k8s.{key}"
+        if not isinstance(entry, dict):
+            raise InputError(f"{source}: {where} is {shown(entry)}; expected a mapping of runtime names to lists")
+        if runtime not in entry:
             continue
-        versions = entry[runtime]
-        if not isinstance(versions, list) or not all(isinstance(v, str) and v for v in versions):
-            raise InputError(
-                f"{source}: versions.k8s.{key}.{runtime} must be a list of version strings, got {versions!r}"
-            )
-        by_minor[key] = tuple(versions)
+        listed = entry[runtime]
+        if not isinstance(listed, list):
+            raise InputError(f"{source}: {where}.{runtime} is {shown(listed)}; expected a list of versions")
+        by_minor[key] = tuple(NAME.check(v, f"{where}.{runtime} entry", source) for v in listed)
     return RuntimeMappings(by_minor=by_minor, source=source)
+
+
+def load_mappings(path: Path, runtime: str = "docker") -> RuntimeMappings | None:
+    """The node-local runtime mappings, or None when there are none."""
+    text = read_text_if_exists(path, f"runtime mappings (kind: {MAPPINGS_KIND})")
+    return None if text is None else parse_mappings(text, str(path), runtime)

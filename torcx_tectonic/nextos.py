@@ -27,7 +27,7 @@ def os_versions(ctx: Context, *, attempt_update: bool = False, engine_optional: 
     """Find the running OS and the one that boots next. ``engine_optional``:
     an unreachable update_engine means no pending update (a bootstrap that
     was told not to update the OS must not fail on that)."""
-    current = osrelease.read_os_release((ctx.paths.os_release,))
+    current = osrelease.read_os_release(ctx.paths.os_release)
     boot = ctx.config.bootstrap
     update: str | None = None
     failures: tuple[str, ...] = ()

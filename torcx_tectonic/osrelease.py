@@ -1,25 +1,30 @@
 """The running OS: version and board from os-release.
 
-``/etc/os-release`` takes precedence over ``/usr/lib/os-release`` (the
-os-release(5) rule); old Container Linux releases lack ``COREOS_BOARD`` so the
-board falls back to the machine architecture.
+Only ``/usr/lib/os-release`` is read: torcx keys its versioned stores by the
+``VERSION_ID`` of that file alone, so an ``/etc/os-release`` override must
+not move addons into a store torcx never reads. Old Container Linux releases
+lack ``COREOS_BOARD``, so the board falls back to the machine architecture.
 """
 
 from __future__ import annotations
 
 import platform
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from .envfile import parse_env
 from .errors import InputError
-from .paths import OS_RELEASE_PATHS
+from .inputfile import BOARD, OS_VERSION, read_text
+from .paths import OS_RELEASE as OS_RELEASE_PATH  # the os-release torcx reads
+
+__all__ = ["BOARD_BY_MACHINE", "OS_RELEASE_PATH", "OSRelease", "os_release_from_text", "parse_os_version",
+           "read_os_release"]
 
 #: Container Linux board per machine architecture, for releases without COREOS_BOARD.
 BOARD_BY_MACHINE = {"x86_64": "amd64-usr", "aarch64": "arm64-usr", "arm64": "arm64-usr"}
+
 
 
 @dataclass(frozen=True)
@@ -30,19 +35,14 @@ class OSRelease:
     board: str
 
 
-def parse_os_version(value: str, origin: str) -> Version:
-    """A Container Linux version (``1632.3.0``) as a comparable Version."""
-    try:
-        version = Version(value)
-    except InvalidVersion:
-        raise InputError(f"{origin}: OS version {value!r} is not a version like 1632.3.0") from None
-    if version.local or version.pre or version.post or version.dev or len(version.release) != 3:
-        raise InputError(f"{origin}: OS version {value!r} is not of the form MAJOR.MINOR.PATCH")
-    return version
+def parse_os_version(value: object, origin: str) -> Version:
+    """A Container Linux version (``1632.3.0``) as a comparable Version;
+    the one check every place that takes an OS version makes."""
+    return Version(OS_VERSION.check(value, "OS version", origin))
 
 
 def os_release_from_text(text: str, origin: str, machine: str | None = None) -> OSRelease:
-    """Turn os-release text into an OSRelease, validating the version."""
+    """Turn os-release text into an OSRelease, validating the version and board."""
     values = parse_env(text, origin)
     version = values.get("VERSION_ID")
     if not version:
@@ -57,15 +57,10 @@ def os_release_from_text(text: str, origin: str, machine: str | None = None) -> 
                 f"{origin}: COREOS_BOARD is missing and machine {arch!r} has no known board",
                 hint=f"known: {', '.join(sorted(BOARD_BY_MACHINE))}",
             )
+    BOARD.check(board, "COREOS_BOARD", origin)
     return OSRelease(version=version, board=board)
 
 
-def read_os_release(candidates: Sequence[Path] = OS_RELEASE_PATHS) -> OSRelease:
-    """Read the first os-release file that exists."""
-    for path in candidates:
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            continue
-        return os_release_from_text(text, str(path))
-    raise InputError(f"no os-release file found; looked at {', '.join(map(str, candidates))}")
+def read_os_release(path: Path = OS_RELEASE_PATH) -> OSRelease:
+    """The OS this node runs, as torcx sees it."""
+    return os_release_from_text(read_text(path, "an os-release file with VERSION_ID"), str(path))

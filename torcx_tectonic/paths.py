@@ -15,7 +15,6 @@ from .installdirs import SYSCONF_DIR
 
 #: torcx reads VERSION_ID from this file only (an /etc/os-release override does not move its stores).
 OS_RELEASE = Path("/usr/lib/os-release")
-OS_RELEASE_PATHS = (Path("/etc/os-release"), OS_RELEASE)
 
 CONFIG_FILE = Path(SYSCONF_DIR, "torcx-tectonic/torcx-tectonic.conf")
 CONFIG_DROPIN_DIR = Path(SYSCONF_DIR, "torcx-tectonic/conf.d")

@@ -3,6 +3,13 @@
 Profiles are JSON documents (``profile-manifest-v0`` or ``-v1``); a profile
 keeps the kind it already has. The profile applied at next boot is named in
 ``/etc/torcx/next-profile``.
+
+What torcx itself writes and accepts is read the same way here: ``"images":
+null`` (the run profile it seals when it applied nothing) and an empty file
+are empty profiles; ``remote`` on a v0 image, which torcx ignores, is
+ignored too and so not written back when the profile is rewritten (v0 has no
+such field; only v1 profiles carry remotes); a ``.json`` suffix in
+next-profile is trimmed, as torcx does, so the same profile file is updated.
 """
 
 from __future__ import annotations
@@ -12,11 +19,17 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .atomic import write_if_changed
-from .errors import InputError
+from .envfile import parse_env
+from .errors import InputError, shown
+from .inputfile import parse_json, read_text_if_exists
 from .manifest import check_name
 
 PROFILE_KINDS = ("profile-manifest-v0", "profile-manifest-v1")
+PROFILE_SUFFIX = ".json"
 VENDOR_PROFILE = "vendor"
+#: next-profile holds one name.
+MAX_NAME_FILE_BYTES = 4096
+_MISSING = object()
 
 
 @dataclass(frozen=True)
@@ -33,15 +46,16 @@ class Profile:
 
 
 def parse_profile(text: str, origin: str) -> Profile:
-    try:
-        document = json.loads(text)
-    except ValueError as err:
-        raise InputError(f"{origin}: not valid JSON: {err}") from None
+    if not text.strip():  # torcx treats an empty profile file as an empty profile
+        return Profile(kind=PROFILE_KINDS[0], images=())
+    document = parse_json(text, origin, f"a torcx profile ({' or '.join(PROFILE_KINDS)})")
     kind = document.get("kind") if isinstance(document, dict) else None
     if kind not in PROFILE_KINDS:
-        raise InputError(f"{origin}: kind is {kind!r}; expected one of {', '.join(PROFILE_KINDS)}")
+        raise InputError(f"{origin}: kind is {shown(kind)}; expected one of {', '.join(PROFILE_KINDS)}")
     value = document.get("value")
-    raw_images = value.get("images") if isinstance(value, dict) else None
+    raw_images = value.get("images", _MISSING) if isinstance(value, dict) else _MISSING
+    if raw_images is None:  # what torcx writes when it applied nothing
+        raw_images = []
     if not isinstance(raw_images, list):
         raise InputError(f"{origin}: expected value.images to be a list")
     images = []
@@ -51,9 +65,9 @@ def parse_profile(text: str, origin: str) -> Profile:
             raw.get("reference"), str
         ):
             raise InputError(f"{where}: expected an object with string 'name' and 'reference'")
-        remote = raw.get("remote")
-        if remote is not None and (kind == PROFILE_KINDS[0] or not isinstance(remote, str)):
-            raise InputError(f"{where}: 'remote' is only allowed as a string in {PROFILE_KINDS[1]}")
+        remote = raw.get("remote") if kind == PROFILE_KINDS[1] else None  # v0 has none; torcx ignores it there
+        if remote is not None and not isinstance(remote, str):
+            raise InputError(f"{where}: 'remote' is {shown(remote)}; expected a string")
         images.append(Image(name=raw["name"], reference=raw["reference"], remote=remote or None))
     return Profile(kind=kind, images=tuple(images))
 
@@ -89,23 +103,17 @@ def target_profile_name(next_profile: str | None, configured: str) -> str:
 
 
 def read_next_profile(path: Path) -> str | None:
-    try:
-        name = path.read_text().strip()
-    except FileNotFoundError:
-        return None
-    if not name:
-        return None
-    check_name(name, "profile name", str(path))
-    return name
+    """The profile named in next-profile, as torcx reads it: whitespace and
+    a ``.json`` suffix trimmed (``tectonic.json`` names ``tectonic``)."""
+    text = read_text_if_exists(path, "the name of a torcx profile", limit=MAX_NAME_FILE_BYTES)
+    name = (text or "").strip().removesuffix(PROFILE_SUFFIX)
+    return check_name(name, "profile name", str(path)) if name else None
 
 
 def load_profile(directory: Path, name: str) -> Profile | None:
-    path = directory / f"{check_name(name, 'profile name', str(directory))}.json"
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return None
-    return parse_profile(text, str(path))
+    path = directory / f"{check_name(name, 'profile name', str(directory))}{PROFILE_SUFFIX}"
+    text = read_text_if_exists(path, "a torcx profile")
+    return None if text is None else parse_profile(text, str(path))
 
 
 def select_image(
@@ -122,7 +130,7 @@ def select_image(
         current = load_profile(vendor_profiles, profile_name)
     updated = with_image(current, name, reference)
     changed = []
-    profile_path = user_profiles / f"{profile_name}.json"
+    profile_path = user_profiles / f"{profile_name}{PROFILE_SUFFIX}"
     if (current != updated or not profile_path.exists()) and write_if_changed(profile_path, render_profile(updated)):
         changed.append(profile_path)
     if write_if_changed(next_profile_file, profile_name + "\n"):
@@ -139,16 +147,11 @@ def selected_reference(profile: Profile | None, name: str) -> str | None:
 def booted_reference(metadata: Path, name: str) -> str | None:
     """The reference of ``name`` that torcx applied at this boot, from
     /run/metadata/torcx (None when torcx left no record)."""
-    from .envfile import parse_env
-
-    try:
-        values = parse_env(metadata.read_text(), str(metadata))
-    except FileNotFoundError:
-        return None
-    applied = values.get("TORCX_PROFILE_PATH")
+    text = read_text_if_exists(metadata, "torcx's boot metadata (KEY=value lines)")
+    applied = parse_env(text, str(metadata)).get("TORCX_PROFILE_PATH") if text is not None else None
     if not applied:
         return None
-    try:
-        return selected_reference(parse_profile(Path(applied).read_text(), applied), name)
-    except FileNotFoundError:
-        return None
+    if not applied.startswith("/"):
+        raise InputError(f"{metadata}: TORCX_PROFILE_PATH {shown(applied)} is not an absolute path")
+    profile_text = read_text_if_exists(Path(applied), "the profile torcx applied at boot")
+    return None if profile_text is None else selected_reference(parse_profile(profile_text, applied), name)

@@ -8,17 +8,19 @@ keyring is de-armored here first (RFC 4880 §6: base64 with a CRC-24).
 from __future__ import annotations
 
 import base64
-import binascii
 import subprocess
 import tempfile
 from pathlib import Path
 
-from .errors import InputError, VerificationError
+from .errors import InputError, VerificationError, shown
+from .inputfile import read_bytes
 
 GPGV = "gpgv"
 GPGV_TIMEOUT_SECS = 60
 ARMOR_BEGIN = "-----BEGIN PGP PUBLIC KEY BLOCK-----"
 ARMOR_END = "-----END PGP PUBLIC KEY BLOCK-----"
+#: A keyring of a few release keys is a few KiB.
+MAX_KEYRING_BYTES = 1 << 20
 
 
 def crc24(data: bytes) -> int:
@@ -58,9 +60,9 @@ def dearmor(text: str, origin: str) -> bytes:
             raise InputError(f"{origin}: armored keyring has no {ARMOR_END!r} line")
         try:
             data = base64.b64decode("".join(body), validate=True)
-        except binascii.Error as err:
+        except ValueError as err:  # binascii.Error, or characters outside ASCII
             raise InputError(f"{origin}: armored keyring is not valid base64: {err}") from None
-        if checksum is not None and base64.b64decode(checksum) != crc24(data).to_bytes(3, "big"):
+        if checksum is not None and _checksum(checksum, origin) != crc24(data).to_bytes(3, "big"):
             raise InputError(f"{origin}: armored keyring checksum does not match")
         packets += data
     if not found:
@@ -68,12 +70,21 @@ def dearmor(text: str, origin: str) -> bytes:
     return packets
 
 
+def _checksum(line: str, origin: str) -> bytes:
+    """The 3 bytes of an armor checksum line (``=`` and 4 base64 characters)."""
+    try:
+        return base64.b64decode(line, validate=True)
+    except ValueError:  # binascii.Error, or characters outside ASCII
+        raise InputError(f"{origin}: armor checksum line {shown('=' + line)} is not '=' and 4 base64 characters "
+                         "(a CRC-24)") from None
+
+
 def load_keyring(path: Path) -> bytes:
     """A keyring's binary packets, whether the file is binary or armored."""
     try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise InputError(f"keyring {path}: cannot read: {err.strerror}", hint="set [torcx] keyring") from None
+        data = read_bytes(path, "an OpenPGP keyring (binary or armored)", limit=MAX_KEYRING_BYTES)
+    except InputError as err:
+        raise InputError(f"keyring {err}", hint="set [torcx] keyring") from None
     if not data:
         raise InputError(f"keyring {path}: file is empty; expected OpenPGP public keys")
     if data.lstrip().startswith(b"-----BEGIN"):

@@ -13,10 +13,11 @@ import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 from .atomic import atomic_writer, fsync_dir
 from .errors import VerificationError
+from .inputfile import OS_VERSION
 from .manifest import check_name, file_sha512, read_chunks, sha512_of_stream
 from .osrelease import parse_os_version
 
@@ -72,27 +73,12 @@ def list_addons(store: Path) -> list[tuple[str, str]]:
     return found
 
 
-def _as_os_version(name: str) -> Version | None:
-    try:
-        return parse_os_version(name, "store")
-    except Exception:
-        return None
-
-
 def select_gc(entries: Sequence[str], current_os: str) -> list[str]:
     """Versioned store names older than the running OS: the only things GC
-    removes. Anything that is not an OS version is left alone."""
+    removes. Anything that is not an OS version exactly as torcx names a
+    store (not v1520.3.0, 1520.03.0, ...) is left alone."""
     current = parse_os_version(current_os, "current OS")
-    chosen = []
-    for name in entries:
-        try:
-            version = Version(name)
-        except InvalidVersion:
-            continue
-        # only a name torcx itself would use (VERSION_ID as is): not v1520.3.0, 1520.03.0, ...
-        if _as_os_version(name) is not None and str(version) == name and version < current:
-            chosen.append(name)
-    return sorted(chosen)
+    return sorted(name for name in entries if OS_VERSION.matches(name) and Version(name) < current)
 
 
 def gc_versioned_stores(user_store: Path, current_os: str) -> list[str]:

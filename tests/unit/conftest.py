@@ -17,6 +17,9 @@ from .helpers import SIGNED_DATA, Keys, RoutedServer, gpg_fingerprint, gpg_run, 
 if TYPE_CHECKING:
     from .stepenv import StepEnv
 
+# Hypothesis keeps its caches under build/ (ignored, removed by make clean), not in the work tree.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(__file__).resolve().parents[2] / "build" / "hypothesis"))
+
 
 @pytest.fixture(scope="session")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import http.server
+import ipaddress
+import ssl
 import subprocess
 import threading
 from collections.abc import Iterator, Mapping
@@ -44,16 +47,18 @@ def tree(root: Path) -> dict[str, str]:
 
 
 class Routes(http.server.BaseHTTPRequestHandler):
-    """Serves ``server.routes[path] = (status, body)``; everything else is 404."""
+    """Serves ``server.routes[path] = (status, body)`` or ``(status, body,
+    headers)`` (which replace the usual ones); everything else is 404."""
 
     server: RoutedServer
 
     def do_GET(self) -> None:
         self.server.requests.append(self.path)
-        status, body = self.server.routes.get(self.path, (404, b"not found"))
+        status, body, *extra = self.server.routes.get(self.path, (404, b"not found"))
+        headers = extra[0] if extra else {"Content-Length": str(len(body)), "Content-Type": "application/json"}
         self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Content-Type", "application/json")
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -62,21 +67,29 @@ class Routes(http.server.BaseHTTPRequestHandler):
 
 
 class RoutedServer(http.server.ThreadingHTTPServer):
-    routes: dict[str, tuple[int, bytes]]
+    routes: dict[str, tuple[int, bytes] | tuple[int, bytes, dict[str, str]]]
     requests: list[str]
+    scheme: str
 
     @property
     def base(self) -> str:
         host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}"
+        return f"{self.scheme}://{host!s}:{port}"
 
 
 @contextmanager
-def http_server() -> Iterator[RoutedServer]:
-    """A local HTTP server on 127.0.0.1 with a route table the test fills."""
+def http_server(tls: TlsFiles | None = None) -> Iterator[RoutedServer]:
+    """A local HTTP server on 127.0.0.1 with a route table the test fills;
+    HTTPS with the certificate of ``tls``."""
     server = RoutedServer(("127.0.0.1", 0), Routes)
     server.routes = {}
     server.requests = []
+    server.scheme = "http"
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls.cert, tls.key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        server.scheme = "https"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     try:
@@ -85,6 +98,40 @@ def http_server() -> Iterator[RoutedServer]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A self-signed certificate for 127.0.0.1 (its own trust anchor) and its key, as PEM files."""
+
+    cert: Path
+    key: Path
+
+
+def self_signed(directory: Path, name: str = "server") -> TlsFiles:
+    """A certificate for 127.0.0.1 that is its own CA; a second call gives
+    an unrelated one (a bundle that must not be trusted)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"torcx-tectonic test {name}")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    files = TlsFiles(directory / f"{name}.crt", directory / f"{name}.key")
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+    return files
 
 
 #: The document every prepared signature signs.

@@ -56,7 +56,7 @@ def test_kubelet_env_is_written_from_the_installer_copy_once(env: StepEnv) -> No
 
 
 @pytest.mark.parametrize(("template", "expected"), [
-    (None, "installer/kubelet.env: missing; expected the installer's kubelet.env"),
+    (None, "installer/kubelet.env: missing; expected a kubelet environment file with KUBELET_IMAGE_TAG"),
     ("KUBELET_IMAGE_TAG=v1\nbroken line\n", "installer/kubelet.env:2: expected KEY=value"),
 ], ids=["missing", "malformed"])
 def test_a_bad_installer_kubelet_env_writes_nothing(env: StepEnv, template: str | None, expected: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -174,7 +175,7 @@ def test_load_manifest_saved_by_an_earlier_step(tmp_path: Path) -> None:
     saved.write_bytes(MANIFEST)
     assert load_manifest(saved).versions_of("docker") == ("17.03",)
     saved.write_bytes(b"{")
-    with pytest.raises(InputError, match=f"{saved}: not valid JSON"):
+    with pytest.raises(InputError, match=f"{saved}:1: not valid JSON"):
         load_manifest(saved)
 
 
@@ -200,3 +201,49 @@ def test_session_retries_a_transient_error(server: RoutedServer) -> None:
     with request(make_session(network), "GET", server.base + "/flaky", "flaky") as response:
         assert response.status_code == 503
     assert server.requests == ["/flaky"] * 3
+
+
+# --- answers of the wrong shape ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Content-Length": "abc"}, "answered Content-Length 'abc'; expected a number of bytes"),
+        ({"Content-Length": "-1"}, "answered Content-Length '-1'; expected a number of bytes"),
+        ({"Content-Length": "9" * 30}, f"answered Content-Length '{'9' * 30}'; expected a number of bytes"),
+    ],
+    ids=["letters", "negative", "huge"],
+)
+def test_a_content_length_that_is_not_a_size_is_a_network_error(
+    server: RoutedServer, keys: Keys, headers: dict[str, str], expected: str
+) -> None:
+    server.routes["/docker.tgz"] = (200, ADDON, {**headers, "Connection": "close"})
+    server.routes[MANIFEST_PATH] = (200, MANIFEST, {**headers, "Connection": "close"})
+    with Bucket(_config(server, keys.keyring, verify="no")) as bucket:
+        with pytest.raises(NetworkError) as caught:
+            b"".join(bucket.download(server.base + "/docker.tgz", "docker:17.03.torcx.tgz"))
+        assert str(caught.value) == f"docker:17.03.torcx.tgz: {server.base}/docker.tgz {expected}"
+        with pytest.raises(NetworkError, match=re.escape(expected)):
+            bucket.manifest("amd64-usr", "1632.3.0")
+
+
+def test_an_announced_oversized_manifest_is_refused_before_reading(
+    server: RoutedServer, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bucket_module, "MAX_MANIFEST_BYTES", 1000)
+    server.routes[MANIFEST_PATH] = (200, b"", {"Content-Length": "5000", "Connection": "close"})
+    with Bucket(_config(server, keys.keyring)) as bucket, pytest.raises(NetworkError) as caught:
+        bucket.manifest("amd64-usr", "1632.3.0")
+    assert "is larger than 1000 bytes (Content-Length 5000)" in str(caught.value)
+
+
+def test_a_missing_ca_bundle_is_an_input_error(server: RoutedServer, tmp_path: Path) -> None:
+    config = make_config({"network.ca_bundle": str(tmp_path / "missing.pem")})
+    with pytest.raises(InputError, match=re.escape(f"{tmp_path / 'missing.pem'}: missing; expected a PEM CA bundle")):
+        Bucket(config)
+
+
+def test_a_saved_manifest_that_is_a_directory_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="is a directory; expected a manifest saved by an earlier step"):
+        load_manifest(tmp_path)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from torcx_tectonic import config
+from torcx_tectonic import config, generator
 from torcx_tectonic.config import RawValue
-from torcx_tectonic.errors import ConfigError
+from torcx_tectonic.errors import ConfigError, shown
 
 from .helpers import make_config
 
@@ -73,7 +73,7 @@ def test_render_default_parses_back_to_the_defaults() -> None:
 def test_render_default_documents_every_setting() -> None:
     text = config.render_default()
     for setting in config.SETTINGS:
-        assert f"# {setting.help}\n#{setting.key} = {setting.default}\n" in text
+        assert f"# {setting.doc}\n#{setting.key} = {setting.default}\n" in text
 
 
 # --- files --------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def test_collect_later_document_wins_and_records_where() -> None:
     [
         (
             "[torcx]\nprofile = x\n[docker]\nversion = 1\n",
-            "/etc/x.conf:4: unknown section [docker]; allowed: torcx, kubernetes, bootstrap, network, units",
+            "/etc/x.conf:4: unknown section 'docker'; allowed: torcx, kubernetes, bootstrap, network, units",
         ),
         ("[DEFAULT]\nprofile = x\n", "/etc/x.conf:2: unknown section [DEFAULT]; allowed: torcx,"),
         (
@@ -136,7 +136,7 @@ def test_bad_files_name_file_line_and_what_is_allowed(text: str, expected: str) 
 def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     main = tmp_path / "torcx-tectonic.conf"
     main.write_bytes(b"[torcx]\nprofile = \xff\xfe\n")
-    with pytest.raises(ConfigError, match=f"{main}: cannot read"):
+    with pytest.raises(ConfigError, match=f"{main}: not UTF-8 text \\(byte 0xff at offset 18\\)"):
         config.load(main, tmp_path / "conf.d")
 
 
@@ -162,25 +162,42 @@ def test_error_in_a_dropin_names_the_dropin_and_line(tmp_path: Path) -> None:
         ("torcx__manifest_url", "ftp://x/{{.OSVersion}}", "expected an http(s) URL template"),
         ("torcx__manifest_url", "https://x/{{.Board}}/m.json", "expected the placeholder {{.OSVersion}}"),
         ("torcx__keyring", "keyring.gpg", "expected an absolute path"),
-        ("torcx__profile", "../etc", "expected a name without '/', spaces or dots-only"),
-        ("torcx__profile", "..", "expected a name without '/'"),
-        ("torcx__profile", "my profile", "expected a name without '/'"),
-        ("torcx__profile", "", "expected a name without '/'"),
-        ("torcx__addon", "a/b", "expected a name without '/'"),
+        ("torcx__profile", "../etc", "expected letters, digits, '.', '_', '+', '-' without '/' or '..'"),
+        ("torcx__profile", "..", "expected letters, digits, '.', '_', '+', '-' without '/' or '..'"),
+        ("torcx__profile", "my profile", "expected letters, digits"),
+        ("torcx__profile", "", "expected letters, digits"),
+        ("torcx__addon", "a/b", "expected letters, digits"),
         ("kubernetes__kubeconfig", "relative/kubeconfig", "expected an absolute path"),
-        ("kubernetes__annotation", "no-prefix", "expected PREFIX/NAME, e.g. container-linux-update.v1.coreos.com/"),
+        ("kubernetes__annotation", "no-prefix", "expected PREFIX/NAME, a DNS-1123 subdomain and a name of letters"),
         ("kubernetes__annotation", "prefix/", "expected PREFIX/NAME"),
-        ("kubernetes__label_timeout", "0", "expected a number greater than 0"),
-        ("kubernetes__label_timeout", "-5", "expected a number greater than 0"),
-        ("kubernetes__label_poll_max_interval", "nan", "expected a number greater than 0"),
-        ("kubernetes__label_timeout", "inf", "expected a finite number of seconds"),
-        ("units__retry_delay", "1e400", "expected a finite number of seconds"),
+        ("kubernetes__annotation", "Prefix.example/x", "expected PREFIX/NAME"),
+        ("kubernetes__annotation", "p/" + "n" * 64, "expected PREFIX/NAME"),
+        ("kubernetes__label_timeout", "0", "expected seconds more than 0 and at most 86400"),
+        ("kubernetes__label_timeout", "-5", "expected seconds more than 0 and at most 86400"),
+        ("kubernetes__label_timeout", "86401", "expected seconds more than 0 and at most 86400"),
+        ("kubernetes__label_timeout", "1e308", "expected seconds more than 0 and at most 86400"),
+        ("kubernetes__label_poll_max_interval", "nan", "expected seconds more than 0 and at most 3600"),
+        ("kubernetes__label_timeout", "inf", "expected seconds more than 0"),
+        ("units__retry_delay", "1e400", "expected seconds more than 0 and at most 600"),
+        ("units__retry_delay", "1_0", "expected seconds more than 0"),
         ("bootstrap__os_update_failure", "retry", "expected one of continue, fail"),
-        ("bootstrap__os_update_attempts", "2.5", "expected a whole number"),
-        ("bootstrap__os_update_attempts", "-1", "expected a whole number of 1 or more"),
-        ("bootstrap__os_update_attempts", "0", "expected a whole number of 1 or more"),
-        ("units__retry_attempts", "0", "expected a whole number of 1 or more"),
-        ("network__connect_timeout", "ten", "expected a number of seconds"),
+        ("bootstrap__os_update_attempts", "2.5", "expected a whole number from 1 to 100"),
+        ("bootstrap__os_update_attempts", "-1", "expected a whole number from 1 to 100"),
+        ("bootstrap__os_update_attempts", "0", "expected a whole number from 1 to 100"),
+        ("bootstrap__os_update_attempts", "+3", "expected a whole number from 1 to 100"),
+        ("units__retry_attempts", "0", "expected a whole number from 1 to 100"),
+        ("units__retry_attempts", "1026", "expected a whole number from 1 to 100"),
+        ("network__retries", "9" * 400, "expected a whole number from 0 to 100"),
+        ("network__retries", "\u0663", "expected a whole number from 0 to 100"),
+        ("network__backoff_factor", "61", "expected a number more than 0 and at most 60"),
+        ("network__connect_timeout", "ten", "expected seconds more than 0 and at most 600"),
+        ("network__read_timeout", "3601", "expected seconds more than 0 and at most 3600"),
+        ("kubernetes__node_name", "Worker-A", "expected a DNS-1123 subdomain"),
+        ("kubernetes__node_name", "../namespaces/kube-system/configmaps/x", "expected a DNS-1123 subdomain"),
+        ("kubernetes__force_version", "latest", "expected a Kubernetes version like v1.8.4+coreos.0 (or nothing)"),
+        ("kubernetes__kubelet_env", "/etc/x\nExecStart=/bin/sh", "expected one line without control characters"),
+        ("torcx__manifest_url", "https://x/{{.Board}}/{{.OSVersion}}/{{.Arch}}", "expected no placeholders but"),
+        ("torcx__manifest_url", "https://x:port/{{.OSVersion}}", "expected an http(s) URL template"),
         ("network__ca_bundle", "ca.pem", "expected an absolute path"),
         ("units__retry_attempts", "many", "expected a whole number"),
     ],
@@ -190,7 +207,7 @@ def test_bad_values_name_origin_setting_and_what_is_expected(name: str, value: s
     with pytest.raises(ConfigError) as caught:
         config.build(_raw(**{name: value}))
     message = str(caught.value)
-    assert message.startswith(f"/etc/torcx-tectonic/conf.d/10-x.conf:3: [{section}] {key} = {value!r}: ")
+    assert message.startswith(f"/etc/torcx-tectonic/conf.d/10-x.conf:3: [{section}] {key} = {shown(value)}: ")
     assert expected in message
 
 
@@ -226,7 +243,81 @@ def test_good_values_parse(name: str, value: str, attribute: tuple[str, str], ex
 
 def test_values_from_a_file_are_stripped_and_keep_case(tmp_path: Path) -> None:
     main = tmp_path / "torcx-tectonic.conf"
-    main.write_text("[kubernetes]\nnode_name =   Worker-A  \nforce_version=v1.8.4+coreos.0\n")
+    main.write_text("[kubernetes]\nnode_name =   worker-a  \nforce_version=v1.8.4+coreos.0\n")
     loaded = config.load(main, tmp_path / "conf.d")
-    assert loaded.kubernetes.node_name == "Worker-A"
+    assert loaded.kubernetes.node_name == "worker-a"
     assert loaded.kubernetes.force_version == "v1.8.4+coreos.0"
+
+
+# --- strictness --------------------------------------------------------------------------------
+
+
+def test_every_number_documents_its_range() -> None:
+    for setting in config.SETTINGS:
+        if isinstance(setting.parse, config.Number):
+            assert setting.doc.endswith(f"({setting.parse.allowed})"), setting.key
+            assert f"# {setting.doc}\n" in config.render_default()
+    assert "# attempts of a network step before its unit fails" in config.render_default()
+    assert "(a whole number from 1 to 100)" in config.render_default()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[network]\nretries = 1\nretries = 2\n", "/etc/x.conf:3: [network] 'retries' is set again (first on line 2)"),
+        ("[network]\nretries = 1\n[torcx]\n[network]\nretries: 2\n", "/etc/x.conf:5: [network] 'retries' is set again"),
+        ("[network]\nretries=1\n# retries = 2\nrem retries = 3\n", None),
+    ],
+    ids=["same-section", "section-reopened", "comments-do-not-count"],
+)
+def test_a_key_set_twice_in_one_file_is_refused(text: str, expected: str | None) -> None:
+    if expected is None:
+        assert config.collect([("/etc/x.conf", text)])[("network", "retries")].value == "1"
+        return
+    with pytest.raises(ConfigError) as caught:
+        config.collect([("/etc/x.conf", text)])
+    assert str(caught.value).startswith(expected)
+    assert "expected each key once per file" in str(caught.value)
+
+
+def test_a_key_in_two_files_is_an_override_not_a_duplicate() -> None:
+    raw = config.collect([("a.conf", "[network]\nretries = 1\n"), ("b.conf", "[network]\nretries = 2\n")])
+    assert raw[("network", "retries")] == RawValue("2", "b.conf:2")
+
+
+def test_a_continued_value_cannot_smuggle_a_line_into_a_unit() -> None:
+    raw = config.collect([("/etc/x.conf", "[kubernetes]\nkubelet_env = /etc/x\n  ExecStartPre=/bin/sh\n")])
+    with pytest.raises(ConfigError) as caught:
+        config.build(raw)
+    assert str(caught.value) == (
+        "/etc/x.conf:2: [kubernetes] kubelet_env = '/etc/x\\nExecStartPre=/bin/sh': expected one line without "
+        "control characters"
+    )
+
+
+def test_a_directory_as_the_main_file_is_a_config_error(tmp_path: Path) -> None:
+    main = tmp_path / "torcx-tectonic.conf"
+    main.mkdir()
+    with pytest.raises(ConfigError, match=f"{main}: is a directory; expected an INI configuration file"):
+        config.load(main, tmp_path / "conf.d")
+
+
+def test_huge_parser_complaints_are_cut(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.collect([("/etc/x.conf", "[torcx]\n" + "x" * 100_000 + "\n")])
+    assert len(str(caught.value)) < 400
+
+
+def test_the_host_name_default_is_lowercase_as_kubelet_names_the_node(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "Worker-7.Example\n")
+    assert config.build({}).kubernetes.node_name == "worker-7.example"
+
+
+def test_the_largest_numbers_allowed_still_make_units() -> None:
+    """With every number at its maximum, what the generator and the steps
+    compute from them stays finite (1026 attempts once overflowed a float)."""
+    largest = make_config({f"{s.section}.{s.key}": f"{s.parse.maximum:g}" for s in config.SETTINGS
+                           if isinstance(s.parse, config.Number)})
+    assert largest.units.retry_attempts == 100
+    assert max(config.retry_delays(largest.units)) == config.MAX_RETRY_DELAY_SECS
+    assert "TimeoutStartSec=" in generator.render(largest).files["torcx-new-os-annotate.service"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +108,12 @@ def test_insecure_is_reported() -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("clusters: [unclosed\n", "not valid YAML"),
+        ("clusters: [unclosed\n", "kubeconfig:2: not valid YAML (expected ',' or ']'"),
         ("- just\n- a list\n", "expected a kubeconfig mapping (apiVersion: v1, kind: Config)"),
         ("", "expected a kubeconfig mapping"),
         (kubeconfig(current=None, extra_contexts=1), "no current-context and not exactly one context"),
         (kubeconfig(current="missing"), "no context named 'missing'"),
-        (kubeconfig().replace("clusters:", "clusterz:"), "expected a list of clusters"),
+        (kubeconfig().replace("clusters:", "clusterz:"), "no cluster named 'c' in clusters"),
         (kubeconfig(user={}), "user has neither a client certificate nor a token"),
         (
             kubeconfig(user={"client-certificate-data": b64(CERT)}),
@@ -121,9 +122,9 @@ def test_insecure_is_reported() -> None:
         (kubeconfig(user={"client-key-data": b64(KEY)}), "needs both client-certificate and client-key"),
         (
             kubeconfig(cluster={"server": "http://10.3.0.1:8080"}),
-            "cluster server 'http://10.3.0.1:8080' is not an https:// URL",
+            "clusters[0].cluster.server 'http://10.3.0.1:8080' is not an https:// URL with a host",
         ),
-        (kubeconfig(cluster={"certificate-authority-data": b64(CA)}), "cluster server None is not an https:// URL"),
+        (kubeconfig(cluster={"certificate-authority-data": b64(CA)}), "clusters[0].cluster.server None is not"),
         (
             kubeconfig(cluster={"server": "https://a", "certificate-authority-data": "not base64!"}),
             "certificate-authority-data is not valid base64",
@@ -132,10 +133,17 @@ def test_insecure_is_reported() -> None:
             kubeconfig(user={"client-certificate-data": "@@@", "client-key-data": b64(KEY)}),
             "client-certificate-data is not valid base64",
         ),
-        (kubeconfig(user={"tokenFile": "missing-token"}), "tokenFile /nonexistent/missing-token: cannot read"),
+        (
+            kubeconfig(user={"client-certificate-data": "é" * 4, "client-key-data": b64(KEY)}),
+            "users[0].user.client-certificate-data is not valid base64",
+        ),
+        (
+            kubeconfig(user={"tokenFile": "missing-token"}),
+            "/nonexistent/missing-token: missing; expected the tokenFile named in /etc/kubernetes/kubeconfig",
+        ),
         (
             kubeconfig(user={"client-certificate": "missing.crt", "client-key-data": b64(KEY)}),
-            "client-certificate /nonexistent/missing.crt: cannot read",
+            "/nonexistent/missing.crt: missing; expected the client-certificate named in /etc/kubernetes/kubeconfig",
         ),
     ],
     ids=[
@@ -152,6 +160,7 @@ def test_insecure_is_reported() -> None:
         "no-server",
         "bad-ca-base64",
         "bad-cert-base64",
+        "non-ascii-base64",
         "missing-token-file",
         "missing-cert-file",
     ],
@@ -160,12 +169,12 @@ def test_broken_kubeconfigs_name_the_file_and_the_problem(text: str, expected: s
     with pytest.raises(InputError) as caught:
         parse(text, base=Path("/nonexistent"))
     message = str(caught.value)
-    assert message.startswith("/etc/kubernetes/kubeconfig: ")
+    assert "/etc/kubernetes/kubeconfig" in message
     assert expected in message
 
 
 def test_missing_kubeconfig(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=f"kubeconfig {tmp_path / 'kubeconfig'}: cannot read: No such file"):
+    with pytest.raises(InputError, match=f"{tmp_path / 'kubeconfig'}: missing; expected a kubeconfig"):
         kube.load_kubeconfig(tmp_path / "kubeconfig")
 
 
@@ -231,7 +240,7 @@ def test_client_calls() -> None:
             "api-server version: GET {base}/version answered 403: forbidden: User cannot get",
         ),
         ((500, b"<html>  oops </html>"), "answered 500: <html> oops </html>"),
-        ((200, b"not json"), "api-server version: GET {base}/version did not answer JSON"),
+        ((200, b"not json"), "api-server version: GET {base}/version:1: not valid JSON (Expecting value)"),
         ((200, b'{"major": "1"}'), "api-server version: {base}/version has no gitVersion"),
         (None, "api-server version: GET {base}/version answered 404"),
     ],
@@ -252,3 +261,139 @@ def test_client_unreachable_server() -> None:
     with _client(base) as client, pytest.raises(NetworkError) as caught:
         client.version()
     assert f"api-server version: cannot reach {base}/version" in str(caught.value)
+
+
+# --- kubeconfig fields typed as kubectl types them -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cluster", "expected"),
+    [
+        ({"insecure-skip-tls-verify": "false"}, "clusters[0].cluster.insecure-skip-tls-verify is the string 'false'; "
+                                                "expected true or false (a YAML boolean)"),
+        ({"insecure-skip-tls-verify": "true"}, "is the string 'true'; expected true or false (a YAML boolean)"),
+        ({"insecure-skip-tls-verify": 0}, "is the number 0; expected true or false (a YAML boolean)"),
+        ({"server": ["https://a"]}, "clusters[0].cluster.server is a list; expected a string"),
+        ({"certificate-authority-data": 12}, "certificate-authority-data is the number 12; expected a string"),
+        ({"certificate-authority": True}, "certificate-authority is the boolean true; expected a string"),
+    ],
+    ids=["string-false", "string-true", "number", "server-list", "ca-data-number", "ca-bool"],
+)
+def test_a_field_of_the_wrong_type_names_file_and_field(cluster: dict[str, Any], expected: str) -> None:
+    with pytest.raises(InputError) as caught:
+        parse(kubeconfig(cluster={"server": "https://api", **cluster}))
+    assert str(caught.value).startswith("/etc/kubernetes/kubeconfig: clusters[0].cluster.")
+    assert str(caught.value).endswith(expected)
+
+
+@pytest.mark.parametrize(("value", "insecure"), [("true", True), ("yes", True), ("false", False), ("null", False)])
+def test_insecure_skip_tls_verify_is_a_yaml_boolean(value: str, insecure: bool) -> None:
+    text = kubeconfig(cluster={"server": "https://api"}) + ""
+    text = text.replace("server: https://api", f"server: https://api\n    insecure-skip-tls-verify: {value}")
+    assert parse(text).insecure is insecure
+
+
+def test_insecure_with_a_ca_is_refused_as_kubectl_does() -> None:
+    cluster = {"server": "https://api", "insecure-skip-tls-verify": True, "certificate-authority-data": b64(CA)}
+    with pytest.raises(InputError, match="sets both insecure-skip-tls-verify and a certificate-authority"):
+        parse(kubeconfig(cluster=cluster))
+
+
+def test_insecure_warns_at_every_run(caplog: pytest.LogCaptureFixture) -> None:
+    for _ in range(2):
+        with _client("https://api", insecure=True):
+            pass
+    warnings = [r for r in caplog.records if "insecure-skip-tls-verify" in r.getMessage()]
+    assert len(warnings) == 2 and all(r.levelname == "WARNING" for r in warnings)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "contexts:\n- {name: ctx, context: {cluster: c}}\n- {name: ctx, context: {cluster: d}}\n"
+            "current-context: ctx\n",
+            "contexts[0] and contexts[1] are both named 'ctx'; expected each name once",
+        ),
+        (kubeconfig(user={"token": "a\nb"}), "token 'a\\nb' is not allowed; expected a bearer token"),
+        (kubeconfig(cluster={"server": "https://api:port"}), "server 'https://api:port' is not an https:// URL"),
+        ("contexts: {}\n", "kubeconfig.contexts is a mapping; expected a list"),
+        ("current-context: 7\n", "kubeconfig.current-context is the number 7; expected a string"),
+        ("contexts: [7]\ncurrent-context: a\n", "contexts[0] is the number 7; expected a mapping with name and"),
+    ],
+    ids=["duplicate-context", "token-newline", "bad-port", "contexts-mapping", "current-number", "context-number"],
+)
+def test_malformed_kubeconfig_structure(text: str, expected: str) -> None:
+    with pytest.raises(InputError) as caught:
+        parse(text)
+    assert expected in str(caught.value)
+
+
+def test_token_file_with_a_newline_inside_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("abc\ndef\n")
+    with pytest.raises(InputError, match="token: token 'abc\\\\ndef' is not allowed"):
+        parse(kubeconfig(user={"tokenFile": "token"}), base=tmp_path)
+
+
+# --- names in URLs, exact versions, bounded answers ------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["../namespaces/kube-system/configmaps/x", "Node-1", "a/b", "", "a" * 254])
+def test_a_node_name_that_is_not_a_dns_subdomain_never_reaches_a_url(name: str) -> None:
+    with http_server() as server, _client(server.base) as client:
+        calls: list[Callable[[], object]] = [lambda: client.node(name),
+                                             lambda: client.annotate_node(name, {"a/b": "true"})]
+        for call in calls:
+            with pytest.raises(InputError) as caught:
+                call()
+            assert "node name" in str(caught.value) and "expected a DNS-1123 subdomain" in str(caught.value)
+            assert "set [kubernetes] node_name" in str(caught.value)
+        assert server.requests == []
+
+
+def test_path_segments_are_quoted_whole() -> None:
+    with http_server() as server, _client(server.base) as client:
+        assert client.configmap_value("tectonic-system", "a/../b", "k") is None
+        assert client.configmap_value("ns?x=1", "c#d", "k") is None
+    assert server.requests == ["/api/v1/namespaces/tectonic-system/configmaps/a%2F..%2Fb",
+                               "/api/v1/namespaces/ns%3Fx%3D1/configmaps/c%23d"]
+
+
+@pytest.mark.parametrize("version", ["v1.8.4\n", " v1.8.4", "v1.8.4+coreos.0 extra", "latest", "v1.8.4\"x"])
+def test_git_version_is_checked_exactly_as_it_is_used(version: str) -> None:
+    with http_server() as server:
+        server.routes["/version"] = (200, json.dumps({"gitVersion": version}).encode())
+        with _client(server.base) as client, pytest.raises(InputError) as caught:
+            client.version()
+    assert f"gitVersion {version!r} is not allowed; expected a Kubernetes version" in str(caught.value)
+    assert f"{server.base}/version" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "call", "expected"),
+    [
+        ("/api/v1/namespaces/ns/configmaps/m", b'{"data": [1]}', "configmap", "data is a list; expected a mapping"),
+        ("/api/v1/nodes/n", b'{"metadata": []}', "node", "node n: metadata is a list; expected a mapping"),
+        ("/api/v1/nodes/n", b'{"metadata": {"labels": "a"}}', "node", "metadata.labels is 'a'; expected a mapping"),
+        ("/version", b'{"gitVersion": "v1.8.4", "gitVersion": "v1.9.0"}', "version", "key 'gitVersion' appears twice"),
+        ("/version", b"[" * 100000, "version", "JSON nested too deeply"),
+    ],
+    ids=["configmap-data-list", "metadata-list", "labels-string", "duplicate-key", "deep"],
+)
+def test_answers_of_the_wrong_shape_are_network_errors(path: str, body: bytes, call: str, expected: str) -> None:
+    with http_server() as server:
+        server.routes[path] = (200, body)
+        with _client(server.base) as client, pytest.raises(NetworkError) as caught:
+            calls: dict[str, Callable[[], object]] = {
+                "configmap": lambda: client.configmap_value("ns", "m", "k"), "node": lambda: client.node("n"),
+                "version": client.version}
+            calls[call]()
+    assert expected in str(caught.value)
+
+
+def test_an_oversized_answer_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kube, "MAX_API_BYTES", 100)
+    with http_server() as server:
+        server.routes["/version"] = (200, b" " * 101)
+        with _client(server.base) as client, pytest.raises(NetworkError, match="is larger than 100 bytes"):
+            client.version()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,57 @@ def test_with_value_ignores_a_lookalike_inside_another_continued_value() -> None
     text = "OPTS=--a \\\nKUBELET_IMAGE_TAG=not-an-assignment\n"
     assert kubeletenv.with_value(text, "KUBELET_IMAGE_TAG", "v1.8.4_coreos.0") == (
         "OPTS=--a \\\nKUBELET_IMAGE_TAG=not-an-assignment\nKUBELET_IMAGE_TAG=v1.8.4_coreos.0\n")
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("KUBELET_IMAGE_TAG", "v1.8.4\nEVIL=1"), ("KUBELET_IMAGE_TAG", "v1.8.4\r"), ("A B", "x"), ("A\n", "x"),
+     ("KUBELET_IMAGE_TAG", "\x00")],
+)
+def test_with_value_never_writes_a_second_line(key: str, value: str) -> None:
+    with pytest.raises(InputError, match="cannot be written to an environment file; expected a variable name"):
+        kubeletenv.with_value("A=1\n", key, value)
+
+
+def test_with_version_writes_the_installer_copy_with_the_tag(tmp_path: Path) -> None:
+    template = tmp_path / "kubelet.env"
+    template.write_text(TEMPLATE)
+    assert kubeletenv.with_version(template, "v1.8.4+coreos.0") == kubeletenv.with_value(
+        TEMPLATE, "KUBELET_IMAGE_TAG", "v1.8.4_coreos.0")
+
+
+@pytest.mark.parametrize("version", ["v1.8.4\n", "v1.8.4+coreos.0 ", "latest", "v1.8.4'x"])
+def test_with_version_refuses_what_is_not_a_version(tmp_path: Path, version: str) -> None:
+    template = tmp_path / "kubelet.env"
+    template.write_text(TEMPLATE)
+    with pytest.raises(InputError, match="expected a Kubernetes version like v1.8.4"):
+        kubeletenv.with_version(template, version)
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p: p.mkdir(), "is a directory; expected a kubelet environment file with KUBELET_IMAGE_TAG"),
+        (lambda p: p.write_bytes(b"KUBELET_IMAGE_TAG=v1.8.4\xff\n"), "not UTF-8 text (byte 0xff at offset 24)"),
+    ],
+    ids=["directory", "not-utf8"],
+)
+@pytest.mark.parametrize("read", [kubeletenv.kubelet_version, lambda p: kubeletenv.with_version(p, "v1.8.4")],
+                         ids=["live", "installer"])
+def test_unreadable_kubelet_env_is_an_input_error(tmp_path: Path, make: Callable[[Path], object], expected: str,
+                                                  read: Callable[[Path], object]) -> None:
+    path = tmp_path / "kubelet.env"
+    make(path)
+    with pytest.raises(InputError) as caught:
+        read(path)
+    assert str(caught.value).startswith(f"{path}: {expected}")
+
+
+@pytest.mark.parametrize("tag", ["latest", "'v1.8.4 x'", "v1.8.4/../x"])
+def test_a_tag_that_is_no_kubernetes_version_is_refused(tmp_path: Path, tag: str) -> None:
+    path = tmp_path / "kubelet.env"
+    path.write_text(f"KUBELET_IMAGE_TAG={tag}\n")
+    with pytest.raises(InputError) as caught:
+        kubeletenv.kubelet_version(path)
+    assert str(caught.value).startswith(f"{path}: KUBELET_IMAGE_TAG {tag.strip(chr(39))!r} is not allowed; expected a "
+                                        "Kubernetes version tag like v1.8.4_coreos.0")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from torcx_tectonic import manifest
+from torcx_tectonic import manifest, strategy
 from torcx_tectonic.errors import InputError
 
 from .helpers import sha512
@@ -148,11 +149,11 @@ V0 = ["value", "packages", 0, "versions", 0]
         (_with([*V0, "locations"], ["https://x"]), "locations[0]: expected an object with 'path' or 'url'"),
         (
             _with([*V0, "locations"], [{"path": "relative/docker.tgz"}]),
-            "locations[0].path: 'relative/docker.tgz' is not an absolute path without '..'",
+            "locations[0]: path 'relative/docker.tgz' is not allowed; expected an absolute path without '..'",
         ),
         (
             _with([*V0, "locations"], [{"path": "/usr/share/torcx/store/../../../etc/shadow"}]),
-            "is not an absolute path without '..'",
+            "is not allowed; expected an absolute path without '..'",
         ),
         (
             _with([*V0, "locations"], [{"url": "file:///etc/shadow"}]),
@@ -173,7 +174,8 @@ def test_malformed_manifests_name_source_place_and_expectation(document: Any, ex
     "data", [b"", b"{", b"\xff\xfe\x00garbage", b"<html>404</html>"], ids=["empty", "truncated", "binary", "html"]
 )
 def test_not_json_is_an_input_error(data: bytes) -> None:
-    with pytest.raises(InputError, match=r"^m\.json: not valid JSON: "):
+    expected = r"^m\.json(:1)?: not (valid JSON|UTF-8 text) .*; expected a torcx-package-list-v0"
+    with pytest.raises(InputError, match=expected):
         manifest.parse_package_list(data, "m.json")
 
 
@@ -212,3 +214,73 @@ def test_sha512_of_a_stream_and_a_file(tmp_path: Path) -> None:
     assert list(manifest.read_chunks(io.BytesIO(data))) == [data[: manifest.CHUNK_BYTES], data[manifest.CHUNK_BYTES :]]
     assert manifest.sha512_of_stream([b"ab", b"c"]) == sha512(b"abc")
 
+
+
+# --- ambiguity, compatibility, URL grammar ----------------------------------------------------------
+
+
+def _versions(*entries: dict[str, Any]) -> dict[str, Any]:
+    return {"kind": "torcx-package-list-v0", "value": {"packages": [{"name": "docker", "versions": list(entries)}]}}
+
+
+def test_a_version_listed_twice_is_refused_naming_both() -> None:
+    document = _versions({"version": "1.12", "hash": HASH_A, "locations": []},
+                         {"version": "17.03", "hash": HASH_A, "locations": []},
+                         {"version": "1.12", "hash": HASH_B, "locations": []})
+    with pytest.raises(InputError) as caught:
+        _parse(document)
+    assert str(caught.value) == ("https://bucket/m.json: value.packages[0]: version '1.12' is listed twice "
+                                 "(versions[0] and versions[2]); expected each once")
+
+
+def test_a_package_listed_twice_is_refused_naming_both() -> None:
+    document = copy.deepcopy(DOCUMENT)
+    document["value"]["packages"].append({"name": "docker", "versions": []})
+    with pytest.raises(InputError) as caught:
+        _parse(document)
+    assert str(caught.value) == ("https://bucket/m.json: value: package 'docker' is listed twice "
+                                 "(packages[0] and packages[2]); expected each once")
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        (["value", "packages", 0, "defaultVersion"], 1.12, "value.packages[0].defaultVersion: expected str, got float"),
+        ([*V0, "sourcePackage"], ["x"], "versions[0].sourcePackage: expected str, got list"),
+        ([*V0, "locations"], [{"url": "https://host:port/x"}], "locations[0].url: 'https://host:port/x' is not"),
+        ([*V0, "locations"], [{"path": "/usr/share/torcx/store/a b"}], "path '/usr/share/torcx/store/a b' is not"),
+    ],
+    ids=["default-version-float", "source-package-list", "url-bad-port", "path-with-space"],
+)
+def test_fields_have_their_types(path: list[Any], value: Any, expected: str) -> None:
+    with pytest.raises(InputError, match=re.escape(expected)):
+        _parse(_with(path, value))
+
+
+def test_a_version_without_locations_is_not_offered() -> None:
+    """As the original moves on to the next preferred version, rather than
+    choosing one it cannot install."""
+    document = _versions({"version": "17.03", "hash": HASH_A, "locations": []},
+                         {"version": "1.12", "hash": HASH_B, "locations": [{"url": "https://b/d.tgz"}]})
+    parsed = _parse(document)
+    assert parsed.versions_of("docker") == ("1.12",)
+    assert parsed.package("docker").find("17.03") is not None  # type: ignore[union-attr]
+    plan = strategy.choose(kube_version="v1.8.4", preferred=("17.03", "1.12"), mapping_source="m",
+                           current_os="1632.3.0", next_os=None, offered={"1632.3.0": parsed.versions_of("docker")})
+    assert plan == strategy.Plan(version="1.12", os_versions=("1632.3.0",))
+
+
+@pytest.mark.parametrize(
+    ("board", "version", "expected"),
+    [
+        ("../../x", "1632.3.0", "manifest URL: board '../../x' is not allowed"),
+        ("amd64-usr", "1632.3.0/../../x", "manifest URL: OS version '1632.3.0/../../x' is not allowed"),
+        ("amd64-usr", "v1632.3.0", "OS version 'v1632.3.0' is not allowed"),
+        ("amd64-usr", "1632.03.0", "OS version '1632.03.0' is not allowed"),
+        ("amd64-usr", "1632.3.0 ", "OS version '1632.3.0 ' is not allowed"),
+        ("amd64-usr?x=", "1632.3.0", "board 'amd64-usr?x=' is not allowed"),
+    ],
+)
+def test_manifest_url_refuses_values_that_would_move_it(board: str, version: str, expected: str) -> None:
+    with pytest.raises(InputError, match=re.escape(expected)):
+        manifest.manifest_url("https://b/{{.Board}}/{{.OSVersion}}/m.json", board, version)

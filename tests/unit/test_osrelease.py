@@ -1,7 +1,9 @@
-"""osrelease: version and board, quoting, the COREOS_BOARD fallback, /etc over /usr/lib."""
+"""osrelease: version and board, quoting, the COREOS_BOARD fallback, /usr/lib/os-release only."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -54,56 +56,59 @@ def test_missing_version_id_is_an_error(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        ("../1632.3.0", "is not a version like 1632.3.0"),
-        ("1632.3", "is not of the form MAJOR.MINOR.PATCH"),
-        ("1632.3.0.1", "is not of the form MAJOR.MINOR.PATCH"),
-        ("1632.3.0-rc1", "is not of the form MAJOR.MINOR.PATCH"),
-        ("1632.3.0+local", "is not of the form MAJOR.MINOR.PATCH"),
-        ("1632/3/0", "is not a version like 1632.3.0"),
-        ("stable", "is not a version like 1632.3.0"),
-    ],
+    "value",
+    ["../1632.3.0", "1632.3", "1632.3.0.1", "1632.3.0-rc1", "1632.3.0+local", "1632/3/0", "stable", "v1632.3.0",
+     "1632.03.0", "01632.3.0", "1632.3.0 ", " 1632.3.0", "1632.\u0663.0", "1632.3.0\t"],
 )
-def test_bad_version_id_is_an_error(value: str, expected: str) -> None:
+def test_bad_version_id_is_an_error(value: str) -> None:
+    """One rule everywhere: VERSION_ID exactly as torcx names a versioned store."""
+    quoted = value.replace("\\", "\\\\").replace('"', '\\"')
     with pytest.raises(InputError) as caught:
-        osrelease.os_release_from_text(f"VERSION_ID={value}\nCOREOS_BOARD=amd64-usr\n", "/etc/os-release")
-    assert f"/etc/os-release: VERSION_ID: OS version {value!r} {expected}" in str(caught.value)
+        osrelease.os_release_from_text(f'VERSION_ID="{quoted}"\nCOREOS_BOARD=amd64-usr\n', "/usr/lib/os-release")
+    assert f"/usr/lib/os-release: VERSION_ID: OS version {value!r} is not allowed; expected MAJOR.MINOR.PATCH" in str(
+        caught.value)
 
 
-def test_etc_takes_precedence_over_usr_lib(tmp_path: Path) -> None:
-    etc, usr = tmp_path / "etc-os-release", tmp_path / "usr-os-release"
-    etc.write_text("VERSION_ID=1688.5.3\nCOREOS_BOARD=amd64-usr\n")
-    usr.write_text("VERSION_ID=1632.3.0\nCOREOS_BOARD=amd64-usr\n")
-    assert osrelease.read_os_release((etc, usr)).version == "1688.5.3"
+@pytest.mark.parametrize("board", ["../../x", "amd64-usr/..", "AMD64", "", "-x", "a b"])
+def test_bad_board_is_an_error(board: str) -> None:
+    with pytest.raises(InputError) as caught:
+        osrelease.os_release_from_text(f"VERSION_ID=1632.3.0\nCOREOS_BOARD='{board}'\n", "/usr/lib/os-release",
+                                       machine="riscv64")
+    message = str(caught.value)
+    assert message.startswith("/usr/lib/os-release: ")
+    assert "COREOS_BOARD" in message
 
 
-def test_usr_lib_is_read_when_etc_is_missing(tmp_path: Path) -> None:
-    etc, usr = tmp_path / "etc-os-release", tmp_path / "usr-os-release"
+def test_only_usr_lib_os_release_is_read_by_default() -> None:
+    """torcx keys versioned stores by /usr/lib/os-release alone: an
+    /etc/os-release override must not move the addons."""
+    default = inspect.signature(osrelease.read_os_release).parameters["path"].default
+    assert default == osrelease.OS_RELEASE_PATH == Path("/usr/lib/os-release")
+
+
+def test_read_os_release(tmp_path: Path) -> None:
+    usr = tmp_path / "os-release"
     usr.write_text("VERSION_ID=1632.3.0\nCOREOS_BOARD=arm64-usr\n")
-    assert osrelease.read_os_release((etc, usr)) == osrelease.OSRelease("1632.3.0", "arm64-usr")
+    assert osrelease.read_os_release(usr) == osrelease.OSRelease("1632.3.0", "arm64-usr")
 
 
-def test_dangling_etc_symlink_falls_through(tmp_path: Path) -> None:
-    etc, usr = tmp_path / "etc-os-release", tmp_path / "usr-os-release"
-    etc.symlink_to(tmp_path / "nowhere")
-    usr.write_text("VERSION_ID=1632.3.0\nCOREOS_BOARD=amd64-usr\n")
-    assert osrelease.read_os_release((etc, usr)).version == "1632.3.0"
-
-
-def test_no_os_release_names_every_candidate(tmp_path: Path) -> None:
-    candidates = (tmp_path / "a", tmp_path / "b")
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p: None, "missing; expected an os-release file with VERSION_ID"),
+        (lambda p: p.mkdir(), "is a directory; expected an os-release file"),
+        (lambda p: p.write_bytes(b"VERSION_ID=1632.3.0\xff\n"), "not UTF-8 text (byte 0xff at offset 19)"),
+        (lambda p: p.write_text("VERSION_ID=1688.5.3\nthis is not os-release\n"), ":2: expected KEY=value"),
+    ],
+    ids=["missing", "directory", "not-utf8", "malformed"],
+)
+def test_unreadable_os_release_is_an_input_error(tmp_path: Path, make: Callable[[Path], object], expected: str) -> None:
+    path = tmp_path / "os-release"
+    make(path)
     with pytest.raises(InputError) as caught:
-        osrelease.read_os_release(candidates)
-    assert f"no os-release file found; looked at {candidates[0]}, {candidates[1]}" in str(caught.value)
-
-
-def test_malformed_etc_file_is_an_error_not_skipped(tmp_path: Path) -> None:
-    etc, usr = tmp_path / "etc-os-release", tmp_path / "usr-os-release"
-    etc.write_text("VERSION_ID=1688.5.3\nthis is not os-release\n")
-    usr.write_text("VERSION_ID=1632.3.0\nCOREOS_BOARD=amd64-usr\n")
-    with pytest.raises(InputError, match=f"{etc}:2: expected KEY=value"):
-        osrelease.read_os_release((etc, usr))
+        osrelease.read_os_release(path)
+    assert str(caught.value).startswith(str(path))
+    assert expected in str(caught.value)
 
 
 @pytest.mark.parametrize(("a", "b"), [("1632.3.0", "1688.5.3"), ("1520.2.9", "1520.3.0"), ("999.9.9", "1000.0.0")])

@@ -82,6 +82,22 @@ def test_dearmor_without_checksum_line_is_accepted() -> None:
         pytest.param(
             f"{signature.ARMOR_BEGIN}\n\nnot*base64!\n{signature.ARMOR_END}\n", "not valid base64", id="bad-base64"
         ),
+        pytest.param(
+            f"{signature.ARMOR_BEGIN}\n\nmZk=\n=ab!c\n{signature.ARMOR_END}\n",
+            "armor checksum line '=ab!c' is not '=' and 4 base64 characters (a CRC-24)",
+            id="bad-checksum-line",
+        ),
+        pytest.param(
+            f"{signature.ARMOR_BEGIN}\n\nmZk=\n=a=bc\n{signature.ARMOR_END}\n", "armor checksum line '=a=bc'",
+            id="checksum-padding-inside",
+        ),
+        pytest.param(
+            f"{signature.ARMOR_BEGIN}\n\n\ufeffmZk=\n{signature.ARMOR_END}\n", "not valid base64", id="non-ascii-body"
+        ),
+        pytest.param(
+            f"{signature.ARMOR_BEGIN}\n\nmZk=\n=é123\n{signature.ARMOR_END}\n", "armor checksum line '=é123'",
+            id="non-ascii-checksum",
+        ),
     ],
 )
 def test_malformed_armor_is_an_input_error_naming_the_keyring(text: str, expected: str) -> None:
@@ -96,7 +112,7 @@ def test_missing_keyring_is_an_input_error_with_a_hint(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:
         signature.load_keyring(missing)
     message = str(caught.value)
-    assert f"keyring {missing}: cannot read" in message
+    assert f"keyring {missing}: missing; expected an OpenPGP keyring" in message
     assert "set [torcx] keyring" in message
 
 
@@ -166,7 +182,7 @@ def test_signature_by_an_expired_key_is_rejected(keys: Keys) -> None:
 
 
 def test_missing_keyring_with_a_signature_is_an_input_error(keys: Keys, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="missing.gpg: missing"):
         signature.verify_detached(DATA, keys.sign(DATA), tmp_path / "missing.gpg", "manifest")
 
 

@@ -127,7 +127,7 @@ def test_supports_addons(version: str, supported: bool) -> None:
 
 
 def test_bad_os_version_is_an_input_error() -> None:
-    with pytest.raises(InputError, match="OS version '../1632.3.0' is not a version"):
+    with pytest.raises(InputError, match="OS version '../1632.3.0' is not allowed; expected MAJOR.MINOR.PATCH"):
         strategy.choose(
             kube_version="v1.8.4",
             preferred=PREFERRED,
