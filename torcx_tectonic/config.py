@@ -115,13 +115,33 @@ parse_annotation = _grammar_parser(ANNOTATION)
 
 
 def parse_path(value: str) -> Path:
-    if not value.startswith("/") or len(value) > MAX_PATH_CHARS:
-        raise ValueError(f"expected an absolute path (at most {MAX_PATH_CHARS} characters)")
+    """An absolute path without blanks: paths become unit lines, and systemd
+    separates the paths of a list with spaces."""
+    if not value.startswith("/") or len(value) > MAX_PATH_CHARS or any(c.isspace() for c in value):
+        raise ValueError(f"expected an absolute path without spaces (at most {MAX_PATH_CHARS} characters)")
     return Path(value)
 
 
 def parse_optional_path(value: str) -> Path | None:
     return parse_path(value) if value else None
+
+
+_PROXY = re.compile(r"^(https?|socks5h?)://[A-Za-z0-9._~:@\[\]-]+(:[0-9]{1,5})?/?$")
+_NO_PROXY_ENTRY = re.compile(r"^[A-Za-z0-9._:*/\[\]-]+$")
+
+
+def parse_proxy(value: str) -> str:
+    """A proxy URL for the network steps' environment (no spaces, quotes or '%':
+    it becomes a unit line)."""
+    if value and not _PROXY.fullmatch(value):
+        raise ValueError("expected a proxy URL like http://proxy.example.com:3128 (or nothing)")
+    return value
+
+
+def parse_no_proxy(value: str) -> str:
+    if value and not all(_NO_PROXY_ENTRY.fullmatch(entry) for entry in value.split(",")):
+        raise ValueError("expected host names, domains (.example.com) or addresses separated by commas (or nothing)")
+    return value
 
 
 def parse_manifest_url(value: str) -> str:
@@ -213,6 +233,11 @@ SETTINGS: tuple[Setting, ...] = (
             "attempts of a network step before its unit fails (a new-OS flow is then triggered again)"),
     Setting("network", "ca_bundle", parse_optional_path, "",
             "CA bundle trusted for the release bucket instead of the system's (empty: the system's)"),
+    Setting("network", "proxy", parse_proxy, "",
+            "proxy for the network steps' requests, given to them as HTTPS_PROXY and HTTP_PROXY; works on every "
+            "systemd (empty: the units' environment decides, e.g. a drop-in or DefaultEnvironment=)"),
+    Setting("network", "no_proxy", parse_no_proxy, "",
+            "hosts the network steps reach without the proxy (NO_PROXY), e.g. the api-server's address"),
     Setting("metrics", "textfile_dir", parse_optional_path, str(METRICS_DIR),
             "directory of node-exporter's textfile collector, written after every step (empty: no metrics)"),
 )
@@ -260,6 +285,8 @@ class NetworkSettings:
     retries: int
     backoff_factor: float
     ca_bundle: Path | None
+    proxy: str
+    no_proxy: str
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ INTRODUCED = {
     "RequiresMountsFor": 201, "StopWhenUnneeded": 1, "ConditionPathExists": 1, "ConditionPathIsDirectory": 1,
     "WantedBy": 1, "PathExists": 1, "PathChanged": 1, "Unit": 1,
     # [Service]
-    "Type": 1, "ExecStart": 1, "ExecStartPost": 1, "SyslogIdentifier": 1, "TimeoutStartSec": 188,
+    "Type": 1, "ExecStart": 1, "Environment": 1, "ExecStartPost": 1, "SyslogIdentifier": 1, "TimeoutStartSec": 188,
     "NotifyAccess": 1,
     # the sandbox
     "NoNewPrivileges": 187, "PrivateTmp": 1, "PrivateDevices": 209, "ProtectHome": 214, "CapabilityBoundingSet": 1,
@@ -47,6 +47,11 @@ INTRODUCED = {
 #: Where systemd installs its shared library, named after its version.
 _LIBRARY_DIRS = ("/usr/lib/systemd", "/usr/lib64/systemd", "/lib/systemd")
 _LIBRARY_PREFIX = "libsystemd-shared-"
+
+
+def escape(path: object) -> str:
+    """A path as a unit line must write it: ``%`` starts a specifier."""
+    return str(path).replace("%", "%%")
 
 
 def introduced(line: str) -> int | None:

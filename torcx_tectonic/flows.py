@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .directives import escape
 from .paths import (
     CACHE_DIR,
     DOCKER_DATA,
@@ -194,7 +195,7 @@ def bootstrap_flow(config: Config) -> Flow:
     step but the last skips once kubelet.env exists (the node is bootstrapped);
     the last runs only after a run began in this boot."""
     boot = config.bootstrap
-    pending = (f"ConditionPathExists=!{config.kubernetes.kubelet_env}",)
+    pending = (f"ConditionPathExists=!{escape(config.kubernetes.kubelet_env)}",)
     steps = [
         Step("os-update", "Update the OS before configuring torcx" if boot.upgrade_os else "Read the pending OS update",
              "next-os", params={"attempt_update": boot.upgrade_os, "engine_optional": not boot.upgrade_os},
@@ -211,7 +212,7 @@ def bootstrap_flow(config: Config) -> Flow:
         ]
     steps += [
         Step("kubelet-env", "Set the kubelet version", "kubelet-env", conditions=pending,
-             writes=(str(config.kubernetes.kubelet_env.parent),)),
+             writes=(escape(config.kubernetes.kubelet_env.parent),)),
         Step("finish", "Enable the kubelet and reboot when needed", "finish-bootstrap", bus=True,
              capabilities=MANAGE_UNITS, conditions=(f"ConditionPathIsDirectory={flow_state_dir(BOOTSTRAP)}",)),
     ]
@@ -249,7 +250,7 @@ def new_kubelet_flow(config: Config) -> Flow:
         Step("addons", "Fetch the Docker addon and select it", "install-addons", network=True, timeout=RETRIED,
              retry=True, writes=TORCX, followed_by=step_unit(NEW_KUBELET, "recheck")),
     ), trigger=PathTrigger("Follow kubelet.env changes with Docker", "PathChanged",
-                           str(config.kubernetes.kubelet_env), last, conditions=_bootstrapped(config)),
+                           escape(config.kubernetes.kubelet_env), last, conditions=_bootstrapped(config)),
         followers=(Step("recheck", "Run again if kubelet.env changed meanwhile", "recheck-kubelet",
                         params={"anchor": last}, locked=False, bus=True, capabilities=MANAGE_UNITS),))
 
@@ -270,7 +271,7 @@ def docker_reset_flow(config: Config) -> Flow:
 def _bootstrapped(config: Config) -> tuple[str, ...]:
     """Only a bootstrapped node follows changes; the bootstrap starts the
     path units itself when it ends without a reboot."""
-    return (f"ConditionPathExists={config.kubernetes.kubelet_env}",)
+    return (f"ConditionPathExists={escape(config.kubernetes.kubelet_env)}",)
 
 
 def all_flows(config: Config) -> tuple[Flow, ...]:

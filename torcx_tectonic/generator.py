@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .directives import running_version, understood
+from .directives import escape, running_version, understood
 from .flows import STATE_WRITES, Flow, Step, all_flows, timeout_secs
 from .installdirs import DOC_DIR, LIBEXEC_DIR
 from .paths import CONFIG_FILE, LOCK_FILE
@@ -79,7 +79,7 @@ def writable(paths: Sequence[str]) -> list[str]:
 def sandbox(config: Config, *, writes: Sequence[str], network: bool, capabilities: Sequence[str]) -> list[str]:
     """The [Service] lines that confine a unit to what it declares."""
     families = ["AF_UNIX", *(["AF_INET", "AF_INET6"] if network else [])]
-    metrics = [str(config.metrics.textfile_dir)] if config.metrics.textfile_dir is not None else []
+    metrics = [escape(config.metrics.textfile_dir)] if config.metrics.textfile_dir is not None else []
     return [
         "# Least privilege: what this step may touch is declared in the flow table.",
         *HARDENING,
@@ -103,9 +103,13 @@ def render_step(config: Config, flow: Flow, step: Step, source: str) -> str:
     if step.locked:
         unit += ["# One flow at a time on a node: the lock unit holds it while steps need it.",
                  f"Requires={flow.lock_unit}", f"After={flow.lock_unit}"]
+    proxy: list[str] = []
     if step.network:
         unit += ["# Talks to the api-server or the release bucket.",
                  "Wants=network-online.target", "After=network-online.target"]
+        net = config.network
+        proxy = ([f"Environment=HTTPS_PROXY={net.proxy} HTTP_PROXY={net.proxy}"] if net.proxy else []) + (
+            [f"Environment=NO_PROXY={net.no_proxy}"] if net.no_proxy else [])
     if flow.target and flow.before_target:
         unit += [f"# `systemctl start {flow.target_unit}` returns when every step ended.",
                  f"Before={flow.target_unit}"]
@@ -124,6 +128,7 @@ def render_step(config: Config, flow: Flow, step: Step, source: str) -> str:
         f"ExecStart={LIBEXEC_DIR}/{step.entry} --flow {flow.name} --step {step.name}",
         f"SyslogIdentifier={flow.unit(step).removesuffix('.service')}",
         f"TimeoutStartSec={timeout_secs(step, config)}",
+        *proxy,
         *sandbox(config, writes=step.writes, network=step.network, capabilities=step.capabilities),
     ]
     return f"{HEADER}\n{_section('Unit', unit)}\n{_section('Service', service)}"
@@ -176,7 +181,7 @@ def only_understood(text: str, version: int) -> str:
 def render(config: Config, version: int | None = None) -> Output:
     """Every unit and link the generator writes for this configuration, in
     what systemd ``version`` (default: the running one) understands."""
-    source = str(config.sources[-1] if config.sources else CONFIG_FILE)
+    source = escape(config.sources[-1] if config.sources else CONFIG_FILE)
     out = Output()
     out.files[LOCK_TEMPLATE] = render_lock(config)
     for flow in all_flows(config):

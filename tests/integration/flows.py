@@ -40,6 +40,17 @@ def record(node: Node, flow: str, name: str) -> dict[str, Any]:
     return dict(document["value"])
 
 
+def settled_record(node: Node, flow: str, name: str) -> dict[str, Any] | None:
+    """A step's output in the flow's current run, or None while there is none
+    (for conditions polled while runs begin and end)."""
+    try:
+        document = json.loads(node.read(f"/run/torcx-tectonic/{flow}/{name}.json"))
+        run = last_run(node, flow)
+    except FileNotFoundError:
+        return None
+    return dict(document["value"]) if document["run"] == run["id"] else None
+
+
 def step_done(node: Node, flow: str, step: str) -> bool:
     """Whether ``step`` succeeded in the flow's last run."""
     if run_result(node, flow) is None:
@@ -84,4 +95,5 @@ def bootstrap_journal(node: Node) -> str:
 
 
 __all__ = ["REBOOT_EXIT_CODE", "bootstrap_journal", "failure", "has_record", "last_run", "record", "run_result",
-           "start_bootstrap", "start_bootstrap_expecting_reboot", "status", "step_done", "step_run", "unit_result"]
+           "settled_record", "start_bootstrap", "start_bootstrap_expecting_reboot", "status", "step_done", "step_run",
+           "unit_result"]

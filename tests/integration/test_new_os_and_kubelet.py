@@ -18,7 +18,17 @@ from simnode.cluster import ANNOTATION, BOARD, CLUO_PREFIX, Cluster, Release
 from simnode.node import Node
 from simnode.proxy import Proxy
 
-from .flows import failure, last_run, record, start_bootstrap, status, step_done, step_run, unit_result
+from .flows import (
+    failure,
+    last_run,
+    record,
+    settled_record,
+    start_bootstrap,
+    status,
+    step_done,
+    step_run,
+    unit_result,
+)
 
 CURRENT, NEXT = "1632.3.0", "1688.5.3"
 RELEASES = [Release(CURRENT, ["1.12", "17.03", "17.06"]), Release(NEXT, ["1.12", "17.03", "17.06"])]
@@ -196,12 +206,13 @@ def test_kubelet_change_during_a_new_os_flow_runs_after_it_and_wins(bundle: Path
                                                                                                "torcx-tectonic-lock"])
 
 
-def test_bucket_goes_through_the_proxy_and_the_api_server_does_not(bundle: Path, tmp_path: Path) -> None:
+def test_bucket_goes_through_the_configured_proxy_and_the_api_server_does_not(bundle: Path, tmp_path: Path) -> None:
+    # configured in torcx-tectonic's own file: it reaches the network steps on any systemd
     with Proxy() as proxy:
-        dropin = f"[Service]\nEnvironment=HTTPS_PROXY={proxy.url}\nEnvironment=NO_PROXY=127.0.0.1\n"
-        settings = {"bootstrap": {"reboot": "no", "upgrade_os": "no"}}
+        settings = {"bootstrap": {"reboot": "no", "upgrade_os": "no"},
+                    "network": {"proxy": proxy.url, "no_proxy": "127.0.0.1"}}
         with Cluster(tmp_path, RELEASES) as cluster:
-            files = {**cluster.node_files(settings), "/etc/systemd/system/torcx-.service.d/50-proxy.conf": dropin}
+            files = cluster.node_files(settings)
             with Node(bundle=bundle, os_version=CURRENT, files=files) as node:
                 node.boot()
                 assert start_bootstrap(node).returncode == 0
@@ -225,10 +236,13 @@ def test_second_kubelet_change_during_a_new_kubelet_run_is_not_lost(bundle: Path
         # ... when the cluster goes back to 1.8: that trigger merges into the running job.
         node.write("/etc/kubernetes/kubelet.env",
                    "KUBELET_IMAGE_URL=quay.io/coreos/hyperkube\nKUBELET_IMAGE_TAG=v1.8.5_coreos.0\n")
-        node.wait_for(lambda: step_done(node, "new-kubelet", "addons")
-                      and record(node, "new-kubelet", "kubernetes-version")["version"] == "v1.8.5+coreos.0"
-                      and record(node, "new-kubelet", "addons")["version"] == "17.03",
-                      timeout=90, what="the second run for v1.8.5")
+        def second_run_done() -> bool:
+            kube = settled_record(node, "new-kubelet", "kubernetes-version")
+            addons = settled_record(node, "new-kubelet", "addons")
+            return kube is not None and addons is not None \
+                and kube["version"] == "v1.8.5+coreos.0" and addons["version"] == "17.03"
+
+        node.wait_for(second_run_done, timeout=90, what="the second run for v1.8.5")
         assert selected(node) == "17.03"
         assert "changed to Kubernetes v1.8.5+coreos.0 while the flow handled v1.9.1+coreos.0" in node.journal(
             "torcx-new-kubelet-recheck.service")

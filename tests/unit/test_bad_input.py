@@ -258,7 +258,7 @@ BAD_VALUES = {
     ("kubernetes", "force_version"): ("latest", "expected a Kubernetes version like v1.8.4+coreos.0"),
     ("kubernetes", "kubelet_env"): ("etc/kubelet.env", "expected an absolute path"),
     ("kubernetes", "installer_kubelet_env"): ("~/kubelet.env", "expected an absolute path"),
-    ("kubernetes", "runtime_mappings"): ("/" + "x" * 5000, "expected an absolute path (at most 4096 characters)"),
+    ("kubernetes", "runtime_mappings"): ("/" + "x" * 5000, "expected an absolute path without spaces"),
     ("kubernetes", "node_name"): ("../namespaces/kube-system/configmaps/x", "expected a DNS-1123 subdomain"),
     ("kubernetes", "annotation"): ("no-prefix", "expected PREFIX/NAME"),
     ("kubernetes", "label_timeout"): ("1e308", "expected seconds more than 0 and at most 86400"),
@@ -274,6 +274,9 @@ BAD_VALUES = {
     ("network", "retries"): ("9" * 400, "expected a whole number from 0 to 100"),
     ("network", "backoff_factor"): ("1e3", "expected a number more than 0 and at most 60"),
     ("network", "ca_bundle"): ("ca.pem", "expected an absolute path"),
+    ("network", "proxy"): ("http://proxy:3128 ExecStartPre=/bin/sh", "expected a proxy URL like http://"),
+    ("network", "no_proxy"): ("10.3.0.1, .cluster.local", "expected host names, domains (.example.com)"),
+    ("metrics", "textfile_dir"): ("/var/lib/node exporter", "expected an absolute path without spaces"),
     ("units", "retry_delay"): ("601", "expected seconds more than 0 and at most 600"),
     ("units", "retry_attempts"): ("0x10", "expected a whole number from 1 to 100"),
 }
@@ -763,3 +766,7 @@ def test_bad_input(bad: Case, tmp_path: Path, server: RoutedServer) -> None:
     assert fill(bad.expected, node) in message
     assert "\n" not in message.replace("\\n", "")
     assert snapshot(node.root) == before
+
+
+def test_every_configuration_key_has_a_bad_value_case() -> None:
+    assert set(BAD_VALUES) == {(s.section, s.key) for s in config.SETTINGS}

@@ -49,7 +49,7 @@ def test_no_file_gives_the_defaults(tmp_path: Path) -> None:
         os_update_timeout=1800.0,
     )
     assert loaded.network == config.NetworkSettings(
-        connect_timeout=10.0, read_timeout=60.0, retries=5, backoff_factor=1.0, ca_bundle=None
+        connect_timeout=10.0, read_timeout=60.0, retries=5, backoff_factor=1.0, ca_bundle=None, proxy="", no_proxy=""
     )
     assert loaded.units == config.UnitSettings(retry_delay=30.0, retry_attempts=5)
 

@@ -598,3 +598,28 @@ def test_systemd_analyze_verify_catches_a_broken_unit(tmp_path: Path, monkeypatc
     result = _systemd_analyze_verify(unit_dir, names)
     assert result.returncode != 0
     assert "torcx-new-os-adons.service" in result.stderr
+
+
+def test_a_percent_sign_in_a_configured_path_is_not_a_specifier() -> None:
+    config = make_config({"kubernetes.kubelet_env": "/etc/k%n/kubelet.env", "metrics.textfile_dir": "/srv/p%i"})
+    out = generator.render(config, version=252)
+    assert values(out.files["torcx-bootstrap-os-update.service"], "Unit", "ConditionPathExists") == [
+        "!/etc/k%%n/kubelet.env"]
+    assert values(out.files["torcx-new-kubelet.path"], "Path", "PathChanged") == ["/etc/k%%n/kubelet.env"]
+    kubelet_env = out.files["torcx-bootstrap-kubelet-env.service"]
+    assert values(kubelet_env, "Service", "ReadWritePaths") == ["-/srv/p%%i /etc/k%%n"]
+
+
+def test_a_configured_path_with_a_blank_is_refused_where_it_is_read() -> None:
+    with pytest.raises(ConfigError, match="expected an absolute path without spaces"):
+        make_config({"kubernetes.kubelet_env": "/etc/my kube/kubelet.env"})
+
+
+def test_a_configured_proxy_reaches_the_network_steps_only() -> None:
+    config = make_config({"network.proxy": "http://proxy.example.com:3128", "network.no_proxy": "10.3.0.1,.local"})
+    out = generator.render(config, version=233)
+    for flow, step in every_step(config):
+        environment = values(out.files[flow.unit(step)], "Service", "Environment")
+        assert environment == ([
+            "HTTPS_PROXY=http://proxy.example.com:3128 HTTP_PROXY=http://proxy.example.com:3128",
+            "NO_PROXY=10.3.0.1,.local"] if step.network else []), flow.unit(step)
