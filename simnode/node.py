@@ -40,6 +40,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -140,11 +141,33 @@ class NodeError(RuntimeError):
     """The node could not do what a test asked (boot, run a command, shut down)."""
 
 
-def os_release(version: str, board: str | None) -> str:
+def os_release(version: str, board: str | None, flavor: str = "coreos") -> str:
     """Container Linux ``os-release`` text, quoted the way the real one is.
 
-    ``board=None`` mimics releases older than ``COREOS_BOARD``.
+    ``board=None`` mimics releases older than ``COREOS_BOARD``.  ``flavor="flatcar"``
+    writes Flatcar's instead: ``ID=flatcar``, ``SYSEXT_LEVEL=1.0`` (what system
+    extensions are matched against) and ``FLATCAR_BOARD`` (Flatcar has no ``COREOS_BOARD``).
     """
+    if flavor == "flatcar":
+        lines = [
+            'NAME="Flatcar Container Linux by Kinvolk"',
+            "ID=flatcar",
+            "ID_LIKE=coreos",
+            f"VERSION={version}",
+            f"VERSION_ID={version}",
+            "BUILD_ID=2024-01-01-0000",
+            "SYSEXT_LEVEL=1.0",
+            f'PRETTY_NAME="Flatcar Container Linux by Kinvolk {version} (Oklo)"',
+            'ANSI_COLOR="38;5;75"',
+            'HOME_URL="https://flatcar.org/"',
+            'BUG_REPORT_URL="https://issues.flatcar.org"',
+        ]
+        if board is not None:
+            lines.append(f'FLATCAR_BOARD="{board}"')
+        lines.append(f'CPE_NAME="cpe:2.3:o:flatcar-linux:flatcar_linux:{version}:*:*:*:*:*:*:*"')
+        return "\n".join(lines) + "\n"
+    if flavor != "coreos":
+        raise ValueError(f"unknown OS flavor {flavor!r}: coreos or flatcar")
     lines = [
         'NAME="Container Linux by CoreOS"',
         "ID=coreos",
@@ -281,8 +304,17 @@ class Node(Closing):
         name: str | None = None,
         boot_timeout: float = 60.0,
         tmp_base: Path | None = None,
+        nspawn_args: Sequence[str] = (),
+        os_flavor: str = "coreos",
+        hide_usr: Sequence[str] = (),
     ) -> None:
-        """Build the node's tree; nothing runs until :meth:`boot`."""
+        """Build the node's tree; nothing runs until :meth:`boot`.
+
+        ``nspawn_args`` are added to the ``systemd-nspawn`` command line (binds,
+        for example); ``os_flavor`` picks the os-release (:func:`os_release`);
+        ``hide_usr`` names host ``/usr`` paths the node must not have: each gets an
+        overlayfs whiteout in the per-test layer, which hides it from the lower layers.
+        """
         self.name = name or f"tt-{secrets.token_hex(4)}"
         if len(self.name) > 60 or not all(c.isalnum() or c in "-_." for c in self.name):
             raise ValueError(f"machine name must be <= 60 chars of [A-Za-z0-9._-]: {self.name!r}")
@@ -291,7 +323,10 @@ class Node(Closing):
             raise ValueError(f"bundle {self.bundle} is not a directory (expected a `make install DESTDIR=` tree)")
         self.os_version = os_version
         self.board = board
+        self.os_flavor = os_flavor
+        os_release("0.0.0", None, os_flavor)  # reject an unknown flavor before building
         self.boot_timeout = boot_timeout
+        self.nspawn_args = list(nspawn_args)
         self.keep_tree = os.environ.get(_KEEP_ENV, "") not in ("", "0")
         self.tmpdir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=str(tmp_base) if tmp_base else None))
         self.root = self.tmpdir / "root"
@@ -308,6 +343,7 @@ class Node(Closing):
         self.boot_state: str | None = None
         try:
             self._build(vendor_addons or {}, files or {}, update_engine or {"mode": "none"})
+            self._hide(hide_usr)
         except BaseException:
             self._remove_tree()
             raise
@@ -381,8 +417,20 @@ class Node(Closing):
             else:
                 _write(root / str(p).lstrip("/"), content)
 
+    def _hide(self, paths: Sequence[str]) -> None:
+        """Whiteouts (character devices 0/0) in the per-test /usr layer."""
+        for path in paths:
+            p = _check_container_path(path)
+            if not _under(p, "/usr") or p == PurePosixPath("/usr"):
+                raise ValueError(f"can only hide paths below /usr: {path!r}")
+            whiteout = self.layer / str(p).lstrip("/")
+            if whiteout.exists() or whiteout.is_symlink():
+                raise ValueError(f"{path}: the per-test layer already has it; cannot hide it too")
+            whiteout.parent.mkdir(parents=True, exist_ok=True)
+            os.mknod(whiteout, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+
     def _write_os_release(self) -> None:
-        text = os_release(self.os_version, self.board)
+        text = os_release(self.os_version, self.board, self.os_flavor)
         _write(self.layer / "usr/lib/os-release", text)
         # nspawn looks for os-release before mounting the overlay, and a host-side
         # read of /etc/os-release follows the symlink to this hidden copy: keep both equal.
@@ -451,6 +499,7 @@ class Node(Closing):
             "--console=passive",
         ]
         cmd += [f"--bind={src}:{dest}" for src, dest in self._binds]
+        cmd += self.nspawn_args
         self._log_path = self.tmpdir / f"nspawn-{self._boots}.log"
         start = time.monotonic()
         with open(self._log_path, "wb") as log:
