@@ -283,6 +283,45 @@ def mounts_under(path: Path) -> list[str]:
     return found
 
 
+#: Joins its own PID to the cgroups named before ``--``, then runs the rest.
+_JOIN_CGROUPS = (
+    'for g; do [ "$g" = -- ] && break; echo $$ > "$g/cgroup.procs" || exit 125; shift; done; shift; exec "$@"'
+)
+
+
+def _own_cgroup_roots() -> list[Path]:
+    """This process's group in each hierarchy a container's systemd writes to:
+    the named ``name=systemd`` one (cgroup v1) and the unified one (v2 or hybrid)."""
+    unified = next((m for m in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+                    if os.path.exists(f"{m}/cgroup.controllers")), None)
+    mounts = {"name=systemd": "/sys/fs/cgroup/systemd" if os.path.exists("/sys/fs/cgroup/systemd/cgroup.procs")
+              else None, "": unified}
+    roots = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        mount = mounts.get(controllers)
+        if mount:
+            roots.append(Path(mount + path.rstrip("/")))
+    return roots
+
+
+def _remove_cgroup(group: Path, timeout: float = 5.0) -> bool:
+    """Remove a cgroup and its children (deepest first); False if some stay busy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = False
+        for directory, _, _ in sorted(os.walk(group), key=lambda entry: -entry[0].count("/")):
+            try:
+                os.rmdir(directory)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                busy = True
+        if not busy or time.monotonic() > deadline:
+            return not busy
+        time.sleep(0.05)
+
+
 class Node(Closing):
     """One simulated Container Linux node (a context manager).
 
@@ -333,6 +372,7 @@ class Node(Closing):
         self.layer = self.tmpdir / "layer"
         self._run_files = self.tmpdir / "run-files"
         self._binds: list[tuple[Path, str]] = []
+        self._cgroups: list[Path] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self._leader: int | None = None
         self._pidns: str | None = None
@@ -500,6 +540,13 @@ class Node(Closing):
         ]
         cmd += [f"--bind={src}:{dest}" for src, dest in self._binds]
         cmd += self.nspawn_args
+        # Its own cgroup: with --keep-unit, nspawn puts the container below the cgroup it
+        # was started in, so nodes started from one cgroup (ours: the host's root, no
+        # systemd here) would share /payload/system.slice and remove each other's groups.
+        self._cgroups = [root / f"simnode-{self.name}" for root in _own_cgroup_roots()]
+        for group in self._cgroups:
+            group.mkdir(exist_ok=True)
+        cmd = ["sh", "-c", _JOIN_CGROUPS, "sh", *map(str, self._cgroups), "--", *cmd]
         self._log_path = self.tmpdir / f"nspawn-{self._boots}.log"
         start = time.monotonic()
         with open(self._log_path, "wb") as log:
@@ -653,8 +700,10 @@ class Node(Closing):
         with contextlib.suppress(OSError):
             os.rmdir(f"/run/systemd/nspawn/propagate/{self.name}")
         left = mounts_under(self.tmpdir)
-        if stray or left:
-            raise NodeError(f"node {self.name} left processes {stray} / mounts {left} behind")
+        busy = [str(group) for group in self._cgroups if not _remove_cgroup(group)]
+        self._cgroups = []
+        if stray or left or busy:
+            raise NodeError(f"node {self.name} left processes {stray} / mounts {left} / cgroups {busy} behind")
 
     def leftover_processes(self) -> list[int]:
         """Host PIDs of processes still in the container's PID namespace (empty after exit)."""
