@@ -1,0 +1,81 @@
+"""The Flatcar Ignition example (and its Butane source): what it installs is valid."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from simnode.ignition import IgnitionError, decode_data_url
+from torcx_tectonic import config
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples/flatcar-sysext.ign"
+BUTANE = REPO / "examples/flatcar-sysext.bu"
+CONFIG = "/etc/torcx-tectonic/conf.d/10-cluster.conf"
+
+
+@pytest.fixture
+def document() -> dict[str, Any]:
+    return dict(json.loads(EXAMPLE.read_text()))
+
+
+def image_entry(document: dict[str, Any]) -> dict[str, Any]:
+    images = [f for f in document["storage"]["files"] if f["path"].endswith(".raw")]
+    assert len(images) == 1
+    return dict(images[0])
+
+
+def test_the_image_is_pinned_by_its_sha512_and_linked_where_systemd_sysext_looks(document: dict[str, Any]) -> None:
+    assert re.fullmatch(r"3\.\d+\.\d+", document["ignition"]["version"])
+    image = image_entry(document)
+    assert re.fullmatch(r"sha512-[0-9a-f]{128}", image["contents"]["verification"]["hash"])
+    assert image["contents"]["source"].startswith("https://")
+    assert image["path"].startswith("/opt/extensions/torcx-tectonic/torcx-tectonic-")
+    assert image["contents"]["source"].rsplit("/", 1)[1] == image["path"].rsplit("/", 1)[1]
+    links = {link["path"]: link["target"] for link in document["storage"]["links"]}
+    assert links == {"/etc/extensions/torcx-tectonic.raw": image["path"]}
+    # nothing to enable: the image activates itself once merged
+    assert "systemd" not in document
+
+
+def test_the_configuration_it_writes_is_valid_and_names_the_keyring_it_writes(document: dict[str, Any]) -> None:
+    files = {f["path"]: f for f in document["storage"]["files"]}
+    text = decode_data_url(files[CONFIG]["contents"]["source"]).decode()
+    parsed = config.build(config.collect([(CONFIG, text)]))
+    assert str(parsed.torcx.keyring) in files  # embedded, not fetched
+    assert files[str(parsed.torcx.keyring)]["contents"]["source"].startswith("data:")
+    assert b"BEGIN PGP PUBLIC KEY BLOCK" in decode_data_url(files[str(parsed.torcx.keyring)]["contents"]["source"])
+    assert parsed.kubernetes.annotation.startswith("flatcar-linux-update.v1.flatcar-linux.net/")
+    assert "{{.Board}}" in parsed.torcx.manifest_url and "{{.OSVersion}}" in parsed.torcx.manifest_url
+
+
+def test_the_butane_source_says_what_the_ignition_config_says(document: dict[str, Any]) -> None:
+    butane = yaml.safe_load(BUTANE.read_text())
+    assert (butane["variant"], butane["version"]) == ("flatcar", "1.0.0")  # transpiles to Ignition 3.3.0
+    assert document["ignition"]["version"] == "3.3.0"
+    files = {f["path"]: f for f in document["storage"]["files"]}
+    assert [f["path"] for f in butane["storage"]["files"]] == list(files)
+    for entry in butane["storage"]["files"]:
+        written = files[entry["path"]]
+        assert written["mode"] == entry["mode"]
+        contents = entry["contents"]
+        if "inline" in contents:
+            assert decode_data_url(written["contents"]["source"]).decode() == contents["inline"]
+        else:
+            assert written["contents"]["source"] == contents["source"]
+            assert written["contents"]["verification"] == contents["verification"]
+    assert [{k: link[k] for k in ("path", "target", "hard")} for link in butane["storage"]["links"]] == [
+        {k: link[k] for k in ("path", "target", "hard")} for link in document["storage"]["links"]]
+
+
+def test_data_urls_decode_as_ignition_decodes_them() -> None:
+    assert decode_data_url("data:,a%20b%0A") == b"a b\n"
+    assert decode_data_url("data:;base64,aGk=") == b"hi"
+    assert decode_data_url("data:text/plain;charset=utf-8;base64,aGk=") == b"hi"
+    with pytest.raises(IgnitionError):
+        decode_data_url("https://example.com/x")
