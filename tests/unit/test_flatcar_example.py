@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -10,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from simnode.ignition import IgnitionError, decode_data_url
+from simnode.ignition import IgnitionError, decode_data_url, files_stage
+from sysext import build
 from torcx_tectonic import config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,6 +73,22 @@ def test_the_butane_source_says_what_the_ignition_config_says(document: dict[str
             assert written["contents"]["verification"] == contents["verification"]
     assert [{k: link[k] for k in ("path", "target", "hard")} for link in butane["storage"]["links"]] == [
         {k: link[k] for k in ("path", "target", "hard")} for link in document["storage"]["links"]]
+
+
+def test_make_sysext_fills_in_the_image_it_built(document: dict[str, Any]) -> None:
+    digest = hashlib.sha512(b"image").hexdigest()
+    rendered = build.render_ignition(document, "torcx-tectonic-0.2.0-arm64.raw", digest)
+    image = image_entry(rendered)
+    assert image["path"] == "/opt/extensions/torcx-tectonic/torcx-tectonic-0.2.0-arm64.raw"
+    assert image["contents"]["source"] == "https://torcx.example.com/sysext/torcx-tectonic-0.2.0-arm64.raw"
+    assert image["contents"]["verification"]["hash"] == f"sha512-{digest}"
+    assert rendered["storage"]["links"][0]["target"] == image["path"]
+    assert image_entry(document)["path"] != image["path"]  # the example itself is left alone
+    # what Ignition then writes: the image checked against that hash
+    written = files_stage(rendered, remote={image["contents"]["source"]: b"image"})
+    assert written.files[image["path"]] == b"image"
+    with pytest.raises(IgnitionError, match="sha512 is"):
+        files_stage(rendered, remote={image["contents"]["source"]: b"tampered"})
 
 
 def test_data_urls_decode_as_ignition_decodes_them() -> None:
