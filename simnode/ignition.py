@@ -3,7 +3,8 @@
 A Flatcar node gets the product from its Ignition config alone, so the test
 of that path writes exactly what the shipped example would write: its files
 (``data:`` URLs decoded; remote sources from a map the test provides, checked
-against ``verification.hash`` as Ignition checks them) and its links. Only
+against ``verification.hash`` as Ignition checks them), its links and its
+unit drop-ins. Only
 the parts of spec 3.x the example uses are understood; anything else is an
 error rather than silently skipped, so the example cannot grow a part the
 test does not apply.
@@ -20,6 +21,8 @@ from typing import Any
 
 #: Ignition spec versions whose files/links/directories sections this understands.
 SPEC_VERSIONS = ("3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0")
+#: Where Ignition writes units and drop-ins.
+UNIT_DIR = "/etc/systemd/system"
 HASH_FUNCTIONS = {"sha512": hashlib.sha512, "sha256": hashlib.sha256}
 
 
@@ -82,8 +85,8 @@ def files_stage(document: Mapping[str, Any], remote: Mapping[str, bytes] | None 
     version = document.get("ignition", {}).get("version")
     if version not in SPEC_VERSIONS:
         raise IgnitionError(f"ignition.version {version!r}: expected one of {', '.join(SPEC_VERSIONS)}")
-    if document.get("systemd") or document.get("passwd") or document.get("kernelArguments"):
-        raise IgnitionError("only the storage section (files, links, directories) is applied here")
+    if document.get("passwd") or document.get("kernelArguments"):
+        raise IgnitionError("only storage (files, links, directories) and unit drop-ins are applied here")
     storage = document.get("storage", {})
     unknown = set(storage) - {"files", "links", "directories"}
     if unknown:
@@ -101,4 +104,12 @@ def files_stage(document: Mapping[str, Any], remote: Mapping[str, bytes] | None 
         if entry.get("hard"):
             raise IgnitionError(f"{entry['path']}: hard links are not supported here")
         written.links[entry["path"]] = entry["target"]
+    for unit in document.get("systemd", {}).get("units", []):
+        unsupported = set(unit) - {"name", "dropins"}
+        if unsupported:
+            raise IgnitionError(f"{unit['name']}: {sorted(unsupported)} are not supported here (only drop-ins)")
+        for dropin in unit.get("dropins", []):
+            path = f"{UNIT_DIR}/{unit['name']}.d/{dropin['name']}"
+            written.files[path] = dropin.get("contents", "").encode()
+            written.modes[path] = 0o644
     return written

@@ -41,8 +41,13 @@ def test_the_image_is_pinned_by_its_sha512_and_linked_where_systemd_sysext_looks
     assert image["contents"]["source"].rsplit("/", 1)[1] == image["path"].rsplit("/", 1)[1]
     links = {link["path"]: link["target"] for link in document["storage"]["links"]}
     assert links == {"/etc/extensions/torcx-tectonic.raw": image["path"]}
-    # nothing to enable: the image activates itself once merged
-    assert "systemd" not in document
+    # nothing is enabled (the image activates itself once merged); the only units
+    # it touches get a drop-in that orders Docker after Flatcar's late merge
+    units = {unit["name"]: unit for unit in document["systemd"]["units"]}
+    assert set(units) == {"docker.service", "containerd.service"}
+    for unit in units.values():
+        assert set(unit) == {"name", "dropins"}
+        assert [d["contents"] for d in unit["dropins"]] == ["[Unit]\nAfter=ensure-sysext.service\n"]
 
 
 def test_the_configuration_it_writes_is_valid_and_names_the_keyring_it_writes(document: dict[str, Any]) -> None:
@@ -73,6 +78,7 @@ def test_the_butane_source_says_what_the_ignition_config_says(document: dict[str
             assert written["contents"]["verification"] == contents["verification"]
     assert [{k: link[k] for k in ("path", "target", "hard")} for link in butane["storage"]["links"]] == [
         {k: link[k] for k in ("path", "target", "hard")} for link in document["storage"]["links"]]
+    assert butane["systemd"] == document["systemd"]
 
 
 def test_make_sysext_fills_in_the_image_it_built(document: dict[str, Any]) -> None:
@@ -87,6 +93,7 @@ def test_make_sysext_fills_in_the_image_it_built(document: dict[str, Any]) -> No
     # what Ignition then writes: the image checked against that hash
     written = files_stage(rendered, remote={image["contents"]["source"]: b"image"})
     assert written.files[image["path"]] == b"image"
+    assert written.files["/etc/systemd/system/docker.service.d/10-torcx-tectonic.conf"].startswith(b"[Unit]")
     with pytest.raises(IgnitionError, match="sha512 is"):
         files_stage(rendered, remote={image["contents"]["source"]: b"tampered"})
 
