@@ -30,7 +30,7 @@ from simnode.node import REBOOT_EXIT_CODE, Node, missing_requirements
 from sysext import build as sysext_build
 from sysext.launcher import MULTICALL_NAME
 
-from .flows import bootstrap_journal, unit_result
+from .flows import unit_result
 
 CURRENT, NEXT = "3602.2.0", "3760.2.0"  # Flatcar stable releases with both torcx and sysext
 RELEASES = [Release(CURRENT, ["1.12", "17.03"]), Release(NEXT, ["1.12", "17.03"])]
@@ -218,7 +218,6 @@ def test_a_flatcar_node_without_python_bootstraps_from_the_image_at_first_boot(i
         node.boot(wait_ready=False)
         assert node.wait_exit(120) == REBOOT_EXIT_CODE, node.nspawn_log()[-3000:]
         assert_bootstrapped(cluster, node, (CURRENT, NEXT))
-        assert "rebooting: OS 3760.2.0 is installed, Docker changed" in bootstrap_journal(node)
         journal = node.journal()  # (sd-sysext) lines are not always attributed to the unit
         assert "Using extensions 'torcx-tectonic'" in journal and "Merged extensions into '/usr'" in journal
 
@@ -236,8 +235,8 @@ def test_a_flatcar_node_without_python_bootstraps_from_the_image_at_first_boot(i
         node.wait_for(lambda: node.exists("/run/docker-saw"), what="docker started")
         assert node.read("/run/docker-saw") == ""
         assert cluster.addon_downloads() == downloads
-        status = node.run("torcx-tectonic", check=False)
-        assert status.returncode in (0, 1) and "Traceback" not in status.stdout + status.stderr
+        command = node.run("torcx-tectonic", "--help", check=False)  # the operator's command, from PATH
+        assert command.returncode in (0, 1) and command.stdout and "Traceback" not in command.stderr
 
 
 def test_an_image_merged_before_the_manager_starts_bootstraps_in_the_first_transaction(
@@ -257,6 +256,5 @@ def test_an_image_merged_before_the_manager_starts_bootstraps_in_the_first_trans
         node.wait_for(lambda: unit_result(node, "kubelet.service")[0] == "active", what="kubelet running")
         node.wait_for(lambda: node.exists("/run/docker-saw"), what="docker started")
         assert node.read("/run/docker-saw") == ""
-        assert "emptied /var/lib/docker (1 entries)" in node.journal("torcx-tectonic-docker-reset.service")
         assert os.path.basename(node.run("readlink", "-f", "/usr/libexec/torcx-tectonic/install-addons")
                                 .stdout.strip()) == MULTICALL_NAME
