@@ -231,13 +231,15 @@ def elf_files(directory: Path) -> list[Path]:
 
 def node_libraries(app: Path) -> dict[str, set[str]]:
     """Shared libraries the frozen program's ELF files take from outside the
-    bundle, with the files that need them (``ldd``, bundle first, as the
-    bootloader arranges it)."""
+    bundle, with the files that need them (``ldd``): the bootloader as it is
+    first executed, everything else with the bundle first in the library path,
+    as the bootloader arranges it before it executes itself again."""
     internal = app / "_internal"
     needs: dict[str, set[str]] = {}
     for elf in elf_files(app):
+        path = {"LD_LIBRARY_PATH": str(internal)} if elf.parent != app else {}
         result = subprocess.run(["ldd", str(elf)], capture_output=True, text=True,
-                                env={"LD_LIBRARY_PATH": str(internal), "PATH": os.environ.get("PATH", "")})
+                                env={**path, "PATH": os.environ.get("PATH", "")})
         if result.returncode != 0 and "not a dynamic executable" in result.stdout + result.stderr:
             continue  # statically linked
         for line in result.stdout.splitlines():
