@@ -229,6 +229,9 @@ def test_a_flatcar_node_without_python_bootstraps_from_the_image_at_first_boot(i
         node.boot_again(os_version=NEXT, update_engine={"mode": "none"})
         assert_no_python(node)
         assert f"/simnode-{node.name}/" in Path(f"/proc/{node.leader}/cgroup").read_text()  # not shared with others
+        # the stand-in's interpreter is out of the product's reach too
+        lock = node.systemctl("show", "-p", "InaccessiblePaths", "torcx-tectonic-lock@bootstrap.service").stdout
+        assert "/run/simnode" in lock
         assert "torcx-tectonic" in node.run("systemd-sysext", "status").stdout
         node.wait_for(lambda: unit_result(node, "kubelet.service")[0] == "active", what="kubelet running")
         node.wait_for(lambda: unit_result(node, "torcx-new-kubelet.path")[0] == "active", what="path units")
