@@ -3,6 +3,7 @@
 #   make node                              boot a simulated node and bootstrap it (the main job)
 #   make test                              install what the tests need, lint, type-check, run every test
 #   make bench                             time the generator (it blocks every boot and daemon-reload)
+#   make sysext                            the system extension image for Flatcar (no Python on the node)
 
 PYTHON ?= /usr/bin/python3
 DESTDIR ?=
@@ -18,15 +19,17 @@ VENV ?= .venv
 APT_PACKAGES = systemd-container dbus gpg gpgv openssl iproute2 libsystemd-dev pkg-config python3-venv \
 	python3-pystemd python3-requests python3-iniparse python3-packaging python3-yaml python3-prometheus-client \
 	python3-dbus python3-gi \
-	python3-cryptography rpm
-PIP_PACKAGES = pytest==8.3.4 ruff==0.8.4 mypy==1.13.0 types-requests==2.31.0.6 types-PyYAML==6.0.12.20240917 hypothesis==6.67.1
+	python3-cryptography rpm squashfs-tools binutils
+# PyInstaller freezes the product for the system extension image (make sysext).
+PIP_PACKAGES = pytest==8.3.4 ruff==0.8.4 mypy==1.13.0 types-requests==2.31.0.6 types-PyYAML==6.0.12.20240917 \
+	hypothesis==6.67.1 pyinstaller==6.22.3 pyinstaller-hooks-contrib==2026.9 altgraph==0.17.5
 BUILD = build
 # On a host without an RPM database (Debian) the build dependencies cannot be checked.
 RPMBUILD_FLAGS ?= $(shell rpm -q rpm >/dev/null 2>&1 || echo --nodeps)
 SCRIPTS = $(wildcard libexec/*)
 PACKAGE_FILES = $(wildcard torcx_tectonic/*.py)
 
-.PHONY: all install deps test lint compat unit integration node bench rpm clean
+.PHONY: all install deps test lint compat unit integration node bench rpm sysext clean
 
 all: $(BUILD)/torcx-tectonic.conf
 
@@ -112,6 +115,11 @@ rpm: all
 	mkdir -p $(BUILD)/rpm/SOURCES
 	git archive --format=tar.gz --prefix=torcx-tectonic-0.1.0/ -o $(BUILD)/rpm/SOURCES/torcx-tectonic-0.1.0.tar.gz HEAD
 	rpmbuild -bb $(RPMBUILD_FLAGS) --define "_topdir $(CURDIR)/$(BUILD)/rpm" rpmspec/torcx-tectonic.spec
+
+# The system extension image build/torcx-tectonic-VERSION-ARCH.raw, its .sha512 and
+# the Ignition example with its hash filled in (build/torcx-tectonic-VERSION-ARCH.ign).
+sysext: deps
+	$(VENV)/bin/python -m sysext.build --output $(BUILD)
 
 clean:
 	rm -rf $(BUILD) .mypy_cache .ruff_cache .pytest_cache

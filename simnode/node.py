@@ -40,6 +40,7 @@ import os
 import secrets
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -140,11 +141,33 @@ class NodeError(RuntimeError):
     """The node could not do what a test asked (boot, run a command, shut down)."""
 
 
-def os_release(version: str, board: str | None) -> str:
+def os_release(version: str, board: str | None, flavor: str = "coreos") -> str:
     """Container Linux ``os-release`` text, quoted the way the real one is.
 
-    ``board=None`` mimics releases older than ``COREOS_BOARD``.
+    ``board=None`` mimics releases older than ``COREOS_BOARD``.  ``flavor="flatcar"``
+    writes Flatcar's instead: ``ID=flatcar``, ``SYSEXT_LEVEL=1.0`` (what system
+    extensions are matched against) and ``FLATCAR_BOARD`` (Flatcar has no ``COREOS_BOARD``).
     """
+    if flavor == "flatcar":
+        lines = [
+            'NAME="Flatcar Container Linux by Kinvolk"',
+            "ID=flatcar",
+            "ID_LIKE=coreos",
+            f"VERSION={version}",
+            f"VERSION_ID={version}",
+            "BUILD_ID=2024-01-01-0000",
+            "SYSEXT_LEVEL=1.0",
+            f'PRETTY_NAME="Flatcar Container Linux by Kinvolk {version} (Oklo)"',
+            'ANSI_COLOR="38;5;75"',
+            'HOME_URL="https://flatcar.org/"',
+            'BUG_REPORT_URL="https://issues.flatcar.org"',
+        ]
+        if board is not None:
+            lines.append(f'FLATCAR_BOARD="{board}"')
+        lines.append(f'CPE_NAME="cpe:2.3:o:flatcar-linux:flatcar_linux:{version}:*:*:*:*:*:*:*"')
+        return "\n".join(lines) + "\n"
+    if flavor != "coreos":
+        raise ValueError(f"unknown OS flavor {flavor!r}: coreos or flatcar")
     lines = [
         'NAME="Container Linux by CoreOS"',
         "ID=coreos",
@@ -260,6 +283,45 @@ def mounts_under(path: Path) -> list[str]:
     return found
 
 
+#: Joins its own PID to the cgroups named before ``--``, then runs the rest.
+_JOIN_CGROUPS = (
+    'for g; do [ "$g" = -- ] && break; echo $$ > "$g/cgroup.procs" || exit 125; shift; done; shift; exec "$@"'
+)
+
+
+def _own_cgroup_roots() -> list[Path]:
+    """This process's group in each hierarchy a container's systemd writes to:
+    the named ``name=systemd`` one (cgroup v1) and the unified one (v2 or hybrid)."""
+    unified = next((m for m in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+                    if os.path.exists(f"{m}/cgroup.controllers")), None)
+    mounts = {"name=systemd": "/sys/fs/cgroup/systemd" if os.path.exists("/sys/fs/cgroup/systemd/cgroup.procs")
+              else None, "": unified}
+    roots = []
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        mount = mounts.get(controllers)
+        if mount:
+            roots.append(Path(mount + path.rstrip("/")))
+    return roots
+
+
+def _remove_cgroup(group: Path, timeout: float = 5.0) -> bool:
+    """Remove a cgroup and its children (deepest first); False if some stay busy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = False
+        for directory, _, _ in sorted(os.walk(group), key=lambda entry: -entry[0].count("/")):
+            try:
+                os.rmdir(directory)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                busy = True
+        if not busy or time.monotonic() > deadline:
+            return not busy
+        time.sleep(0.05)
+
+
 class Node(Closing):
     """One simulated Container Linux node (a context manager).
 
@@ -281,8 +343,17 @@ class Node(Closing):
         name: str | None = None,
         boot_timeout: float = 60.0,
         tmp_base: Path | None = None,
+        nspawn_args: Sequence[str] = (),
+        os_flavor: str = "coreos",
+        hide_usr: Sequence[str] = (),
     ) -> None:
-        """Build the node's tree; nothing runs until :meth:`boot`."""
+        """Build the node's tree; nothing runs until :meth:`boot`.
+
+        ``nspawn_args`` are added to the ``systemd-nspawn`` command line (binds,
+        for example); ``os_flavor`` picks the os-release (:func:`os_release`);
+        ``hide_usr`` names host ``/usr`` paths the node must not have: each gets an
+        overlayfs whiteout in the per-test layer, which hides it from the lower layers.
+        """
         self.name = name or f"tt-{secrets.token_hex(4)}"
         if len(self.name) > 60 or not all(c.isalnum() or c in "-_." for c in self.name):
             raise ValueError(f"machine name must be <= 60 chars of [A-Za-z0-9._-]: {self.name!r}")
@@ -291,13 +362,17 @@ class Node(Closing):
             raise ValueError(f"bundle {self.bundle} is not a directory (expected a `make install DESTDIR=` tree)")
         self.os_version = os_version
         self.board = board
+        self.os_flavor = os_flavor
+        os_release("0.0.0", None, os_flavor)  # reject an unknown flavor before building
         self.boot_timeout = boot_timeout
+        self.nspawn_args = list(nspawn_args)
         self.keep_tree = os.environ.get(_KEEP_ENV, "") not in ("", "0")
         self.tmpdir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir=str(tmp_base) if tmp_base else None))
         self.root = self.tmpdir / "root"
         self.layer = self.tmpdir / "layer"
         self._run_files = self.tmpdir / "run-files"
         self._binds: list[tuple[Path, str]] = []
+        self._cgroups: list[Path] = []
         self._proc: subprocess.Popen[bytes] | None = None
         self._leader: int | None = None
         self._pidns: str | None = None
@@ -308,6 +383,7 @@ class Node(Closing):
         self.boot_state: str | None = None
         try:
             self._build(vendor_addons or {}, files or {}, update_engine or {"mode": "none"})
+            self._hide(hide_usr)
         except BaseException:
             self._remove_tree()
             raise
@@ -381,8 +457,20 @@ class Node(Closing):
             else:
                 _write(root / str(p).lstrip("/"), content)
 
+    def _hide(self, paths: Sequence[str]) -> None:
+        """Whiteouts (character devices 0/0) in the per-test /usr layer."""
+        for path in paths:
+            p = _check_container_path(path)
+            if not _under(p, "/usr") or p == PurePosixPath("/usr"):
+                raise ValueError(f"can only hide paths below /usr: {path!r}")
+            whiteout = self.layer / str(p).lstrip("/")
+            if whiteout.exists() or whiteout.is_symlink():
+                raise ValueError(f"{path}: the per-test layer already has it; cannot hide it too")
+            whiteout.parent.mkdir(parents=True, exist_ok=True)
+            os.mknod(whiteout, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+
     def _write_os_release(self) -> None:
-        text = os_release(self.os_version, self.board)
+        text = os_release(self.os_version, self.board, self.os_flavor)
         _write(self.layer / "usr/lib/os-release", text)
         # nspawn looks for os-release before mounting the overlay, and a host-side
         # read of /etc/os-release follows the symlink to this hidden copy: keep both equal.
@@ -451,6 +539,14 @@ class Node(Closing):
             "--console=passive",
         ]
         cmd += [f"--bind={src}:{dest}" for src, dest in self._binds]
+        cmd += self.nspawn_args
+        # Its own cgroup: with --keep-unit, nspawn puts the container below the cgroup it
+        # was started in, so nodes started from one cgroup (ours: the host's root, no
+        # systemd here) would share /payload/system.slice and remove each other's groups.
+        self._cgroups = [root / f"simnode-{self.name}" for root in _own_cgroup_roots()]
+        for group in self._cgroups:
+            group.mkdir(exist_ok=True)
+        cmd = ["sh", "-c", _JOIN_CGROUPS, "sh", *map(str, self._cgroups), "--", *cmd]
         self._log_path = self.tmpdir / f"nspawn-{self._boots}.log"
         start = time.monotonic()
         with open(self._log_path, "wb") as log:
@@ -604,8 +700,10 @@ class Node(Closing):
         with contextlib.suppress(OSError):
             os.rmdir(f"/run/systemd/nspawn/propagate/{self.name}")
         left = mounts_under(self.tmpdir)
-        if stray or left:
-            raise NodeError(f"node {self.name} left processes {stray} / mounts {left} behind")
+        busy = [str(group) for group in self._cgroups if not _remove_cgroup(group)]
+        self._cgroups = []
+        if stray or left or busy:
+            raise NodeError(f"node {self.name} left processes {stray} / mounts {left} / cgroups {busy} behind")
 
     def leftover_processes(self) -> list[int]:
         """Host PIDs of processes still in the container's PID namespace (empty after exit)."""

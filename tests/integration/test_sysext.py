@@ -1,0 +1,261 @@
+"""The system extension image on a Flatcar node without Python (`make sysext`).
+
+The image is built once for the module, as `make sysext` builds it. The node
+tests boot a Flatcar-like node (os-release ``ID=flatcar``, ``SYSEXT_LEVEL=1.0``)
+whose ``/usr`` has no Python at all, write only what the shipped Ignition
+example writes (plus the test cluster's configuration, keyring and
+kubeconfig), and let the node's own ``systemd-sysext`` merge the image from a
+loop device: the bootstrap must run and end as on a packaged node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from simnode import flatcar
+from simnode.cluster import BOARD, Cluster, Release, enable
+from simnode.ignition import files_stage
+from simnode.node import REBOOT_EXIT_CODE, Node, missing_requirements
+from sysext import build as sysext_build
+from sysext.launcher import MULTICALL_NAME
+
+from .flows import unit_result
+
+CURRENT, NEXT = "3602.2.0", "3760.2.0"  # Flatcar stable releases with both torcx and sysext
+RELEASES = [Release(CURRENT, ["1.12", "17.03"]), Release(NEXT, ["1.12", "17.03"])]
+UPDATE = {"mode": "update", "new_version": NEXT, "step_seconds": 0.05}
+IMAGE_LINK = "/etc/extensions/torcx-tectonic.raw"
+#: A Docker stand-in that notes what it found in its data directory when it started.
+DOCKER = {
+    "/usr/lib/systemd/system/docker.service":
+        "[Service]\nExecStart=/bin/sh -c 'ls -A /var/lib/docker > /run/docker-saw; exec sleep infinity'\n"
+        "[Install]\nWantedBy=multi-user.target\n",
+    "/var/lib/docker/containers/written-by-the-old-docker": "old",
+}
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> sysext_build.Image:
+    """The image, built as `make sysext` builds it (make installs PyInstaller and squashfs-tools)."""
+    try:
+        import PyInstaller  # noqa: F401
+    except ImportError:
+        pytest.skip("PyInstaller is not installed (make sysext installs it)")
+    if shutil.which("mksquashfs") is None:
+        pytest.skip("mksquashfs is not installed (make sysext installs squashfs-tools)")
+    return sysext_build.build(tmp_path_factory.mktemp("sysext"))
+
+
+def squashfs_listing(raw: Path) -> dict[str, str]:
+    """Path → ``unsquashfs -lls`` line (mode, owner, ...) of every entry of the image."""
+    out = subprocess.run(["unsquashfs", "-lls", "-d", "", str(raw)], check=True, capture_output=True, text=True).stdout
+    entries = {}
+    for line in out.splitlines():
+        if " /" in line:
+            entries[line.split(" /", 1)[1].split(" -> ")[0]] = line
+    return entries
+
+
+def test_the_image_holds_only_usr_and_what_systemd_sysext_needs(image: sysext_build.Image) -> None:
+    listing = squashfs_listing(image.raw)
+    # nothing under /etc or /var: the configuration stays the operator's
+    assert {p.split("/")[0] for p in listing} == {"usr"}
+    assert all(" root/root " in line for line in listing.values())
+    assert listing.keys() == {str(p.relative_to(image.tree)) for p in image.tree.rglob("*")}
+    release = image.tree / "usr/lib/extension-release.d/extension-release.torcx-tectonic"
+    assert release.read_text() == f"ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE={image.arch}\n"
+    assert image.raw.name == f"torcx-tectonic-{image.version}-{image.arch}.raw"
+    assert hashlib.sha512(image.raw.read_bytes()).hexdigest() == image.sha512
+    # every entry point is the one launcher, under the name and in the place make install uses
+    launcher = f"usr/lib/torcx-tectonic/{MULTICALL_NAME}"
+    repo = sysext_build.REPO
+    entry_points = ["usr/lib/systemd/system-generators/torcx-tectonic-generator", "usr/bin/torcx-tectonic",
+                    *(f"usr/libexec/torcx-tectonic/{p.name}" for p in (repo / "libexec").iterdir())]
+    for path in entry_points:
+        link = image.tree / path
+        assert link.is_symlink() and link.resolve() == (image.tree / launcher).resolve(), path
+    units = {p.name for p in (image.tree / "usr/lib/systemd/system").iterdir() if p.is_file()}
+    assert units == {p.name for p in (repo / "units").iterdir()}
+    for unit in units:
+        text = (image.tree / "usr/lib/systemd/system" / unit).read_text()
+        assert "@LIBEXECDIR@" not in text and "@DOCDIR@" not in text, unit
+    dropin = (image.tree / sysext_build.ACTIVATION_DROPIN).read_text()
+    assert "Wants=torcx-bootstrap.target" in dropin
+    info = json.loads((image.tree / "usr/share/torcx-tectonic/build-info.json").read_text())
+    assert info["glibc_minimum"] == image.glibc and info["version"] == image.version
+    rendered = json.loads(image.ignition.read_text())
+    assert f"sha512-{image.sha512}" in json.dumps(rendered)
+
+
+def test_the_frozen_program_gives_the_programs_it_starts_the_callers_environment(
+        image: sysext_build.Image, tmp_path: Path) -> None:
+    """PyInstaller's bootloader points LD_LIBRARY_PATH into the bundle; gpgv and
+    the other programs the steps start must get the node's libraries."""
+    app = tmp_path / "app"
+    shutil.copytree(image.tree / "usr/lib/torcx-tectonic", app, symlinks=True)
+    (app / "commands/env-probe").write_text(
+        "import json, os, subprocess, sys\n"
+        "child = subprocess.run(['/usr/bin/env', '-0'], capture_output=True, check=True).stdout\n"
+        "env = dict(e.split('=', 1) for e in child.decode().split('\\0') if e)\n"
+        "print(json.dumps({'argv': sys.argv, 'child': env, 'frozen': getattr(sys, 'frozen', False),\n"
+        "                  'python': sys.executable}))\n")
+    (app / "env-probe").symlink_to(MULTICALL_NAME)
+    for caller in ({"PATH": "/usr/bin:/bin"}, {"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": "/opt/node-libs"}):
+        out = subprocess.run([str(app / "env-probe"), "--flag"], env=caller, check=True, capture_output=True, text=True)
+        seen = json.loads(out.stdout)
+        assert seen["frozen"] is True and seen["argv"] == [str(app / "env-probe"), "--flag"]
+        assert {k: v for k, v in seen["child"].items() if k.startswith(("LD_", "_PYI"))} == {
+            k: v for k, v in caller.items() if k.startswith("LD_")}
+    # under its own name it runs the command named by the first argument
+    out = subprocess.run([str(app / MULTICALL_NAME), "env-probe"], env={"PATH": "/usr/bin:/bin"},
+                         check=True, capture_output=True, text=True)
+    assert json.loads(out.stdout)["argv"] == ["env-probe"]
+    unknown = subprocess.run([str(app / MULTICALL_NAME), "no-such-step"], capture_output=True, text=True)
+    assert unknown.returncode == 127 and "no command 'no-such-step'" in unknown.stderr
+
+
+def stop_and_release(node: Node, image_file: Path) -> list[str]:
+    """Stop the node; detach (and return) loop devices still holding its image after that."""
+    node.shutdown()
+    left: list[str] = []
+    if image_file.exists():
+        deadline = time.monotonic() + 10
+        while (left := flatcar.attached_loops(image_file)) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the kernel clears an autoclear loop device once its mount is gone
+        flatcar.detach(left)
+    return left
+
+
+@contextmanager
+def flatcar_node(image: sysext_build.Image, *, settings: dict[str, dict[str, str]] | None = None,
+                 files: Mapping[str, bytes | str] | None = None, merged_before_boot: bool = False,
+                 update_engine: dict[str, object] | None = None) -> Iterator[tuple[Cluster, Node]]:
+    """A cluster and a Flatcar node without Python given what the Ignition example writes.
+
+    ``merged_before_boot`` plays a release that merges extensions in the initrd:
+    the image's /usr is part of the node's /usr from the first instant, and
+    nothing is in /etc/extensions.
+    """
+    reason = missing_requirements(extra_tools=("gpg", "gpgv", "losetup"))
+    if reason:
+        pytest.skip(reason)
+    with tempfile.TemporaryDirectory(prefix="tt-sysext-") as tmp, Cluster(Path(tmp), RELEASES) as cluster:
+        bundle = Path(tmp, "bundle")
+        bundle.mkdir()
+        written = files_stage(json.loads(image.ignition.read_text()), remote=_served(image))
+        node_files: dict[str, bytes | str] = {**cluster.node_files(settings), **flatcar.node_files(), **(files or {})}
+        if merged_before_boot:
+            shutil.copytree(image.tree / "usr", bundle / "usr", symlinks=True)
+            written.files = {p: c for p, c in written.files.items() if not p.endswith(".raw")}
+            written.links.clear()
+        node_files.update(written.files)
+        with Node(bundle=bundle, os_version=CURRENT, os_flavor="flatcar", files=node_files,
+                  update_engine=update_engine or UPDATE, hide_usr=flatcar.python_paths(),
+                  nspawn_args=flatcar.nspawn_args()) as node:
+            flatcar.enable_sysext(node)
+            for path, target in written.links.items():
+                link = node.host_path(path)
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(target)
+            image_file = node.root / _image_path(image).lstrip("/")
+            try:
+                yield cluster, node
+            except BaseException:
+                stop_and_release(node, image_file)
+                raise
+            left = stop_and_release(node, image_file)
+            assert not left, f"loop devices {left} still held the image after the node stopped"
+
+
+def _image_path(image: sysext_build.Image) -> str:
+    return f"/opt/extensions/torcx-tectonic/{image.raw.name}"
+
+
+def _served(image: sysext_build.Image) -> dict[str, bytes]:
+    """The image at the URL the rendered Ignition config names (it checks the hash)."""
+    document = json.loads(image.ignition.read_text())
+    source = next(f["contents"]["source"] for f in document["storage"]["files"] if f["path"].endswith(".raw"))
+    return {source: image.raw.read_bytes()}
+
+
+def assert_no_python(node: Node) -> None:
+    found = node.run("sh", "-c", "command -v python3 python3.11 python; ls -d /usr/lib/python3* "
+                     "/usr/local/lib/python3* /usr/lib/*-linux-gnu/libpython3* 2>/dev/null; true").stdout
+    assert found == "", f"the node has Python: {found}"
+
+
+def assert_bootstrapped(cluster: Cluster, node: Node, os_versions: tuple[str, ...]) -> None:
+    """What a finished bootstrap leaves, as on a packaged node."""
+    for os_version in os_versions:
+        addon = node.host_path(f"/var/lib/torcx/store/{os_version}/docker:17.03.torcx.tgz")
+        assert addon.is_file(), f"no addon for OS {os_version}"
+        assert hashlib.sha512(addon.read_bytes()).hexdigest() == cluster.bucket.expected_sha512(
+            BOARD, os_version, "17.03")
+    assert node.host_path("/etc/torcx/next-profile").read_text().strip() == "tectonic"
+    assert "KUBELET_IMAGE_TAG=v1.8.4_coreos.0" in node.host_path("/etc/kubernetes/kubelet.env").read_text()
+
+
+def test_a_flatcar_node_without_python_bootstraps_from_the_image_at_first_boot(image: sysext_build.Image) -> None:
+    """Late merge (the Flatcar releases that have torcx): systemd-sysext merges the
+    image after the first generator run; ensure-sysext reloads (the generator runs
+    then) and restarts multi-user.target, which the image's drop-in makes pull in
+    the bootstrap."""
+    with flatcar_node(image, files=DOCKER) as (cluster, node):
+        enable(node, "docker.service")
+        node.boot(wait_ready=False)
+        assert node.wait_exit(120) == REBOOT_EXIT_CODE, node.nspawn_log()[-3000:]
+        assert_bootstrapped(cluster, node, (CURRENT, NEXT))
+        journal = node.journal()  # (sd-sysext) lines are not always attributed to the unit
+        assert "Using extensions 'torcx-tectonic'" in journal and "Merged extensions into '/usr'" in journal
+
+        # The node comes back on the new OS: the image is merged again (it matches
+        # SYSEXT_LEVEL, not VERSION_ID), Docker's data is emptied before Docker starts
+        # (the example's drop-in orders Docker after ensure-sysext), the bootstrap stays
+        # idle, the flows follow changes.
+        downloads = cluster.addon_downloads()
+        node.boot_again(os_version=NEXT, update_engine={"mode": "none"})
+        assert_no_python(node)
+        assert f"/simnode-{node.name}/" in Path(f"/proc/{node.leader}/cgroup").read_text()  # not shared with others
+        # the stand-in's interpreter is out of the product's reach too
+        lock = node.systemctl("show", "-p", "InaccessiblePaths", "torcx-tectonic-lock@bootstrap.service").stdout
+        assert "/run/simnode" in lock
+        assert "torcx-tectonic" in node.run("systemd-sysext", "status").stdout
+        node.wait_for(lambda: unit_result(node, "kubelet.service")[0] == "active", what="kubelet running")
+        node.wait_for(lambda: unit_result(node, "torcx-new-kubelet.path")[0] == "active", what="path units")
+        node.wait_for(lambda: node.exists("/run/docker-saw"), what="docker started")
+        assert node.read("/run/docker-saw") == ""
+        assert cluster.addon_downloads() == downloads
+        command = node.run("torcx-tectonic", "--help", check=False)  # the operator's command, from PATH
+        assert command.returncode in (0, 1) and command.stdout and "Traceback" not in command.stderr
+
+
+def test_an_image_merged_before_the_manager_starts_bootstraps_in_the_first_transaction(
+        image: sysext_build.Image) -> None:
+    """Initrd merge (Flatcar since 2026): the generator, the units and the drop-in are
+    there at the first generator run; no reload is involved, and Docker's data is
+    emptied before Docker starts on the boot after a Docker change."""
+    with flatcar_node(image, files=DOCKER, merged_before_boot=True) as (cluster, node):
+        enable(node, "docker.service")
+        node.boot(wait_ready=False)
+        assert node.wait_exit(120) == REBOOT_EXIT_CODE, node.nspawn_log()[-3000:]
+        assert_bootstrapped(cluster, node, (CURRENT, NEXT))
+
+        node.boot_again(os_version=NEXT, update_engine={"mode": "none"})
+        assert_no_python(node)
+        assert unit_result(node, "systemd-sysext.service")[0] == "inactive"  # nothing to merge at run time
+        node.wait_for(lambda: unit_result(node, "kubelet.service")[0] == "active", what="kubelet running")
+        node.wait_for(lambda: node.exists("/run/docker-saw"), what="docker started")
+        assert node.read("/run/docker-saw") == ""
+        assert os.path.basename(node.run("readlink", "-f", "/usr/libexec/torcx-tectonic/install-addons")
+                                .stdout.strip()) == MULTICALL_NAME
