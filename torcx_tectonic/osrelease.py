@@ -22,7 +22,9 @@ from .paths import OS_RELEASE as OS_RELEASE_PATH  # the os-release torcx reads
 __all__ = ["BOARD_BY_MACHINE", "OS_RELEASE_PATH", "OSRelease", "os_release_from_text", "parse_os_version",
            "read_os_release"]
 
-#: Container Linux board per machine architecture, for releases without COREOS_BOARD.
+#: Where the board is named: Container Linux writes COREOS_BOARD, Flatcar FLATCAR_BOARD.
+BOARD_KEYS = ("COREOS_BOARD", "FLATCAR_BOARD")
+#: Container Linux board per machine architecture, for releases without either.
 BOARD_BY_MACHINE = {"x86_64": "amd64-usr", "aarch64": "arm64-usr", "arm64": "arm64-usr"}
 
 
@@ -48,16 +50,17 @@ def os_release_from_text(text: str, origin: str, machine: str | None = None) -> 
     if not version:
         raise InputError(f"{origin}: VERSION_ID is missing; expected e.g. VERSION_ID=1632.3.0")
     parse_os_version(version, f"{origin}: VERSION_ID")
-    board = values.get("COREOS_BOARD")
+    key = next((k for k in BOARD_KEYS if values.get(k)), BOARD_KEYS[0])
+    board = values.get(key)
     if not board:
         arch = machine or platform.machine()
         board = BOARD_BY_MACHINE.get(arch, "")
         if not board:
             raise InputError(
-                f"{origin}: COREOS_BOARD is missing and machine {arch!r} has no known board",
+                f"{origin}: {' and '.join(BOARD_KEYS)} are missing and machine {arch!r} has no known board",
                 hint=f"known: {', '.join(sorted(BOARD_BY_MACHINE))}",
             )
-    BOARD.check(board, "COREOS_BOARD", origin)
+    BOARD.check(board, key, origin)
     return OSRelease(version=version, board=board)
 
 

@@ -42,7 +42,8 @@ def test_unknown_machine_without_board_is_an_error() -> None:
     with pytest.raises(InputError) as caught:
         osrelease.os_release_from_text("VERSION_ID=1235.0.0\n", "/usr/lib/os-release", machine="riscv64")
     message = str(caught.value)
-    assert "/usr/lib/os-release: COREOS_BOARD is missing and machine 'riscv64' has no known board" in message
+    assert ("/usr/lib/os-release: COREOS_BOARD and FLATCAR_BOARD are missing and machine 'riscv64' has no known "
+            "board") in message
     assert "known: aarch64, arm64, x86_64" in message
 
 
@@ -114,3 +115,8 @@ def test_unreadable_os_release_is_an_input_error(tmp_path: Path, make: Callable[
 @pytest.mark.parametrize(("a", "b"), [("1632.3.0", "1688.5.3"), ("1520.2.9", "1520.3.0"), ("999.9.9", "1000.0.0")])
 def test_parse_os_version_orders_numerically(a: str, b: str) -> None:
     assert osrelease.parse_os_version(a, "x") < osrelease.parse_os_version(b, "x")
+
+
+def test_flatcar_names_its_board_flatcar_board() -> None:
+    text = 'ID=flatcar\nVERSION_ID=3760.2.0\nFLATCAR_BOARD="arm64-usr"\n'
+    assert osrelease.os_release_from_text(text, "/usr/lib/os-release", machine="x86_64").board == "arm64-usr"
