@@ -2,7 +2,8 @@
 
 A manifest is used only after its detached signature verified (unless the
 operator turned verification off); an addon is streamed, hashed on the way
-and enters a store only when its sha512 matches.
+and enters a store only when its sha512 matches. A ``file://`` URL (a local
+mirror) is read by source.py, with the same checks; everything else is HTTP.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import requests
 
+from . import source
 from .config import Config
 from .errors import NetworkError, VerificationError
 from .http import content_length, make_session, read_body, request, timeouts
@@ -54,6 +56,8 @@ class Bucket:
         self.session.close()
 
     def _get_small(self, url: str, what: str, missing: Exception | None = None) -> bytes:
+        if source.is_file_url(url):
+            return source.read_file_url(url, what, MAX_MANIFEST_BYTES, missing)
         with request(self.session, "GET", url, what, timeout=timeouts(self.config.network), stream=True) as response:
             if missing is not None and response.status_code == 404:
                 raise missing
@@ -76,6 +80,9 @@ class Bucket:
 
     def download(self, url: str, what: str) -> Iterator[bytes]:
         """Stream a file, logging progress for long downloads."""
+        if source.is_file_url(url):
+            yield from source.stream_file_url(url, what)
+            return
         with request(self.session, "GET", url, what, timeout=timeouts(self.config.network), stream=True) as response:
             if response.status_code != 200:
                 raise NetworkError(f"{what}: GET {url} answered {response.status_code}")

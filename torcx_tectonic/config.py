@@ -32,10 +32,12 @@ from .paths import (
     METRICS_DIR,
     RUNTIME_MAPPINGS,
 )
+from .source import FILE_URL_EXPECTED, file_url_problem, is_file_url
 
 HISTORIC_MANIFEST_URL = (
     "https://tectonic-torcx.release.core-os.net/manifests/{{.Board}}/{{.OSVersion}}/torcx_manifest.json"
 )
+MIRROR_MANIFEST_URL_EXAMPLE = "file:///srv/mirror/manifests/{{.Board}}/{{.OSVersion}}/torcx_manifest.json"
 DEFAULT_ANNOTATION = "container-linux-update.v1.coreos.com/tectonic-torcx-pre-hook-ok"
 OS_UPDATE_FAILURE_CHOICES = ("continue", "fail")
 TRUE_WORDS = ("yes", "true", "on", "1")
@@ -145,13 +147,19 @@ def parse_no_proxy(value: str) -> str:
 
 
 def parse_manifest_url(value: str) -> str:
+    """An http(s) or file:// URL template."""
     filled = value
     for placeholder, example in _PLACEHOLDERS.items():
         filled = filled.replace(placeholder, example)
     if "{{" in filled or "}}" in filled:
         raise ValueError("expected no placeholders but {{.Board}} and {{.OSVersion}}")
-    if not is_url(filled, ("https", "http")):
-        raise ValueError("expected an http(s) URL template with {{.Board}} and {{.OSVersion}}")
+    if is_file_url(filled):
+        problem = file_url_problem(filled)
+        if problem is not None:
+            raise ValueError(f"{problem}; expected {FILE_URL_EXPECTED} with {{{{.Board}}}} and {{{{.OSVersion}}}}")
+    elif not is_url(filled, ("https", "http")):
+        raise ValueError("expected an http(s) URL template with {{.Board}} and {{.OSVersion}}, or a file:// one "
+                         f"such as {MIRROR_MANIFEST_URL_EXAMPLE}")
     if "{{.OSVersion}}" not in value:
         raise ValueError("expected the placeholder {{.OSVersion}} in the URL template")
     return value
@@ -186,7 +194,7 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("torcx", "manifest_url", parse_manifest_url, HISTORIC_MANIFEST_URL,
-            "URL template of the signed addon package manifest"),
+            "URL template of the signed addon package manifests, https://, http:// or file:// (a local mirror)"),
     Setting("torcx", "verify_signatures", parse_bool, "yes",
             "verify each manifest against its detached .asc signature"),
     Setting("torcx", "keyring", parse_path, str(KEYRING),

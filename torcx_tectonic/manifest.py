@@ -18,6 +18,7 @@ from urllib.parse import quote
 from .errors import InputError, shown
 from .inputfile import BOARD, NAME, OS_VERSION, grammar, is_url, parse_json
 from .paths import VENDOR_STORE
+from .source import FILE_URL_EXPECTED, file_url_problem
 
 PACKAGE_LIST_KIND = "torcx-package-list-v0"
 HASH_PREFIX = "sha512-"
@@ -101,8 +102,8 @@ def _parse_location(raw: Any, where: str) -> Location:
     path, url = raw.get("path"), raw.get("url")
     if path is not None:
         _LOCATION_PATH.check(path, "path", where)
-    if url is not None and not is_url(url, ("https", "http")):
-        raise InputError(f"{where}.url: {shown(url)} is not an http(s) URL")
+    if url is not None and not is_url(url, ("https", "http")) and file_url_problem(url) is not None:
+        raise InputError(f"{where}.url: {shown(url)} is not an http(s) URL, nor {FILE_URL_EXPECTED}")
     if path is None and url is None:
         raise InputError(f"{where}: expected 'path' or 'url'")
     return Location(path=path, url=url)

@@ -131,8 +131,17 @@ table(InputError, _saved_manifest, [
      "versions[0].hash", "is not 'sha512-' followed by 128 lowercase hex digits"),
     ("manifest-hash-number", _manifest_doc({**GOOD_VERSION, "hash": 5}), "versions[0].hash",
      "expected str, got int"),
-    ("manifest-location-file-url", _manifest_doc({**GOOD_VERSION, "locations": [{"url": "file:///etc/shadow"}]}),
-     "versions[0].locations[0].url", "is not an http(s) URL"),
+    ("manifest-location-file-url-escape",
+     _manifest_doc({**GOOD_VERSION, "locations": [{"url": "file:///srv/mirror/../../etc/shadow"}]}),
+     "versions[0].locations[0].url", "is not an http(s) URL, nor a file:// URL of an absolute path"),
+    ("manifest-location-file-url-host",
+     _manifest_doc({**GOOD_VERSION, "locations": [{"url": "file://mirror.example/srv/d.tgz"}]}),
+     "versions[0].locations[0].url", "is not an http(s) URL, nor a file:// URL"),
+    ("manifest-location-file-url-relative", _manifest_doc({**GOOD_VERSION, "locations": [{"url": "file:d.tgz"}]}),
+     "versions[0].locations[0].url", "is not an http(s) URL, nor a file:// URL"),
+    ("manifest-location-file-url-escaped",
+     _manifest_doc({**GOOD_VERSION, "locations": [{"url": "file:///srv/%2e%2e/etc/shadow"}]}),
+     "versions[0].locations[0].url", "no query, fragment or '%'"),
     ("manifest-location-relative", _manifest_doc({**GOOD_VERSION, "locations": [{"path": "store/d.tgz"}]}),
      "versions[0].locations[0]", "expected an absolute path without '..'"),
     ("manifest-location-escape",
@@ -648,6 +657,105 @@ def _bucket_board(node: Node) -> Thunk:
 @case("bucket-ca-bundle-directory", InputError, "{root}", "is a directory; expected a PEM CA bundle")
 def _bucket_ca_directory(node: Node) -> Thunk:
     return lambda: Bucket(make_config({"network.ca_bundle": str(node.root)}))
+
+
+# --- the release bucket as a file:// mirror on the node (a missing file is its 404) ---------------------------
+
+MIRROR = "{root}/srv/mirror"
+MIRROR_MANIFEST = MIRROR + "/manifests/amd64-usr/1632.3.0/torcx_manifest.json"
+
+
+def _mirror_bucket(node: Node, verify: str = "no") -> Bucket:
+    return Bucket(make_config({
+        "torcx.manifest_url": f"file://{node.root}/srv/mirror/manifests/{{{{.Board}}}}/{{{{.OSVersion}}}}/"
+                              "torcx_manifest.json",
+        "torcx.verify_signatures": verify, "torcx.keyring": str(node.root / "keyring.gpg"),
+    }))
+
+
+def _mirror_manifest(node: Node, prepare: Callable[[Path], object]) -> Thunk:
+    prepare(node.root / MIRROR_MANIFEST.removeprefix("{root}/"))
+
+    def fetch() -> object:
+        with _mirror_bucket(node) as bucket:
+            return bucket.manifest("amd64-usr", "1632.3.0")
+    return fetch
+
+
+def _write_to(data: bytes) -> Callable[[Path], object]:
+    def write(path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return write
+
+
+def _make_dir(path: Path) -> None:
+    path.mkdir(parents=True)
+
+
+def _make_link(path: Path) -> None:
+    path.parent.mkdir(parents=True)
+    path.symlink_to("/etc/hostname")
+
+
+table(NetworkError, _mirror_manifest, [
+    ("mirror-manifest-missing", lambda path: None, MIRROR_MANIFEST + " does not exist (file://" + MIRROR_MANIFEST,
+     ")"),
+    ("mirror-manifest-directory", _make_dir, MIRROR_MANIFEST, "is a directory (file://"),
+    ("mirror-manifest-symlink", _make_link, MIRROR_MANIFEST, "is a symbolic link"),
+    ("mirror-manifest-too-large", _write_to(b" " * ((8 << 20) + 1)), "file://" + MIRROR_MANIFEST,
+     "is larger than 8388608 bytes"),
+])
+table(InputError, _mirror_manifest, [
+    ("mirror-manifest-html", _write_to(b"<html>not found</html>"), "file://" + MIRROR_MANIFEST + ":1",
+     "not valid JSON"),
+    ("mirror-manifest-kind", _write_to(b'{"kind": "other"}'), "file://" + MIRROR_MANIFEST,
+     "expected 'torcx-package-list-v0'"),
+])
+
+
+@case("mirror-unsigned", VerificationError, "file://" + MIRROR_MANIFEST + ".asc does not exist",
+      "expected a detached OpenPGP signature")
+def _mirror_unsigned(node: Node) -> Thunk:
+    _write_to(_manifest_doc())(node.root / MIRROR_MANIFEST.removeprefix("{root}/"))
+
+    def fetch() -> object:
+        with _mirror_bucket(node, verify="yes") as bucket:
+            return bucket.manifest("amd64-usr", "1632.3.0")
+    return fetch
+
+
+def _mirror_download(node: Node, prepare: Callable[[Path], object]) -> Thunk:
+    prepare(node.root / "srv/mirror/docker.tgz")
+    target = node.root / "var/lib/torcx/store/1632.3.0"
+    target.mkdir(parents=True)
+
+    def install() -> object:
+        with _mirror_bucket(node) as bucket:
+            return store.install_addon(target, "docker", "17.03", sha512(ADDON), bucket.download(
+                f"file://{node.root}/srv/mirror/docker.tgz", "docker:17.03.torcx.tgz"), "mirror")
+    return install
+
+
+table(NetworkError, _mirror_download, [
+    ("mirror-download-missing", lambda path: None, "docker:17.03.torcx.tgz: " + MIRROR + "/docker.tgz",
+     "does not exist"),
+    ("mirror-download-directory", _make_dir, MIRROR + "/docker.tgz", "is a directory"),
+    ("mirror-download-symlink", _make_link, MIRROR + "/docker.tgz", "is a symbolic link"),
+])
+table(VerificationError, _mirror_download, [
+    ("mirror-download-wrong-hash", _write_to(b"other bytes"), "mirror: sha512 mismatch for docker:17.03.torcx.tgz",
+     "nothing was stored"),
+])
+
+
+@case("mirror-download-traversal", InputError, "'file:///srv/mirror/../../etc/shadow' is not allowed",
+      "its path has a segment '..'")
+def _mirror_traversal(node: Node) -> Thunk:
+    def download() -> object:
+        with _mirror_bucket(node) as bucket:
+            return b"".join(bucket.download("file:///srv/mirror/../../etc/shadow", "docker:17.03.torcx.tgz"))
+    return download
 
 
 # --- the api-server over HTTP ----------------------------------------------------------------------------------

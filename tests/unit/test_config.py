@@ -198,6 +198,12 @@ def test_error_in_a_dropin_names_the_dropin_and_line(tmp_path: Path) -> None:
         ("kubernetes__kubelet_env", "/etc/x\nExecStart=/bin/sh", "expected one line without control characters"),
         ("torcx__manifest_url", "https://x/{{.Board}}/{{.OSVersion}}/{{.Arch}}", "expected no placeholders but"),
         ("torcx__manifest_url", "https://x:port/{{.OSVersion}}", "expected an http(s) URL template"),
+        ("torcx__manifest_url", "file:///srv/../m/{{.OSVersion}}.json", "its path has a segment '..'; expected a "
+         "file:// URL of an absolute path"),
+        ("torcx__manifest_url", "file://mirror/{{.OSVersion}}.json", "it names the host 'mirror'"),
+        ("torcx__manifest_url", "file:///srv/m/{{.Board}}.json", "expected the placeholder {{.OSVersion}}"),
+        ("torcx__manifest_url", "file:///srv/m/{{.OSVersion}}.json?x", "it holds '?'"),
+        ("torcx__manifest_url", "file:srv/{{.OSVersion}}.json", "it does not begin with file://"),
         ("network__ca_bundle", "ca.pem", "expected an absolute path"),
         ("units__retry_attempts", "many", "expected a whole number"),
     ],
@@ -226,6 +232,18 @@ def test_bad_values_name_origin_setting_and_what_is_expected(name: str, value: s
             "http://bucket.local/{{.Board}}/{{.OSVersion}}/m.json",
             ("torcx", "manifest_url"),
             "http://bucket.local/{{.Board}}/{{.OSVersion}}/m.json",
+        ),
+        (
+            "torcx.manifest_url",
+            "file:///srv/mirror/manifests/{{.Board}}/{{.OSVersion}}/torcx_manifest.json",
+            ("torcx", "manifest_url"),
+            "file:///srv/mirror/manifests/{{.Board}}/{{.OSVersion}}/torcx_manifest.json",
+        ),
+        (
+            "torcx.manifest_url",
+            "file://localhost/media/usb/{{.OSVersion}}.json",
+            ("torcx", "manifest_url"),
+            "file://localhost/media/usb/{{.OSVersion}}.json",
         ),
         (
             "kubernetes.annotation",

@@ -156,8 +156,8 @@ V0 = ["value", "packages", 0, "versions", 0]
             "is not allowed; expected an absolute path without '..'",
         ),
         (
-            _with([*V0, "locations"], [{"url": "file:///etc/shadow"}]),
-            "locations[0].url: 'file:///etc/shadow' is not an http(s) URL",
+            _with([*V0, "locations"], [{"url": "file:///srv/../etc/shadow"}]),
+            "locations[0].url: 'file:///srv/../etc/shadow' is not an http(s) URL, nor a file:// URL",
         ),
         (_with([*V0, "locations"], [{"url": 5}]), "locations[0].url: 5 is not an http(s) URL"),
     ],
