@@ -17,7 +17,7 @@ from pathlib import Path
 import requests
 
 from . import source
-from .config import Config
+from .config import Config, require_manifest_url
 from .errors import NetworkError, VerificationError
 from .http import content_length, make_session, read_body, request, timeouts
 from .inputfile import read_bytes
@@ -67,7 +67,7 @@ class Bucket:
 
     def manifest(self, board: str, os_version: str) -> FetchedManifest:
         """Fetch, verify and parse the manifest of one OS release."""
-        url = manifest_url(self.config.torcx.manifest_url, board, os_version)
+        url = manifest_url(require_manifest_url(self.config.torcx), board, os_version)
         what = f"manifest for {board} {os_version}"
         raw = self._get_small(url, what)
         if self.config.torcx.verify_signatures:

@@ -34,9 +34,13 @@ from .paths import (
 )
 from .source import FILE_URL_EXPECTED, file_url_problem, is_file_url
 
+#: The bucket Tectonic's nodes used. Its host no longer exists, so it is not
+#: the default: [torcx] manifest_url has none, and the first step that needs it
+#: says so (see require_manifest_url).
 HISTORIC_MANIFEST_URL = (
     "https://tectonic-torcx.release.core-os.net/manifests/{{.Board}}/{{.OSVersion}}/torcx_manifest.json"
 )
+MANIFEST_URL_EXAMPLE = "https://bucket.example/manifests/{{.Board}}/{{.OSVersion}}/torcx_manifest.json"
 MIRROR_MANIFEST_URL_EXAMPLE = "file:///srv/mirror/manifests/{{.Board}}/{{.OSVersion}}/torcx_manifest.json"
 DEFAULT_ANNOTATION = "container-linux-update.v1.coreos.com/tectonic-torcx-pre-hook-ok"
 OS_UPDATE_FAILURE_CHOICES = ("continue", "fail")
@@ -147,7 +151,10 @@ def parse_no_proxy(value: str) -> str:
 
 
 def parse_manifest_url(value: str) -> str:
-    """An http(s) or file:// URL template."""
+    """An http(s) or file:// URL template, or nothing (there is no working
+    default: the step that needs it says what to set)."""
+    if not value:
+        return value
     filled = value
     for placeholder, example in _PLACEHOLDERS.items():
         filled = filled.replace(placeholder, example)
@@ -184,6 +191,8 @@ class Setting:
     parse: Callable[[str], Any]
     default: str
     help: str
+    #: a value the shipped file shows as an example (for a key whose default is nothing)
+    example: str = ""
 
     @property
     def doc(self) -> str:
@@ -193,8 +202,9 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("torcx", "manifest_url", parse_manifest_url, HISTORIC_MANIFEST_URL,
-            "URL template of the signed addon package manifests, https://, http:// or file:// (a local mirror)"),
+    Setting("torcx", "manifest_url", parse_manifest_url, "",
+            "URL template of the signed addon package manifests, https://, http:// or file:// (a local mirror); "
+            "no default: the historic bucket is gone, set it", example=MANIFEST_URL_EXAMPLE),
     Setting("torcx", "verify_signatures", parse_bool, "yes",
             "verify each manifest against its detached .asc signature"),
     Setting("torcx", "keyring", parse_path, str(KEYRING),
@@ -261,6 +271,18 @@ class TorcxSettings:
     keyring: Path
     profile: str
     addon: str
+
+
+def require_manifest_url(torcx: TorcxSettings) -> str:
+    """The manifest URL template; a ConfigError naming the key to set when
+    it is not set."""
+    if not torcx.manifest_url:
+        raise ConfigError(
+            f"[torcx] manifest_url is not set (in {CONFIG_FILE} or {CONFIG_DROPIN_DIR}/*.conf) and has no default: "
+            "the historic bucket tectonic-torcx.release.core-os.net no longer exists; expected the URL template of "
+            f"the signed addon manifests, e.g. manifest_url = {MANIFEST_URL_EXAMPLE}, or for a mirror made by "
+            f"`torcx-tectonic mirror`, manifest_url = {MIRROR_MANIFEST_URL_EXAMPLE}")
+    return torcx.manifest_url
 
 
 @dataclass(frozen=True)
@@ -466,4 +488,6 @@ def render_default() -> str:
         for setting in (s for s in SETTINGS if s.section == section):
             out.append(f"# {setting.doc}")
             out.append(f"#{setting.key} = {setting.default}")
+            if setting.example:
+                out.append(f"# for example: {setting.key} = {setting.example}")
     return "\n".join(out) + "\n"

@@ -29,7 +29,7 @@ def test_no_file_gives_the_defaults(tmp_path: Path) -> None:
     loaded = config.load(tmp_path / "missing.conf", tmp_path / "missing.d")
     assert loaded.sources == ()
     assert loaded.torcx == config.TorcxSettings(
-        manifest_url=config.HISTORIC_MANIFEST_URL,
+        manifest_url="",  # no working default: the historic bucket is gone
         verify_signatures=True,
         keyring=Path("/etc/torcx-tectonic/keyring.gpg"),
         profile="tectonic",
@@ -74,6 +74,26 @@ def test_render_default_documents_every_setting() -> None:
     text = config.render_default()
     for setting in config.SETTINGS:
         assert f"# {setting.doc}\n#{setting.key} = {setting.default}\n" in text
+
+
+def test_no_manifest_url_is_an_error_naming_the_key_when_it_is_needed() -> None:
+    with pytest.raises(ConfigError) as caught:
+        config.require_manifest_url(config.build({}).torcx)
+    message = str(caught.value)
+    assert message.startswith("[torcx] manifest_url is not set (in /etc/torcx-tectonic/torcx-tectonic.conf or "
+                              "/etc/torcx-tectonic/conf.d/*.conf) and has no default")
+    assert "tectonic-torcx.release.core-os.net no longer exists" in message
+    assert f"e.g. manifest_url = {config.MANIFEST_URL_EXAMPLE}" in message
+    assert config.MIRROR_MANIFEST_URL_EXAMPLE in message
+    set_url = make_config({"torcx.manifest_url": config.MANIFEST_URL_EXAMPLE}).torcx
+    assert config.require_manifest_url(set_url) == config.MANIFEST_URL_EXAMPLE
+
+
+def test_the_shipped_file_shows_examples_of_what_has_no_default() -> None:
+    text = config.render_default()
+    assert f"#manifest_url = \n# for example: manifest_url = {config.MANIFEST_URL_EXAMPLE}\n" in text
+    for example in (config.MANIFEST_URL_EXAMPLE, config.MIRROR_MANIFEST_URL_EXAMPLE):
+        assert make_config({"torcx.manifest_url": example}).torcx.manifest_url == example
 
 
 # --- files --------------------------------------------------------------------------
