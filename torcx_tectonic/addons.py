@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import dockerreset, profile, store
+from . import dockerreset, profile, source, store
 from .bucket import Bucket
 from .errors import InputError
 from .manifest import PackageVersion, file_sha512, parse_package_list
@@ -74,6 +74,9 @@ def place(ctx: Context, bucket: Bucket, os_version: str, current: str, found: Pa
         log.info("%s for OS %s: %s from %s (no second download)", target.name, os_version, how, same)
         return AddonPlacement(os=os_version, action="linked", path=str(target))
     url = found.url()
+    if ctx.config.torcx.addon_mirror:  # the mirror instead of the manifest's URL; the manifest's sha512 all the same
+        url = source.mirrored_addon_url(ctx.config.torcx.addon_mirror, ctx.state.load(OsVersions).board, os_version,
+                                        target.name)
     if url is None:
         raise InputError(f"manifest for OS {os_version}: {addon} {found.version} has no url and is not in the "
                          "vendor store")

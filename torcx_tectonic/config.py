@@ -42,6 +42,7 @@ HISTORIC_MANIFEST_URL = (
 )
 MANIFEST_URL_EXAMPLE = "https://bucket.example/manifests/{{.Board}}/{{.OSVersion}}/torcx_manifest.json"
 MIRROR_MANIFEST_URL_EXAMPLE = "file:///srv/mirror/manifests/{{.Board}}/{{.OSVersion}}/torcx_manifest.json"
+MIRROR_ADDONS_EXAMPLE = "file:///srv/mirror/addons"
 DEFAULT_ANNOTATION = "container-linux-update.v1.coreos.com/tectonic-torcx-pre-hook-ok"
 OS_UPDATE_FAILURE_CHOICES = ("continue", "fail")
 TRUE_WORDS = ("yes", "true", "on", "1")
@@ -172,6 +173,20 @@ def parse_manifest_url(value: str) -> str:
     return value
 
 
+def parse_addon_mirror(value: str) -> str:
+    """The base URL of an addon mirror (https, http or file), or nothing."""
+    if not value:
+        return value
+    if is_file_url(value):
+        problem = file_url_problem(value, directory=True)
+        if problem is not None:
+            raise ValueError(f"{problem}; expected {FILE_URL_EXPECTED} (or nothing)")
+    elif not is_url(value, ("https", "http")) or any(c in value for c in "?#{}"):
+        raise ValueError("expected the https://, http:// or file:// URL of a mirror's addons directory without "
+                         f"placeholders, query or fragment, e.g. {MIRROR_ADDONS_EXAMPLE} (or nothing)")
+    return value
+
+
 def choice(*allowed: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value not in allowed:
@@ -212,6 +227,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("torcx", "profile", parse_name, "tectonic",
             "torcx profile to create when no user profile is selected"),
     Setting("torcx", "addon", parse_name, "docker", "name of the container runtime addon"),
+    Setting("torcx", "addon_mirror", parse_addon_mirror, "",
+            "base URL of an addon mirror made by `torcx-tectonic mirror`: addons are fetched from "
+            "<base>/<board>/<OS version>/<name>:<version>.torcx.tgz instead of the manifest's URLs, and checked "
+            "against the manifest's sha512 all the same (empty: the manifest's URLs)", example=MIRROR_ADDONS_EXAMPLE),
     Setting("kubernetes", "kubeconfig", parse_path, str(KUBECONFIG),
             "kubeconfig used to reach the api-server"),
     Setting("kubernetes", "force_version", parse_kube_version, "",
@@ -271,6 +290,7 @@ class TorcxSettings:
     keyring: Path
     profile: str
     addon: str
+    addon_mirror: str = ""
 
 
 def require_manifest_url(torcx: TorcxSettings) -> str:

@@ -19,6 +19,8 @@ The units run with ``ProtectSystem=strict`` (everything readable),
 ``/root``, ``/run/user``, ``/tmp`` or ``/var/tmp`` is invisible to them.
 Keep one under ``/srv``, ``/var/lib``, ``/opt``, ``/media`` or ``/mnt``.
 
+The layout of an addon mirror (``[torcx] addon_mirror``) is said here too, in
+one place, for the node that reads it and the ``mirror`` command that writes it.
 This module imports nothing heavy: config.py uses it at every generator run.
 """
 
@@ -34,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePath
 
 from .errors import InputError, NetworkError, shown
+from .inputfile import BOARD, OS_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,9 @@ _SEGMENT = re.compile(r"[A-Za-z0-9_.+:@~,=-]+", re.ASCII)
 #: Places the units cannot see: ProtectHome=yes hides the first three, PrivateTmp=yes empties the others.
 HIDDEN_FROM_UNITS = ("/home", "/root", "/run/user", "/tmp", "/var/tmp")
 MIRROR_PLACES = "/srv, /var/lib, /opt, /media or /mnt"
+
+#: The addon mirror's layout below its base: <board>/<OS version>/<name>:<version>.torcx.tgz.
+ADDONS_DIR = "addons"
 
 
 def is_file_url(url: str) -> bool:
@@ -178,3 +184,22 @@ def stream_file_url(url: str, what: str) -> Iterator[bytes]:
     finally:
         os.close(fd)
 
+
+# --- the addon mirror ---------------------------------------------------------------------------------------
+
+
+def mirror_parts(board: str, os_version: str, filename: str) -> tuple[str, str, str]:
+    """Where an addon lies below an addon mirror's base: its board, its OS
+    version, its file name (``<name>:<version>.torcx.tgz``). Addons are built
+    for one OS release, so one version may have other bytes for another OS;
+    the board and OS version keep them apart. Values are checked first."""
+    BOARD.check(board, "board", "addon mirror")
+    OS_VERSION.check(os_version, "OS version", "addon mirror")
+    if not _SEGMENT.fullmatch(filename) or filename.startswith("."):
+        raise InputError(f"addon mirror: file name {shown(filename)} is not allowed; expected name:version.torcx.tgz")
+    return board, os_version, filename
+
+
+def mirrored_addon_url(base: str, board: str, os_version: str, filename: str) -> str:
+    """The URL of an addon in the mirror at ``base`` (``[torcx] addon_mirror``)."""
+    return "/".join([base.rstrip("/"), *mirror_parts(board, os_version, filename)])

@@ -263,6 +263,7 @@ BAD_VALUES = {
     ("torcx", "keyring"): ("keyring.gpg", "expected an absolute path"),
     ("torcx", "profile"): ("../etc", "expected letters, digits, '.', '_', '+', '-' without '/' or '..'"),
     ("torcx", "addon"): ("a/b", "expected letters, digits"),
+    ("torcx", "addon_mirror"): ("file:///srv/../etc", "its path has a segment '..'; expected a file:// URL"),
     ("kubernetes", "kubeconfig"): ("relative", "expected an absolute path"),
     ("kubernetes", "force_version"): ("latest", "expected a Kubernetes version like v1.8.4+coreos.0"),
     ("kubernetes", "kubelet_env"): ("etc/kubelet.env", "expected an absolute path"),

@@ -34,6 +34,7 @@ def test_no_file_gives_the_defaults(tmp_path: Path) -> None:
         keyring=Path("/etc/torcx-tectonic/keyring.gpg"),
         profile="tectonic",
         addon="docker",
+        addon_mirror="",
     )
     assert loaded.kubernetes.kubeconfig == Path("/etc/kubernetes/kubeconfig")
     assert loaded.kubernetes.kubelet_env == Path("/etc/kubernetes/kubelet.env")
@@ -92,8 +93,10 @@ def test_no_manifest_url_is_an_error_naming_the_key_when_it_is_needed() -> None:
 def test_the_shipped_file_shows_examples_of_what_has_no_default() -> None:
     text = config.render_default()
     assert f"#manifest_url = \n# for example: manifest_url = {config.MANIFEST_URL_EXAMPLE}\n" in text
+    assert f"#addon_mirror = \n# for example: addon_mirror = {config.MIRROR_ADDONS_EXAMPLE}\n" in text
     for example in (config.MANIFEST_URL_EXAMPLE, config.MIRROR_MANIFEST_URL_EXAMPLE):
         assert make_config({"torcx.manifest_url": example}).torcx.manifest_url == example
+    assert make_config({"torcx.addon_mirror": config.MIRROR_ADDONS_EXAMPLE}).torcx.addon_mirror
 
 
 # --- files --------------------------------------------------------------------------
@@ -224,6 +227,12 @@ def test_error_in_a_dropin_names_the_dropin_and_line(tmp_path: Path) -> None:
         ("torcx__manifest_url", "file:///srv/m/{{.Board}}.json", "expected the placeholder {{.OSVersion}}"),
         ("torcx__manifest_url", "file:///srv/m/{{.OSVersion}}.json?x", "it holds '?'"),
         ("torcx__manifest_url", "file:srv/{{.OSVersion}}.json", "it does not begin with file://"),
+        ("torcx__addon_mirror", "ftp://mirror/addons", "expected the https://, http:// or file:// URL of a mirror's "
+         "addons directory"),
+        ("torcx__addon_mirror", "https://mirror/addons?x=1", "without placeholders, query or fragment"),
+        ("torcx__addon_mirror", "https://mirror/{{.OSVersion}}", "expected the https://, http:// or file:// URL"),
+        ("torcx__addon_mirror", "file:///srv/mirror/../addons", "its path has a segment '..'"),
+        ("torcx__addon_mirror", "file:///srv/mirror addons", "holds other characters"),
         ("network__ca_bundle", "ca.pem", "expected an absolute path"),
         ("units__retry_attempts", "many", "expected a whole number"),
     ],
@@ -265,6 +274,9 @@ def test_bad_values_name_origin_setting_and_what_is_expected(name: str, value: s
             ("torcx", "manifest_url"),
             "file://localhost/media/usb/{{.OSVersion}}.json",
         ),
+        ("torcx.addon_mirror", "file:///srv/mirror/addons/", ("torcx", "addon_mirror"), "file:///srv/mirror/addons/"),
+        ("torcx.addon_mirror", "https://mirror.example/torcx/addons", ("torcx", "addon_mirror"),
+         "https://mirror.example/torcx/addons"),
         (
             "kubernetes.annotation",
             "flatcar-linux-update.v1.flatcar-linux.net/hook-ok",
