@@ -38,6 +38,8 @@ class FetchedManifest:
     url: str
     raw: bytes
     packages: PackageList
+    #: the detached signature it verified against (empty when verification is off)
+    signature: bytes = b""
 
 
 class Bucket:
@@ -70,13 +72,14 @@ class Bucket:
         url = manifest_url(require_manifest_url(self.config.torcx), board, os_version)
         what = f"manifest for {board} {os_version}"
         raw = self._get_small(url, what)
+        signature = b""
         if self.config.torcx.verify_signatures:
             signature = self._get_small(url + ".asc", f"signature of the {what}", missing=VerificationError(
                 f"{what} ({url}) is not signed: {url}.asc does not exist; expected a detached OpenPGP signature"))
             verify_detached(raw, signature, self.config.torcx.keyring, f"{what} ({url})")
         else:
             log.warning("signature verification is off: using %s unverified", url)
-        return FetchedManifest(url=url, raw=raw, packages=parse_package_list(raw, url))
+        return FetchedManifest(url=url, raw=raw, packages=parse_package_list(raw, url), signature=signature)
 
     def download(self, url: str, what: str) -> Iterator[bytes]:
         """Stream a file, logging progress for long downloads."""

@@ -5,6 +5,11 @@ Kubernetes needs?" for the running and the next OS, and shows what that
 answer rests on; ``--json`` gives the same as a stable, versioned document
 (``kind: torcx-tectonic-status-v1``). Exit status: 0 when both verdicts are
 ok, 1 otherwise, 2 on a usage error.
+
+``torcx-tectonic mirror`` copies from a reachable bucket what nodes with no
+route out need into a directory (mirror.py). Exit status: 0 when the mirror
+is complete, 1 on an error or when something nodes need could not be
+mirrored, 2 on a usage error.
 """
 
 from __future__ import annotations
@@ -15,11 +20,13 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from . import __version__
 from . import config as configuration
-from .errors import ConfigError
+from .errors import ConfigError, InputError, TorcxTectonicError
+from .inputfile import BOARD, KUBE_VERSION, OS_VERSION, Grammar, read_text
 from .paths import NodePaths
 from .state import encode
 from .status import KIND, FlowStatus, Status, Verdict, gather
@@ -129,7 +136,15 @@ def main(argv: Sequence[str] | None = None, paths: NodePaths | None = None) -> i
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     status_parser = commands.add_parser("status", help="will this node boot with the Docker its Kubernetes needs?")
     status_parser.add_argument("--json", action="store_true", help="print a torcx-tectonic-status-v1 document")
+    _mirror_arguments(commands.add_parser(
+        "mirror", help="copy what nodes with no route out need from a reachable bucket into a directory",
+        description="Copy the signed manifests of the OS versions given and the addons their nodes need for the "
+                    "Kubernetes versions given, verified, into DIR (laid out so that the same URL template works "
+                    "against it), and print the configuration that points nodes at it. Run it again to refresh: "
+                    "what is already there and right is kept."))
     args = parser.parse_args(argv)
+    if args.command == "mirror":
+        return mirror_command(args, parser)
     try:
         config = configuration.load()
     except ConfigError as err:
@@ -141,3 +156,101 @@ def main(argv: Sequence[str] | None = None, paths: NodePaths | None = None) -> i
     else:
         sys.stdout.write(render_text(status))
     return 0 if status.ok else 1
+
+
+def _grammar_argument(rule: Grammar, what: str) -> Any:
+    def parse(value: str) -> str:
+        if not rule.matches(value):
+            raise argparse.ArgumentTypeError(f"{what} {value!r} is not allowed; expected {rule.expected}")
+        return value
+
+    return parse
+
+
+def _mirror_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--to", required=True, type=Path, metavar="DIR", help="the mirror directory (created if needed)")
+    sub.add_argument("--os-version", action="append", required=True, dest="os_versions", metavar="VERSION",
+                     type=_grammar_argument(OS_VERSION, "OS version"),
+                     help="an OS version whose nodes use the mirror, like 3760.2.0 (repeat for more)")
+    sub.add_argument("--kubernetes", action="append", required=True, metavar="VERSION",
+                     type=_grammar_argument(KUBE_VERSION, "Kubernetes version"),
+                     help="a Kubernetes minor the nodes run, like 1.9 (repeat for more)")
+    sub.add_argument("--board", default="amd64-usr", type=_grammar_argument(BOARD, "board"),
+                     help="the board of the nodes (default: amd64-usr)")
+    sub.add_argument("--from", dest="source", metavar="TEMPLATE",
+                     help="the bucket's manifest URL template, with {{.Board}} and {{.OSVersion}} (default: "
+                          "[torcx] manifest_url)")
+    sub.add_argument("--from-addons", dest="addon_source", metavar="URL",
+                     help="take the addons from this addon mirror instead of the manifests' URLs (default: [torcx] "
+                          "addon_mirror when --from is not given)")
+    sub.add_argument("--mappings", type=Path, metavar="FILE",
+                     help="runtime mappings (kind: VersionManifestV1) to look the Kubernetes versions up in "
+                          "(default: the cluster's ConfigMap, else [kubernetes] runtime_mappings)")
+    sub.add_argument("--keyring", type=Path, metavar="FILE",
+                     help="the OpenPGP keyring the manifests must verify against (default: [torcx] keyring)")
+    sub.add_argument("--config", type=Path, metavar="FILE",
+                     help="read this configuration file alone (default: /etc/torcx-tectonic/torcx-tectonic.conf "
+                          "and its conf.d)")
+    sub.add_argument("--manifest-path", default=None, metavar="TEMPLATE",
+                     help="where the manifests go below DIR (default: "
+                          "manifests/{{.Board}}/{{.OSVersion}}/torcx_manifest.json)")
+    sub.add_argument("--served-at", metavar="URL",
+                     help="where nodes see DIR, e.g. file:///srv/mirror or https://mirror.example/torcx, for the "
+                          "configuration printed at the end (default: DIR itself, as a file:// URL)")
+
+
+def mirror_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``torcx-tectonic mirror``: usage errors exit 2, other errors 1 with
+    one line; the summary and the nodes' configuration go to stdout."""
+    from . import mirror
+    from .cluster import runtime_mappings
+    from .mappings import load_mappings
+
+    root = args.to.absolute()
+    manifest_path = args.manifest_path or mirror.DEFAULT_MANIFEST_PATH
+    for option, check, value in (("--from", configuration.parse_manifest_url, args.source),
+                                 ("--from-addons", configuration.parse_addon_mirror, args.addon_source),
+                                 ("--manifest-path", mirror.check_manifest_path, manifest_path)):
+        try:
+            if value is not None:
+                check(value)
+        except (ValueError, InputError) as err:
+            parser.error(f"mirror {option} {value!r}: {err}")
+    base, note = mirror.served_at(root, args.served_at)
+    try:
+        if base is not None:
+            mirror.node_configuration(base, manifest_path)
+    except ValueError as err:
+        parser.error(f"mirror --served-at {base!r}: {err}")
+    try:
+        if args.config is not None:
+            text = read_text(args.config, "an INI configuration file", error=ConfigError)
+            config = configuration.build(configuration.collect([(str(args.config), text)]), (args.config,))
+        else:
+            config = configuration.load()
+        torcx = dataclasses.replace(
+            config.torcx,
+            manifest_url=args.source or configuration.require_manifest_url(config.torcx),
+            keyring=args.keyring or config.torcx.keyring)
+        config = dataclasses.replace(config, torcx=torcx)
+        addon_source = args.addon_source if args.addon_source is not None else (
+            "" if args.source is not None else config.torcx.addon_mirror)
+        request = mirror.Request(root=root, board=args.board, os_versions=tuple(args.os_versions),
+                                 kubernetes=tuple(args.kubernetes), manifest_path=manifest_path,
+                                 addon_source=addon_source)
+        if args.mappings is not None:
+            mappings = load_mappings(args.mappings, config.torcx.addon)
+            if mappings is None:
+                raise ConfigError(f"{args.mappings}: missing; expected runtime mappings (--mappings)")
+        else:
+            mappings = runtime_mappings(config)
+        sys.stdout.write(f"torcx-tectonic mirror: into {root}\n")
+        summary = mirror.run(config, request, mappings, lambda line: print(line, flush=True))
+    except TorcxTectonicError as err:
+        sys.stderr.write(f"torcx-tectonic mirror: {err}\n")
+        return 1
+    except OSError as err:
+        sys.stderr.write(f"torcx-tectonic mirror: {err}\n")
+        return 1
+    sys.stdout.write(mirror.render(summary, base, note))
+    return 0 if summary.complete else 1

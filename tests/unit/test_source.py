@@ -175,6 +175,7 @@ def test_a_signed_manifest_from_a_mirror_directory(tmp_path: Path, keys: Keys) -
     with Bucket(_config(tmp_path, keys.keyring)) as bucket:
         fetched = bucket.manifest("amd64-usr", "1632.3.0")
     assert (fetched.url, fetched.raw) == (f"file://{manifest}", MANIFEST)
+    assert fetched.signature == Path(f"{manifest}.asc").read_bytes()
     assert fetched.packages.versions_of("docker") == ("17.03",)
 
 
