@@ -131,7 +131,7 @@ def _open(path: Path, url: str, what: str, missing: Exception | None) -> int:
         if err.errno == errno.ELOOP:
             raise NetworkError(f"{what}: {path} is a symbolic link ({url}); expected a regular file: "
                                "a file:// URL names the file itself") from None
-        raise NetworkError(f"{what}: cannot open {path} ({url}): {err.strerror or err}") from None
+        raise NetworkError(f"{what}: cannot open {path} ({url}): {err.strerror or err}", hint=_hint(path)) from None
     try:
         mode = os.fstat(fd).st_mode
     except OSError as err:

@@ -226,3 +226,17 @@ def test_an_addon_is_streamed_from_the_mirror(tmp_path: Path, keys: Keys) -> Non
 def test_a_manifest_may_locate_addons_by_file_url() -> None:
     listed = parse_package_list(MANIFEST, "m.json").package("docker")
     assert listed is not None and listed.versions[0].url() == "file:///srv/mirror/docker.tgz"
+
+
+def test_a_file_a_unit_may_not_open_in_a_hidden_place_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    # what ProtectHome=yes does: /home is there, but mode 000 to the unit
+    def denied(path: object, flags: int) -> int:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("torcx_tectonic.source.os.open", denied)
+    with pytest.raises(NetworkError) as caught:
+        source.read_file_url("file:///home/ops/m.json", "manifest", limit=100)
+    assert str(caught.value) == (
+        "manifest: cannot open /home/ops/m.json (file:///home/ops/m.json): Permission denied (the units run with "
+        "ProtectHome=yes and PrivateTmp=yes and cannot see /home: keep a mirror under /srv, /var/lib, /opt, "
+        "/media or /mnt)")
