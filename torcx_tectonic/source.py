@@ -21,13 +21,13 @@ Keep one under ``/srv``, ``/var/lib``, ``/opt``, ``/media`` or ``/mnt``.
 
 The layout of an addon mirror (``[torcx] addon_mirror``) is said here too, in
 one place, for the node that reads it and the ``mirror`` command that writes it.
-This module imports nothing heavy: config.py uses it at every generator run.
+This module imports nothing heavy (logging only when a file is streamed):
+config.py uses it at every generator run.
 """
 
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import re
 import stat
@@ -37,8 +37,6 @@ from pathlib import Path, PurePath
 
 from .errors import InputError, NetworkError, shown
 from .inputfile import BOARD, OS_VERSION
-
-log = logging.getLogger(__name__)
 
 FILE_PREFIX = "file://"
 HTTP_SCHEMES = ("https", "http")
@@ -166,6 +164,9 @@ def stream_file_url(url: str, what: str) -> Iterator[bytes]:
     """The file a file:// URL names, chunk by chunk (an addon never sits in
     memory whole), logging progress for long copies. The file is checked
     when the first chunk is asked for, as an HTTP download starts then."""
+    import logging
+
+    log = logging.getLogger(__name__)
     path = file_url_path(url, what)
     fd = _open(path, url, what, None)
     done, last = 0, time.monotonic()
