@@ -61,17 +61,23 @@ class Bucket:
                 raise NetworkError(f"{what}: GET {url} answered {response.status_code}")
             return read_body(response, MAX_MANIFEST_BYTES, what, url)
 
+    def signed(self, url: str, what: str, *, verify: bool, keyring: Path) -> bytes:
+        """A small document, verified against its detached signature (``url.asc``)
+        unless the operator turned verification off (said at every run)."""
+        raw = self._get_small(url, what)
+        if verify:
+            signature = self._get_small(url + ".asc", f"signature of the {what}", missing=VerificationError(
+                f"{what} ({url}) is not signed: {url}.asc does not exist; expected a detached OpenPGP signature"))
+            verify_detached(raw, signature, keyring, f"{what} ({url})")
+        else:
+            log.warning("signature verification is off: using %s unverified", url)
+        return raw
+
     def manifest(self, board: str, os_version: str) -> FetchedManifest:
         """Fetch, verify and parse the manifest of one OS release."""
         url = manifest_url(self.config.torcx.manifest_url, board, os_version)
-        what = f"manifest for {board} {os_version}"
-        raw = self._get_small(url, what)
-        if self.config.torcx.verify_signatures:
-            signature = self._get_small(url + ".asc", f"signature of the {what}", missing=VerificationError(
-                f"{what} ({url}) is not signed: {url}.asc does not exist; expected a detached OpenPGP signature"))
-            verify_detached(raw, signature, self.config.torcx.keyring, f"{what} ({url})")
-        else:
-            log.warning("signature verification is off: using %s unverified", url)
+        raw = self.signed(url, f"manifest for {board} {os_version}", verify=self.config.torcx.verify_signatures,
+                          keyring=self.config.torcx.keyring)
         return FetchedManifest(url=url, raw=raw, packages=parse_package_list(raw, url))
 
     def download(self, url: str, what: str) -> Iterator[bytes]:
