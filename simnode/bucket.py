@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -682,3 +683,20 @@ def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     tmp.replace(path)
+
+
+def publish_sysext(bucket: Bucket, images: Sequence[Path], sign: bool = True) -> str:
+    """Put runtime images under /sysext/ with their SHA256SUMS (signed, as
+    ``SHA256SUMS.asc``); returns the images URL template for the node."""
+    directory = bucket.root / "sysext"
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for image in images:
+        if image.parent != directory:
+            shutil.copyfile(image, directory / image.name)
+        lines.append(f"{hashlib.sha256((directory / image.name).read_bytes()).hexdigest()}  {image.name}\n")
+    sums = directory / "SHA256SUMS"
+    _atomic_write(sums, "".join(lines).encode())
+    if sign:
+        bucket.signer.sign(sums)
+    return f"{bucket.base_url}/sysext/{{{{.Name}}}}-{{{{.Version}}}}-{{{{.Arch}}}}.raw"

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Self
+from typing import TypeVar
+
+#: The stand-in's own type (typing.Self is 3.11; the unit tests also run on 3.9).
+C = TypeVar("C", bound="Closing")
 
 
 class Closing:
@@ -13,7 +16,7 @@ class Closing:
     def close(self) -> None:
         raise NotImplementedError
 
-    def __enter__(self) -> Self:
+    def __enter__(self: C) -> C:
         return self
 
     def __exit__(

@@ -306,6 +306,50 @@ def assemble(tree: Path, app: Path, scripts: Mapping[str, Path], arch: str) -> N
             entry.chmod(0o755 if entry.is_dir() or os.access(entry, os.X_OK) else 0o644)
 
 
+LICENSE_DIR = "usr/share/licenses/torcx-tectonic"
+
+
+def bundled_packages(app: Path) -> list[str]:
+    """The Debian packages the frozen program takes files from: its shared
+    libraries, and the interpreter and Python packages it was frozen from."""
+    sources = [lib.name for lib in elf_files(app / "_internal")]
+    import iniparse
+    import packaging
+    import prometheus_client
+    import pystemd
+    import requests
+    import urllib3
+    import yaml
+
+    sources += [str(Path(m.__file__ or "").parent) for m in (iniparse, packaging, prometheus_client, pystemd, requests,
+                                                              urllib3, yaml)]
+    sources.append(str(Path(os.__file__).parent))  # the standard library
+    found = subprocess.run(["dpkg", "-S", *sources], capture_output=True, text=True, check=False).stdout
+    return sorted({pkg.split(":")[0].strip() for line in found.splitlines() for pkg in line.split(": ")[0].split(",")})
+
+
+def collect_licenses(tree: Path, app: Path) -> list[str]:
+    """The copyright files of what the image bundles (the frozen program
+    carries binaries of other projects), and PyInstaller's bootloader's."""
+    from importlib import metadata
+
+    target = tree / LICENSE_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    names = []
+    for package in bundled_packages(app):
+        copyright_file = Path("/usr/share/doc") / package / "copyright"
+        if copyright_file.is_file():
+            shutil.copyfile(copyright_file, target / f"{package}.copyright")
+            names.append(package)
+    for file in metadata.files("pyinstaller") or []:
+        if file.name in ("COPYING.txt", "LICENSE.txt"):
+            shutil.copyfile(Path(str(file.locate())), target / f"pyinstaller-{file.name}")
+            names.append("pyinstaller")
+    if not names:
+        raise BuildError("no licence of a bundled component was found; the image must carry them")
+    return names
+
+
 def squash(tree: Path, raw: Path) -> None:
     """The image file: squashfs, owned by root, without the build host's xattrs."""
     tmp = raw.with_name(raw.name + ".tmp")
@@ -356,8 +400,9 @@ def build(output: Path, work: Path | None = None) -> Image:
     glibc = glibc_requirement(app)
     tree = work / "tree"
     assemble(tree, app, scripts, arch)
+    licensed = collect_licenses(tree, app)
     info = {"version": __version__, "architecture": arch, "python": platform.python_version(),
-            "glibc_minimum": glibc, "commands": sorted(scripts)}
+            "glibc_minimum": glibc, "commands": sorted(scripts), "licences": licensed}
     (tree / "usr/share/torcx-tectonic/build-info.json").write_text(json.dumps(info, indent=1) + "\n")
     raw = output / image_name(__version__, arch)
     squash(tree, raw)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from . import lock
 from .cluster import client
 from .errors import InputError, TorcxTectonicError
-from .state import AddonsInstalled, NodeAnnotated
+from .state import RECORDS, NodeAnnotated
 
 if TYPE_CHECKING:
     from .runner import Context
@@ -23,9 +23,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def annotate(ctx: Context) -> NodeAnnotated:
+def annotate(ctx: Context, *, after: str) -> NodeAnnotated:
+    """``after`` names the record of the step that put the next OS's runtime in place."""
     kube = ctx.config.kubernetes
-    ctx.state.load(AddonsInstalled)  # only once the next OS has its Docker
+    ctx.state.load(RECORDS[after])  # only once the next OS has its runtime
     prefix = kube.annotation.rpartition("/")[0]
     label = f"{prefix}/before-reboot"
     api = client(ctx.config)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from . import kubeletenv, systemd
 from .atomic import write_if_changed
 from .flows import path_units
-from .state import RUNNING, AddonsInstalled, BootstrapFinished, KubeletEnvWritten, KubernetesVersion, OsVersions
+from .state import RECORDS, RUNNING, BootstrapFinished, KubeletEnvWritten, KubernetesVersion, OsVersions, Record
 
 if TYPE_CHECKING:
     from .runner import Context
@@ -30,26 +30,30 @@ def write_kubelet_env(ctx: Context) -> KubeletEnvWritten:
     return KubeletEnvWritten(path=str(kube.kubelet_env), written=written, kube_version=version)
 
 
-def reboot_reasons(os_versions: OsVersions, addons: AddonsInstalled | None) -> tuple[str, ...]:
+def reboot_reasons(os_versions: OsVersions, installed: Record | None) -> tuple[str, ...]:
     """Why the node must reboot before the kubelet runs: a new OS waits, or
-    the selected Docker changed."""
+    the selected runtime changed (the torcx addon or the system extension)."""
     reasons = []
     if os_versions.next:
         reasons.append(f"OS {os_versions.next} is installed")
-    if addons is not None and addons.runtime_changed:
-        reasons.append(f"{addons.runtime} changes from {addons.previous} to {addons.version}")
+    if installed is not None and getattr(installed, "runtime_changed", False):
+        runtime, previous, version = (getattr(installed, k) for k in ("runtime", "previous", "version"))
+        before = previous if previous is not None else "the OS's own"
+        reasons.append(f"{runtime} changes from {before} to {version}")
     return tuple(reasons)
 
 
-def finish(ctx: Context) -> BootstrapFinished:
-    """Enable the kubelet; reboot when the OS or Docker changed, else start
-    the kubelet and the path units that follow a bootstrapped node."""
+def finish(ctx: Context, *, installs: str | None) -> BootstrapFinished:
+    """Enable the kubelet; reboot when the OS or the runtime changed, else
+    start the kubelet and the path units that follow a bootstrapped node.
+    ``installs`` names the record of the step that put the runtime in place
+    (none when the bootstrap leaves the runtime alone)."""
     if ctx.state.current().result != RUNNING:
         log.info("this boot's bootstrap already ended: nothing to do")
         return BootstrapFinished(kubelet_enabled=False, reboot=False, already_finished=True)
     ctx.state.load(KubeletEnvWritten)
-    addons = None if ctx.config.bootstrap.skip_torcx else ctx.state.load(AddonsInstalled)
-    reasons = reboot_reasons(ctx.state.load(OsVersions), addons)
+    installed = None if installs is None else ctx.state.load(RECORDS[installs])
+    reasons = reboot_reasons(ctx.state.load(OsVersions), installed)
     enabled = systemd.enable(KUBELET_UNIT)
     reboot = bool(reasons) and ctx.config.bootstrap.reboot
     if not reboot:

@@ -67,18 +67,31 @@ class Bucket:
                 raise NetworkError(f"{what}: GET {url} answered {response.status_code}")
             return read_body(response, MAX_MANIFEST_BYTES, what, url)
 
+    def signed_document(self, url: str, what: str, *, verify: bool, keyring: Path) -> tuple[bytes, bytes]:
+        """A small document and its detached signature (``url.asc``), verified
+        unless the operator turned verification off (said at every run; the
+        signature is then empty)."""
+        raw = self._get_small(url, what)
+        signature = b""
+        if verify:
+            signature = self._get_small(url + ".asc", f"signature of the {what}", missing=VerificationError(
+                f"{what} ({url}) is not signed: {url}.asc does not exist; expected a detached OpenPGP signature"))
+            verify_detached(raw, signature, keyring, f"{what} ({url})")
+        else:
+            log.warning("signature verification is off: using %s unverified", url)
+        return raw, signature
+
+    def signed(self, url: str, what: str, *, verify: bool, keyring: Path) -> bytes:
+        """A small document, verified against its detached signature (``url.asc``)
+        unless the operator turned verification off (said at every run)."""
+        return self.signed_document(url, what, verify=verify, keyring=keyring)[0]
+
     def manifest(self, board: str, os_version: str) -> FetchedManifest:
         """Fetch, verify and parse the manifest of one OS release."""
         url = manifest_url(require_manifest_url(self.config.torcx), board, os_version)
-        what = f"manifest for {board} {os_version}"
-        raw = self._get_small(url, what)
-        signature = b""
-        if self.config.torcx.verify_signatures:
-            signature = self._get_small(url + ".asc", f"signature of the {what}", missing=VerificationError(
-                f"{what} ({url}) is not signed: {url}.asc does not exist; expected a detached OpenPGP signature"))
-            verify_detached(raw, signature, self.config.torcx.keyring, f"{what} ({url})")
-        else:
-            log.warning("signature verification is off: using %s unverified", url)
+        raw, signature = self.signed_document(url, f"manifest for {board} {os_version}",
+                                              verify=self.config.torcx.verify_signatures,
+                                              keyring=self.config.torcx.keyring)
         return FetchedManifest(url=url, raw=raw, packages=parse_package_list(raw, url), signature=signature)
 
     def download(self, url: str, what: str) -> Iterator[bytes]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 from . import kubeletenv
-from .config import Config
+from .config import Config, runtime_name
 from .errors import InputError, NetworkError
 from .kube import MAPPINGS_CONFIGMAP, MAPPINGS_KEY, MAPPINGS_NAMESPACE, KubeClient, load_kubeconfig
 from .mappings import RuntimeMappings, load_mappings, parse_mappings
@@ -43,7 +43,7 @@ def cluster_version(config: Config) -> tuple[str, str]:
 
 def runtime_mappings(config: Config) -> RuntimeMappings:
     """The cluster's ConfigMap, falling back to the node-local file."""
-    addon = config.torcx.addon
+    addon = runtime_name(config)
     api = client(config)
     if api is not None:
         with api:
@@ -61,7 +61,7 @@ def runtime_mappings(config: Config) -> RuntimeMappings:
 
 def local_mappings(config: Config) -> RuntimeMappings:
     path = config.kubernetes.runtime_mappings
-    found = load_mappings(path, config.torcx.addon)
+    found = load_mappings(path, runtime_name(config))
     if found is None:
         raise InputError(f"no runtime mappings: the ConfigMap is unavailable and {path} does not exist")
     return found

@@ -82,6 +82,7 @@ def render_text(status: Status) -> str:
             f"  accepted:       {', '.join(status.wanted) or '?'} ({status.mapping_source})",
             f"  running now:    {status.booted or 'unknown (torcx left no /run/metadata/torcx)'}",
             f"  reset pending:  {status.reset_pending or 'no'}",
+            f"  backend:        {status.backend}",
             "profiles",
             f"  next:           {status.next_profile} ({status.next_profile_source})"]
     for kind in ("user", "vendor"):
@@ -117,8 +118,9 @@ def document(status: Status) -> dict[str, Any]:
         "os": {"board": status.board, "current": status.current_os, "next": status.next_os,
                "next_source": status.next_source},
         "kubernetes": {"version": status.kube_version, "source": status.kube_source},
-        "runtime": {"name": status.runtime, "wanted": list(status.wanted), "mapping_source": status.mapping_source,
-                    "booted": status.booted, "reset_pending": status.reset_pending},
+        "runtime": {"name": status.runtime, "backend": status.backend, "wanted": list(status.wanted),
+                    "mapping_source": status.mapping_source, "booted": status.booted,
+                    "reset_pending": status.reset_pending},
         "verdict": {"current": verdict(status.current), "next": verdict(status.next)},
         "profiles": {"next": status.next_profile, "next_source": status.next_profile_source,
                      **{kind: {k: list(v) for k, v in found.items()} for kind, found in status.profiles.items()}},

@@ -45,6 +45,8 @@ MIRROR_MANIFEST_URL_EXAMPLE = "file:///srv/mirror/manifests/{{.Board}}/{{.OSVers
 MIRROR_ADDONS_EXAMPLE = "file:///srv/mirror/addons"
 DEFAULT_ANNOTATION = "container-linux-update.v1.coreos.com/tectonic-torcx-pre-hook-ok"
 OS_UPDATE_FAILURE_CHOICES = ("continue", "fail")
+BACKENDS = ("torcx", "sysext")
+ACTIVATIONS = ("next-boot", "refresh")
 TRUE_WORDS = ("yes", "true", "on", "1")
 FALSE_WORDS = ("no", "false", "off", "0")
 
@@ -148,6 +150,24 @@ def parse_proxy(value: str) -> str:
 def parse_no_proxy(value: str) -> str:
     if value and not all(_NO_PROXY_ENTRY.fullmatch(entry) for entry in value.split(",")):
         raise ValueError("expected host names, domains (.example.com) or addresses separated by commas (or nothing)")
+    return value
+
+
+def parse_image_url(value: str) -> str:
+    """An image URL template (empty: not set; the sysext steps then say which key to set)."""
+    if not value:
+        return value
+    if not is_url(value.replace("{{.Name}}", "n").replace("{{.Version}}", "1").replace("{{.Arch}}", "a"),
+                  ("https", "http")):
+        raise ValueError("expected an http(s) URL template with {{.Name}}, {{.Version}} and {{.Arch}}")
+    if "{{.Version}}" not in value:
+        raise ValueError("expected the placeholder {{.Version}} in the URL template")
+    return value
+
+
+def parse_optional_url(value: str) -> str:
+    if value and not is_url(value, ("https", "http")):
+        raise ValueError("expected an http(s) URL (or nothing)")
     return value
 
 
@@ -275,6 +295,27 @@ SETTINGS: tuple[Setting, ...] = (
             "systemd (empty: the units' environment decides, e.g. a drop-in or DefaultEnvironment=)"),
     Setting("network", "no_proxy", parse_no_proxy, "",
             "hosts the network steps reach without the proxy (NO_PROXY), e.g. the api-server's address"),
+    Setting("runtime", "backend", choice(*BACKENDS), "torcx",
+            "how the node gets its container runtime: torcx addons (Container Linux; Flatcar up to 3760) or "
+            "system extension images merged by systemd-sysext (Flatcar from 3794)"),
+    Setting("sysext", "runtime", choice("docker", "containerd"), "docker",
+            "the container runtime whose image is kept (its versions come from the runtime mappings)"),
+    Setting("sysext", "images_url", parse_image_url, "",
+            "URL template of a runtime image, with {{.Name}}, {{.Version}} and {{.Arch}} (x86-64, arm64), e.g. "
+            "https://mirror.example/sysext/{{.Name}}-{{.Version}}-{{.Arch}}.raw (required with backend = sysext)"),
+    Setting("sysext", "checksums_url", parse_optional_url, "",
+            "URL of the SHA256SUMS list of the images (empty: SHA256SUMS beside the images)"),
+    Setting("sysext", "verify_signatures", parse_bool, "yes",
+            "verify the checksum list against its detached .asc signature"),
+    Setting("sysext", "keyring", parse_path, str(KEYRING),
+            "OpenPGP keyring (binary or armored) trusted for the checksum list's signature"),
+    Setting("sysext", "keep", Number(1, 20, whole=True), "2",
+            "runtime images kept in /opt/extensions/<runtime>/: the one in use and older ones for rollback"),
+    Setting("sysext", "mask_builtin", parse_bool, "yes",
+            "mask Flatcar's own image of the runtime (/etc/extensions/<runtime>-flatcar.raw -> /dev/null)"),
+    Setting("sysext", "activate", choice(*ACTIVATIONS), "next-boot",
+            "when a new image is merged: at the next boot, or at once (systemd-sysext is restarted; a running "
+            "runtime keeps its old binaries until it restarts)"),
     Setting("metrics", "textfile_dir", parse_optional_path, str(METRICS_DIR),
             "directory of node-exporter's textfile collector, written after every step (empty: no metrics)"),
 )
@@ -340,6 +381,28 @@ class NetworkSettings:
 
 
 @dataclass(frozen=True)
+class RuntimeSettings:
+    backend: str
+
+
+@dataclass(frozen=True)
+class SysextSettings:
+    runtime: str
+    images_url: str
+    checksums_url: str
+    verify_signatures: bool
+    keyring: Path
+    keep: int
+    mask_builtin: bool
+    activate: str
+
+    @property
+    def sums_url(self) -> str:
+        """The checksum list's URL: as configured, or SHA256SUMS beside the images."""
+        return self.checksums_url or self.images_url.rsplit("/", 1)[0] + "/SHA256SUMS"
+
+
+@dataclass(frozen=True)
 class MetricsSettings:
     textfile_dir: Path | None
 
@@ -371,7 +434,15 @@ class Config:
     network: NetworkSettings
     units: UnitSettings
     metrics: MetricsSettings
+    runtime: RuntimeSettings
+    sysext: SysextSettings
     sources: tuple[Path, ...]
+
+
+def runtime_name(config: Config) -> str:
+    """The container runtime the node keeps: the torcx addon, or the name of
+    the system extension image."""
+    return config.sysext.runtime if config.runtime.backend == "sysext" else config.torcx.addon
 
 
 @dataclass(frozen=True)
@@ -469,6 +540,8 @@ def build(raw: Mapping[tuple[str, str], RawValue], sources: tuple[Path, ...] = (
         network=NetworkSettings(**parsed["network"]),
         units=UnitSettings(**parsed["units"]),
         metrics=MetricsSettings(**parsed["metrics"]),
+        runtime=RuntimeSettings(**parsed["runtime"]),
+        sysext=SysextSettings(**parsed["sysext"]),
         sources=sources,
     )
 

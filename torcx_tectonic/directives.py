@@ -39,7 +39,8 @@ INTRODUCED = {
     "StateDirectory": 235, "CacheDirectory": 235, "ConfigurationDirectory": 235, "RuntimeDirectoryPreserve": 235,
     "LockPersonality": 235, "KeyringMode": 235, "IPAddressDeny": 235,
     # the group names are unknown before 235: the filter would allow nothing
-    "SystemCallFilter=@system-service": 235,
+    "SystemCallFilter=@system-service": 235, "SystemCallFilter=@system-service @mount": 235,
+    "DeviceAllow": 1,
     "ProtectHostname": 242, "RestrictSUIDSGID": 242, "ProtectKernelLogs": 244, "ProtectClock": 245,
     "PrivateIPC": 248,
 }

@@ -17,6 +17,8 @@ from .paths import (
     CACHE_DIR,
     DOCKER_DATA,
     DOCKER_RESET_MARKER,
+    EXTENSIONS_DIR,
+    IMAGE_STORE,
     NEXT_PROFILE,
     RUNS_DIR,
     STATE_DIR,
@@ -38,6 +40,8 @@ STATE_WRITES = (str(STATE_DIR), str(RUNS_DIR.parent))
 #: What the Docker steps write: the verified manifests; the stores, profiles and the reset marker.
 MANIFEST_CACHE = (str(CACHE_DIR),)
 TORCX = (str(USER_STORE.parent), str(NEXT_PROFILE.parent), str(DOCKER_RESET_MARKER.parent))
+#: What the sysext steps write: the links systemd-sysext merges and the image store.
+EXTENSIONS = (str(EXTENSIONS_DIR), str(IMAGE_STORE.parent), str(DOCKER_RESET_MARKER.parent), str(CACHE_DIR))
 #: The service manager checks this capability before it enables, starts or reboots for a caller.
 MANAGE_UNITS = ("CAP_SYS_ADMIN",)
 
@@ -71,6 +75,9 @@ ENTRY_POINTS = {
     "annotate-node": "annotation:annotate",
     "recheck-kubelet": "kubeversion:recheck",
     "docker-reset": "dockerreset:reset_step",
+    "extension-version": "extension:choose_image",
+    "install-extension": "extension:install_extension",
+    "gc-extensions": "extension:collect_images",
 }
 
 
@@ -83,14 +90,14 @@ class Step:
     writes, whether it talks to the network or the system bus, and the
     capabilities it needs; the generator turns that into the unit's sandbox."""
 
-    __slots__ = ("bus", "capabilities", "conditions", "description", "entry", "followed_by", "locked", "mounts",
-                 "name", "network", "params", "retry", "timeout", "writes")
+    __slots__ = ("bus", "capabilities", "conditions", "description", "entry", "followed_by", "images", "locked",
+                 "mounts", "name", "network", "params", "retry", "timeout", "writes")
 
     def __init__(self, name: str, description: str, entry: str, *, params: dict[str, object] | None = None,
                  network: bool = False, bus: bool = False, timeout: str = LOCAL, retry: bool = False,
                  locked: bool = True, conditions: tuple[str, ...] = (), followed_by: str | None = None,
                  mounts: tuple[str, ...] = (), writes: tuple[str, ...] = (),
-                 capabilities: tuple[str, ...] = ()) -> None:
+                 capabilities: tuple[str, ...] = (), images: bool = False) -> None:
         if entry not in ENTRY_POINTS or timeout not in TIMEOUT_POLICIES:
             raise ValueError(f"step {name}: unknown entry point {entry!r} or timeout policy {timeout!r}")
         self.name = name
@@ -118,6 +125,8 @@ class Step:
         self.writes = writes
         #: capabilities it keeps (none by default: root's files need none)
         self.capabilities = capabilities
+        #: opens disk images (systemd-dissect: loop devices, a private mount)
+        self.images = images
 
 
 class PathTrigger:
@@ -190,6 +199,33 @@ class Flow:
         return step in self.followers
 
 
+def runtime_steps(config: Config, *, next_os: bool, conditions: tuple[str, ...] = (),
+                  followed_by: str | None = None) -> list[Step]:
+    """The two steps that choose the runtime version and put it in place,
+    for the configured backend: torcx addons, or a system extension image."""
+    if config.runtime.backend == "sysext":
+        return [
+            Step("runtime-version", "Choose the runtime image" + (" for the next OS" if next_os else ""),
+                 "extension-version", network=True, timeout=RETRIED, retry=True, conditions=conditions,
+                 writes=MANIFEST_CACHE),
+            Step("extension", "Fetch the runtime image, check it fits the OS versions, link it", "install-extension",
+                 network=True, timeout=RETRIED, retry=True, conditions=conditions, writes=EXTENSIONS,
+                 capabilities=MANAGE_UNITS, images=True, followed_by=followed_by),
+        ]
+    return [
+        Step("docker-version", "Compute the Docker version" + (" for the next OS" if next_os else ""),
+             "docker-version", network=True, timeout=RETRIED, retry=True, conditions=conditions,
+             writes=MANIFEST_CACHE),
+        Step("addons", "Fetch the Docker torcx addons and select them", "install-addons", network=True,
+             timeout=RETRIED, retry=True, conditions=conditions, writes=TORCX, followed_by=followed_by),
+    ]
+
+
+def installs(config: Config) -> str:
+    """The record of the step that puts the runtime in place (what the finish reads)."""
+    return "extension" if config.runtime.backend == "sysext" else "addons"
+
+
 def bootstrap_flow(config: Config) -> Flow:
     """Bootstrap, in the seed's order; configuration decides what runs. Every
     step but the last skips once kubelet.env exists (the node is bootstrapped);
@@ -204,16 +240,12 @@ def bootstrap_flow(config: Config) -> Flow:
              network=True, timeout=REQUESTS, conditions=pending),
     ]
     if not boot.skip_torcx:
-        steps += [
-            Step("docker-version", "Compute the Docker version", "docker-version", network=True, timeout=RETRIED,
-                 retry=True, conditions=pending, writes=MANIFEST_CACHE),
-            Step("addons", "Fetch the Docker torcx addons and select them", "install-addons", network=True,
-                 timeout=RETRIED, retry=True, conditions=pending, writes=TORCX),
-        ]
+        steps += runtime_steps(config, next_os=False, conditions=pending)
     steps += [
         Step("kubelet-env", "Set the kubelet version", "kubelet-env", conditions=pending,
              writes=(escape(config.kubernetes.kubelet_env.parent),)),
         Step("finish", "Enable the kubelet and reboot when needed", "finish-bootstrap", bus=True,
+             params={"installs": None if boot.skip_torcx else installs(config)},
              capabilities=MANAGE_UNITS, conditions=(f"ConditionPathIsDirectory={flow_state_dir(BOOTSTRAP)}",)),
     ]
     return Flow(BOOTSTRAP, "Bootstrap torcx and the kubelet", tuple(steps), target=True, before_target=True,
@@ -222,37 +254,38 @@ def bootstrap_flow(config: Config) -> Flow:
 
 def new_os_flow(config: Config) -> Flow:
     marker = (f"ConditionPathExists={UPDATE_ENGINE_MARKER}",)
-    return Flow(NEW_OS, "Prepare torcx for the next OS", (
+    if config.runtime.backend == "sysext":
+        gc = Step("gc", "Remove runtime images beyond the ones kept", "gc-extensions", conditions=marker,
+                  writes=EXTENSIONS)
+    else:
+        gc = Step("gc", "Remove versioned torcx stores older than the running OS", "gc-stores", conditions=marker,
+                  writes=(str(USER_STORE.parent),))
+    return Flow(NEW_OS, "Prepare the runtime for the next OS", (
         Step("os-version", "Determine the next OS version", "next-os", bus=True, timeout=REQUESTS),
         Step("kubelet-version", "Read the kubelet version", "kubelet-version", params={"source": "kubelet-env"}),
-        Step("docker-version", "Compute the Docker version for the next OS", "docker-version", network=True,
-             timeout=RETRIED, retry=True, writes=MANIFEST_CACHE),
-        Step("addons", "Fetch the Docker addon for the next OS", "install-addons", network=True, timeout=RETRIED,
-             retry=True, writes=TORCX),
-        Step("gc", "Remove versioned torcx stores older than the running OS", "gc-stores", conditions=marker,
-             writes=(str(USER_STORE.parent),)),
+        *runtime_steps(config, next_os=True),
+        gc,
         Step("annotate", "Tell the update operator this node may reboot", "annotate-node", network=True,
-             timeout=LABEL_WAIT, retry=True, locked=False, conditions=marker),
+             timeout=LABEL_WAIT, retry=True, locked=False, conditions=marker, params={"after": installs(config)}),
     ), target=True, trigger=PathTrigger(
-        "Prepare torcx when an OS update waits for a reboot", "PathExists", str(UPDATE_ENGINE_MARKER),
+        "Prepare the runtime when an OS update waits for a reboot", "PathExists", str(UPDATE_ENGINE_MARKER),
         "torcx-new-os.target", conditions=_bootstrapped(config)))
 
 
 def new_kubelet_flow(config: Config) -> Flow:
     """A kubelet.env change that arrives while this flow runs only merges into
     the running job: the recheck that follows a run starts it again then."""
-    last = step_unit(NEW_KUBELET, "addons")
-    return Flow(NEW_KUBELET, "Follow a new kubelet version with Docker", (
+    steps = [
         Step("kubelet-version", "Read the new kubelet version", "kubelet-version", params={"source": "kubelet-env"}),
         Step("os-version", "Determine the OS versions", "next-os", bus=True, timeout=REQUESTS),
-        Step("docker-version", "Compute the Docker version for the new kubelet", "docker-version", network=True,
-             timeout=RETRIED, retry=True, writes=MANIFEST_CACHE),
-        Step("addons", "Fetch the Docker addon and select it", "install-addons", network=True, timeout=RETRIED,
-             retry=True, writes=TORCX, followed_by=step_unit(NEW_KUBELET, "recheck")),
-    ), trigger=PathTrigger("Follow kubelet.env changes with Docker", "PathChanged",
-                           escape(config.kubernetes.kubelet_env), last, conditions=_bootstrapped(config)),
-        followers=(Step("recheck", "Run again if kubelet.env changed meanwhile", "recheck-kubelet",
-                        params={"anchor": last}, locked=False, bus=True, capabilities=MANAGE_UNITS),))
+        *runtime_steps(config, next_os=False, followed_by=step_unit(NEW_KUBELET, "recheck")),
+    ]
+    last = step_unit(NEW_KUBELET, steps[-1].name)
+    return Flow(NEW_KUBELET, "Follow a new kubelet version with its runtime", tuple(steps),
+                trigger=PathTrigger("Follow kubelet.env changes with the runtime", "PathChanged",
+                                    escape(config.kubernetes.kubelet_env), last, conditions=_bootstrapped(config)),
+                followers=(Step("recheck", "Run again if kubelet.env changed meanwhile", "recheck-kubelet",
+                                params={"anchor": last}, locked=False, bus=True, capabilities=MANAGE_UNITS),))
 
 
 def docker_reset_flow(config: Config) -> Flow:

@@ -76,13 +76,24 @@ def writable(paths: Sequence[str]) -> list[str]:
     return lines
 
 
-def sandbox(config: Config, *, writes: Sequence[str], network: bool, capabilities: Sequence[str]) -> list[str]:
+#: What a step that opens disk images needs instead (systemd-dissect attaches
+#: a loop device and mounts the image read-only in a private namespace).
+IMAGE_ACCESS = {
+    "PrivateDevices=yes": ("DeviceAllow=/dev/loop-control rw", "DeviceAllow=block-loop rw"),
+    "RestrictNamespaces=yes": ("RestrictNamespaces=mnt",),
+    "SystemCallFilter=@system-service": ("SystemCallFilter=@system-service @mount",),
+}
+
+
+def sandbox(config: Config, *, writes: Sequence[str], network: bool, capabilities: Sequence[str],
+            images: bool = False) -> list[str]:
     """The [Service] lines that confine a unit to what it declares."""
     families = ["AF_UNIX", *(["AF_INET", "AF_INET6"] if network else [])]
     metrics = [escape(config.metrics.textfile_dir)] if config.metrics.textfile_dir is not None else []
+    hardening = [new for line in HARDENING for new in (IMAGE_ACCESS.get(line, (line,)) if images else (line,))]
     return [
         "# Least privilege: what this step may touch is declared in the flow table.",
-        *HARDENING,
+        *hardening,
         f"CapabilityBoundingSet={' '.join(capabilities)}",
         f"RestrictAddressFamilies={' '.join(families)}",
         *([] if network else ["IPAddressDeny=any"]),
@@ -129,7 +140,8 @@ def render_step(config: Config, flow: Flow, step: Step, source: str) -> str:
         f"SyslogIdentifier={flow.unit(step).removesuffix('.service')}",
         f"TimeoutStartSec={timeout_secs(step, config)}",
         *proxy,
-        *sandbox(config, writes=step.writes, network=step.network, capabilities=step.capabilities),
+        *sandbox(config, writes=step.writes, network=step.network, capabilities=step.capabilities,
+                 images=step.images),
     ]
     return f"{HEADER}\n{_section('Unit', unit)}\n{_section('Service', service)}"
 

@@ -29,6 +29,10 @@ TORCX_METADATA = Path("/run/metadata/torcx")
 
 UPDATE_ENGINE_MARKER = Path("/run/update_engine_autoupdate_completed")
 
+#: System extensions: the links systemd-sysext merges, and where runtime images are kept.
+EXTENSIONS_DIR = Path("/etc/extensions")
+IMAGE_STORE = Path("/opt/extensions")
+
 KUBECONFIG = Path("/etc/kubernetes/kubeconfig")
 KUBELET_ENV = Path("/etc/kubernetes/kubelet.env")
 INSTALLER_KUBELET_ENV = Path("/etc/kubernetes/installer/kubelet.env")
@@ -64,6 +68,10 @@ class NodePaths:
     def _at(self, path: Path) -> Path:
         return self.root / path.relative_to("/")
 
+    def on_node(self, path: Path) -> str:
+        """A path under the root as the node names it (what a link must point at)."""
+        return "/" + str(path.relative_to(self.root))
+
     @property
     def os_release(self) -> Path:
         return self._at(OS_RELEASE)
@@ -91,6 +99,14 @@ class NodePaths:
     @property
     def next_profile(self) -> Path:
         return self._at(NEXT_PROFILE)
+
+    @property
+    def extensions_dir(self) -> Path:
+        return self._at(EXTENSIONS_DIR)
+
+    @property
+    def image_store(self) -> Path:
+        return self._at(IMAGE_STORE)
 
     @property
     def torcx_metadata(self) -> Path:

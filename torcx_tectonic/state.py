@@ -162,6 +162,30 @@ class AddonsInstalled(Record):
                 "addons_installed": sum(1 for p in self.placements if p.action in ("downloaded", "linked"))}
 
 
+@record("extension")
+@dataclass(frozen=True)
+class ExtensionInstalled(Record):
+    """The runtime image now linked for systemd-sysext, and how it fits the OS versions."""
+
+    runtime: str
+    version: str
+    image: str
+    link: str
+    action: str
+    bytes: int = 0
+    #: the runtime version linked before (None: Flatcar's own image)
+    previous: str | None = None
+    runtime_changed: bool = False
+    #: per OS version: why its systemd-sysext merges the image
+    fits: dict[str, str] = field(default_factory=dict)
+    #: when the image is merged: "at the next boot" or "now"
+    activated: str = ""
+
+    def counters(self) -> dict[str, int]:
+        return {"downloaded_bytes": self.bytes if self.action == "downloaded" else 0,
+                "addons_installed": 1 if self.action == "downloaded" else 0}
+
+
 @record("kubelet-env")
 @dataclass(frozen=True)
 class KubeletEnvWritten(Record):
@@ -490,28 +514,48 @@ class FlowState:
 
 # --- the cache of verified downloads ---------------------------------------------------------------
 
-class ManifestCache:
-    """Verified manifests by board and OS version: the step that verifies one
-    stores it, later steps and the status read it back by digest."""
+class VerifiedCache:
+    """Verified documents (manifests, checksum lists, extension-releases) by
+    kind and name: the step that verifies one stores it, later steps and the
+    status read it back, by digest when they must have exactly that one."""
 
-    def __init__(self, cache_dir: Path) -> None:
-        self.dir = cache_dir / "manifests"
+    def __init__(self, cache_dir: Path, kind: str) -> None:
+        self.dir = cache_dir / kind
 
-    def path(self, board: str, os_version: str) -> Path:
-        return self.dir / board / f"{os_version}.json"
+    def file(self, name: str) -> Path:
+        return self.dir / name
 
-    def put(self, board: str, os_version: str, raw: bytes) -> str:
+    def store(self, name: str, raw: bytes) -> str:
         """Keep ``raw`` (already verified); returns its sha256 for the record."""
-        write_if_changed(self.path(board, os_version), raw)
+        write_if_changed(self.file(name), raw)
         return hashlib.sha256(raw).hexdigest()
 
-    def get(self, board: str, os_version: str, digest: str | None = None) -> bytes:
-        """The cached manifest; with ``digest``, exactly the one a step verified."""
-        path = self.path(board, os_version)
+    def read(self, name: str, what: str, digest: str | None = None) -> bytes:
+        """The cached document; with ``digest``, exactly the one a step verified."""
+        path = self.file(name)
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
-            raise StateError(f"{path}: no verified manifest cached for {board} {os_version}") from None
+            raise StateError(f"{path}: no verified {what} cached") from None
         if digest is not None and hashlib.sha256(raw).hexdigest() != digest:
             raise StateError(f"{path}: changed since it was verified in this run; expected sha256 {digest[:16]}…")
         return raw
+
+    def remove(self, name: str) -> None:
+        self.file(name).unlink(missing_ok=True)
+
+
+class ManifestCache(VerifiedCache):
+    """Verified manifests by board and OS version."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        super().__init__(cache_dir, "manifests")
+
+    def path(self, board: str, os_version: str) -> Path:
+        return self.file(f"{board}/{os_version}.json")
+
+    def put(self, board: str, os_version: str, raw: bytes) -> str:
+        return self.store(f"{board}/{os_version}.json", raw)
+
+    def get(self, board: str, os_version: str, digest: str | None = None) -> bytes:
+        return self.read(f"{board}/{os_version}.json", f"manifest for {board} {os_version}", digest)

@@ -15,12 +15,14 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from . import kubeletenv, profile, store
+from . import kubeletenv, profile, store, sysext
 from .cluster import local_mappings
-from .config import Config
+from .config import Config, runtime_name
 from .errors import TorcxTectonicError
 from .flows import all_flows, path_units
+from .inputfile import decode_text
 from .manifest import PackageList, file_sha512, parse_package_list
 from .mappings import kube_minor
 from .osrelease import os_release_from_text, parse_os_version
@@ -32,6 +34,7 @@ from .state import (
     OsVersions,
     Run,
     RuntimeChoice,
+    VerifiedCache,
     load_run,
 )
 from .strategy import ADDON_EPOCH, supports_addons
@@ -88,6 +91,7 @@ class FlowStatus:
 
 @dataclass(frozen=True)
 class Status:
+    backend: str
     board: str | None
     current_os: str | None
     next_os: str | None
@@ -409,16 +413,97 @@ def unit_states(units: Sequence[str]) -> dict[str, str]:
     return states
 
 
+# --- the sysext backend ---------------------------------------------------------------------------
+
+def sysext_verdict(*, os_version: str | None, runtime: str, image: str | None, version: str | None, link: str,
+                   misfit: str | None, kube_version: str | None, wanted: Sequence[str],
+                   mapping_source: str) -> Verdict:
+    """Whether ``os_version`` merges a runtime image the Kubernetes version accepts."""
+    if os_version is None:
+        return Verdict(None, False, None, "the OS version is not known")
+    if image is None:
+        return Verdict(os_version, False, None, f"{link} links no runtime image: OS {os_version} runs Flatcar's own "
+                       f"{runtime}, which torcx-tectonic did not choose")
+    if version is None:
+        return Verdict(os_version, False, None, f"{link} links {image}, which is not a {runtime} image by name "
+                       f"(expected {runtime}-VERSION-ARCH.raw)")
+    if misfit is not None:
+        return Verdict(os_version, False, version, f"OS {os_version} would not merge {image}: {misfit}")
+    if kube_version is None:
+        return Verdict(os_version, False, version, f"{image}, but no Kubernetes version is known")
+    if version not in wanted:
+        return Verdict(os_version, False, version, f"{link} links {image}, which Kubernetes {kube_version} does not "
+                       f"accept (it accepts {', '.join(wanted) or 'nothing known'}, from {mapping_source})")
+    return Verdict(os_version, True, version, f"{runtime} {version} from {image} (linked by {link}); Kubernetes "
+                   f"{kube_version} accepts {', '.join(wanted)} ({mapping_source})")
+
+
+def _sysext_view(config: Config, paths: NodePaths, board: str | None, current: str | None, next_os: str | None,
+                 kube_version: str | None, wanted: Sequence[str], mapping_source: str) -> tuple[
+                     Verdict, Verdict | None, list[Store], list[str]]:
+    """The verdicts of the running and the next OS, and the image store."""
+    runtime = config.sysext.runtime
+    link = paths.extensions_dir / f"{runtime}.raw"
+    arch = sysext.ARCH_BY_BOARD.get(board or "", "")
+    image = sysext.linked_image(link)
+    version = sysext.version_of(image, runtime, arch) if image else None
+    problems: list[str] = []
+    release = None
+    if image:
+        try:
+            text = decode_text(VerifiedCache(paths.cache_dir, "sysext").read(f"{image}.release", "extension-release"),
+                               image, "an extension-release")
+            release = sysext.release_from_text(text, image)
+        except TorcxTectonicError as err:
+            problems.append(f"{err}: the image's fit is not checked")
+    host = None
+    try:
+        host = sysext.release_from_text(paths.os_release.read_text(), str(paths.os_release))
+    except (OSError, UnicodeDecodeError, TorcxTectonicError) as err:
+        problems.append(str(err))
+
+    def verdict_of(os_version: str | None, release_of: sysext.Release | None) -> Verdict:
+        misfit = sysext.misfit(release, release_of, arch) if release is not None and release_of is not None else None
+        return sysext_verdict(os_version=os_version, runtime=runtime, image=image, version=version,
+                              link=paths.on_node(link), misfit=misfit, kube_version=kube_version, wanted=wanted,
+                              mapping_source=mapping_source)
+
+    current_verdict = verdict_of(current, host)
+    merged = (paths.root / sysext.RELEASE_DIR / f"extension-release.{runtime}").exists()
+    current_verdict = dataclasses.replace(current_verdict, notes=(
+        f"a {runtime} extension is merged now" if merged else f"no {runtime} extension is merged in this boot",))
+    next_verdict = None
+    if next_os is not None and host is not None:
+        next_verdict = verdict_of(next_os, sysext.next_release(host, next_os))
+        next_verdict = dataclasses.replace(next_verdict, notes=(
+            "the next OS's ID and SYSEXT_LEVEL are taken from the running OS; its version from update_engine",))
+    store = paths.image_store / runtime
+    images = tuple(Addon(runtime, sysext.version_of(p.name, runtime, arch) or p.name, paths.on_node(p),
+                         p.stat().st_size, "linked" if p.name == image else None)
+                   for p in sorted(store.glob("*.raw")) if p.is_file()) if store.is_dir() else ()
+    return current_verdict, next_verdict, [Store("sysext", paths.on_node(store), None, images)], problems
+
+
 def gather(config: Config, paths: NodePaths | None = None, *, check_hashes: bool = True,
            units: Callable[[Sequence[str]], dict[str, str]] = unit_states) -> Status:
     """Everything the status shows, read from the node's disk."""
     paths = paths or NodePaths()
-    runtime = config.torcx.addon
+    runtime = runtime_name(config)
     flow_names = [f.name for f in all_flows(config)]
     board, current, problems = _read_os(paths)
     next_os, next_source, next_known = _next_os(paths, current, flow_names)
     kube_version, kube_source = _kubernetes(config)
     wanted, mapping_source = _wanted(config, paths, kube_version, flow_names)
+    if config.runtime.backend == "sysext":
+        current_verdict, next_view, stores, sysext_problems = _sysext_view(
+            config, paths, board, current, next_os, kube_version, wanted, mapping_source)
+        return _status(config, paths, units, flow_names, problems + sysext_problems, board=board, current_os=current,
+                       next_os=next_os, next_source=next_source, kube_version=kube_version, kube_source=kube_source,
+                       runtime=runtime, wanted=tuple(wanted), mapping_source=mapping_source, booted=None,
+                       next_profile="-", next_profile_source="the sysext backend uses no torcx profile",
+                       profiles={}, stores=tuple(stores), reset_pending=_reset_pending(paths),
+                       current=current_verdict, next=_next_verdict(current_verdict, next_view, current, next_os,
+                                                                   next_source, next_known))
     profiles, profile_problems = _profiles(paths)
     profile_name, profile_source, reference, profile_problem = _selected(paths, runtime)
     stores = _stores(paths, current)
@@ -441,13 +526,29 @@ def gather(config: Config, paths: NodePaths | None = None, *, check_hashes: bool
     if booted is not None and booted != reference:
         current_verdict = dataclasses.replace(current_verdict, notes=(
             *current_verdict.notes, f"{runtime} {booted} runs now; the next boot applies {reference}"))
-    if next_os is not None:
-        next_verdict = verdict_of(next_os)
-    elif next_known:
-        next_verdict = dataclasses.replace(current_verdict, notes=("no OS update pending: the next boot runs "
-                                                                   f"OS {current} again",))
-    else:
-        next_verdict = Verdict(None, False, None, next_source)
+    next_verdict = _next_verdict(current_verdict, verdict_of(next_os) if next_os is not None else None, current,
+                                 next_os, next_source, next_known)
+    return _status(config, paths, units, flow_names, problems + profile_problems, board=board, current_os=current,
+                   next_os=next_os, next_source=next_source, kube_version=kube_version, kube_source=kube_source,
+                   runtime=runtime, wanted=tuple(wanted), mapping_source=mapping_source, booted=booted,
+                   next_profile=profile_name, next_profile_source=profile_source, profiles=profiles,
+                   stores=tuple(stores), reset_pending=reset, current=current_verdict, next=next_verdict)
+
+
+def _next_verdict(current_verdict: Verdict, next_view: Verdict | None, current: str | None, next_os: str | None,
+                  next_source: str, next_known: bool) -> Verdict:
+    """The next boot's verdict: the next OS's, the running OS's again, or unknown."""
+    if next_os is not None and next_view is not None:
+        return next_view
+    if next_known:
+        return dataclasses.replace(current_verdict, notes=(f"no OS update pending: the next boot runs OS {current} "
+                                                           "again",))
+    return Verdict(None, False, None, next_source)
+
+
+def _status(config: Config, paths: NodePaths, units: Callable[[Sequence[str]], dict[str, str]],
+            flow_names: Sequence[str], problems: list[str], **facts: Any) -> Status:
+    """The status, with each flow's last run and the path units."""
     flows = []
     for name in flow_names:
         try:
@@ -456,9 +557,5 @@ def gather(config: Config, paths: NodePaths | None = None, *, check_hashes: bool
             problems.append(str(err))
             run = None
         flows.append(FlowStatus(name, run, FlowState(paths, name).this_boot(run)))
-    return Status(board=board, current_os=current, next_os=next_os, next_source=next_source,
-                  kube_version=kube_version, kube_source=kube_source, runtime=runtime, wanted=tuple(wanted),
-                  mapping_source=mapping_source, booted=booted, next_profile=profile_name,
-                  next_profile_source=profile_source, profiles=profiles, stores=tuple(stores), reset_pending=reset,
-                  flows=tuple(flows), path_units=units(path_units(config)), current=current_verdict,
-                  next=next_verdict, problems=tuple(problems + profile_problems))
+    return Status(backend=config.runtime.backend, flows=tuple(flows), path_units=units(path_units(config)),
+                  problems=tuple(problems), **facts)

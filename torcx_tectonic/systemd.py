@@ -42,6 +42,10 @@ def start(unit: str) -> None:
     _call(f"start {unit}", "StartUnit", unit.encode(), b"replace")
 
 
+def restart(unit: str) -> None:
+    _call(f"restart {unit}", "RestartUnit", unit.encode(), b"replace")
+
+
 def reboot() -> None:
     """Queue a clean reboot, the way `systemctl reboot` does."""
     _call("reboot", "StartUnit", b"reboot.target", b"replace-irreversibly")

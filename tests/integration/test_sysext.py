@@ -92,6 +92,10 @@ def test_the_image_holds_only_usr_and_what_systemd_sysext_needs(image: sysext_bu
         assert "@LIBEXECDIR@" not in text and "@DOCDIR@" not in text, unit
     dropin = (image.tree / sysext_build.ACTIVATION_DROPIN).read_text()
     assert "Wants=torcx-bootstrap.target" in dropin
+    # the image carries the licences of what it bundles
+    licences = {p.name for p in (image.tree / sysext_build.LICENSE_DIR).iterdir()}
+    assert "pyinstaller-COPYING.txt" in licences and "python3-requests.copyright" in licences, licences
+    assert any(name.startswith("libpython3") for name in licences), licences
     info = json.loads((image.tree / "usr/share/torcx-tectonic/build-info.json").read_text())
     assert info["glibc_minimum"] == image.glibc and info["version"] == image.version
     rendered = json.loads(image.ignition.read_text())

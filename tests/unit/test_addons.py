@@ -256,7 +256,7 @@ def test_the_chosen_version_must_be_in_the_cached_manifest(env: StepEnv, bucket:
 def test_an_uncached_manifest_is_a_state_error(env: StepEnv, bucket: RoutedServer) -> None:
     _chosen(env, bucket, {NEXT_OS: addon_manifest(_url(bucket))})
     ManifestCache(env.paths.cache_dir).path(BOARD, NEXT_OS).unlink()
-    with pytest.raises(StateError, match="no verified manifest cached for amd64-usr 1688.5.3"):
+    with pytest.raises(StateError, match="no verified manifest for amd64-usr 1688.5.3 cached"):
         _install(env)
 
 

@@ -36,7 +36,8 @@ def _setup(env: StepEnv, monkeypatch: pytest.MonkeyPatch, label_after: int | Non
 
 
 def _annotate(env: StepEnv) -> NodeAnnotated:
-    return annotate(env.context("new-os", "annotate"))
+    ctx = env.context("new-os", "annotate")
+    return annotate(ctx, **ctx.step.params)  # type: ignore[arg-type]
 
 
 def test_the_annotation_is_written_only_once_the_label_is_there(env: StepEnv,

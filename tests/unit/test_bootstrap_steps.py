@@ -88,7 +88,8 @@ def _until_finish(env: StepEnv, next_os: str | None = None, previous: str = "17.
 
 
 def _finish(env: StepEnv) -> BootstrapFinished:
-    return finish(env.context("bootstrap", "finish"))
+    ctx = env.context("bootstrap", "finish")
+    return finish(ctx, **ctx.step.params)  # type: ignore[arg-type]
 
 
 def test_finish_without_a_reason_enables_and_starts_the_kubelet_and_the_path_units(env: StepEnv,

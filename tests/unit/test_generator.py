@@ -389,8 +389,9 @@ def test_the_running_systemd_version_is_read_from_its_shared_library(tmp_path: P
 
 
 @needs_systemd_analyze_security
-def test_systemd_analyze_security_scores_every_unit_low(tmp_path: Path) -> None:
-    generator.write(generator.render(make_config(), version=252), str(tmp_path))
+@pytest.mark.parametrize("case", ["default", "sysext"])
+def test_systemd_analyze_security_scores_every_unit_low(case: str, tmp_path: Path) -> None:
+    generator.write(generator.render(golden_config(case), version=252), str(tmp_path))
     scores = {}
     for unit in sorted(tmp_path.glob("*.service")):
         result = subprocess.run(["systemd-analyze", "security", "--offline=true", "--no-pager", str(unit)],
@@ -511,6 +512,8 @@ GOLDEN_CASES: dict[str, dict[str, str]] = {
     "skip-torcx": {"bootstrap.skip_torcx": "yes"},
     "retry": {"units.retry_delay": "7.5", "units.retry_attempts": "2", "network.retries": "1"},
     "custom-paths": {"kubernetes.kubelet_env": "/etc/k8s/kubelet.env", "kubernetes.label_timeout": "600"},
+    "sysext": {"runtime.backend": "sysext",
+               "sysext.images_url": "https://mirror.example/sysext/{{.Name}}-{{.Version}}-{{.Arch}}.raw"},
 }
 
 

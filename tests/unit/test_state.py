@@ -21,6 +21,7 @@ from torcx_tectonic.state import (
     AddonsInstalled,
     BootstrapFinished,
     DockerReset,
+    ExtensionInstalled,
     FlowState,
     KubeletEnvWritten,
     KubeletRechecked,
@@ -61,6 +62,10 @@ SAMPLES: tuple[Record, ...] = (
     NodeAnnotated(node="node-1", annotation="p/hook-ok", label="p/before-reboot"),
     KubeletRechecked(used="v1.8.4+coreos.0", now="v1.9.1+coreos.0", rerun=True),
     DockerReset(removed=("image", "overlay2"), booted="17.03"),
+    ExtensionInstalled(runtime="docker", version="24.0.9", image="/opt/extensions/docker/docker-24.0.9-x86-64.raw",
+                       link="/etc/extensions/docker.raw", action="downloaded", bytes=4096, previous="20.10.24",
+                       runtime_changed=True, fits={"3815.2.0": "SYSEXT_LEVEL=1.0 matches"},
+                       activated="at the next boot"),
 )
 
 
@@ -423,5 +428,5 @@ def test_a_cached_manifest_changed_after_verification_is_refused(env: StepEnv) -
 
 
 def test_a_manifest_not_cached(env: StepEnv) -> None:
-    with pytest.raises(StateError, match="no verified manifest cached for amd64-usr 1688.5.3"):
+    with pytest.raises(StateError, match="no verified manifest for amd64-usr 1688.5.3 cached"):
         ManifestCache(env.paths.cache_dir).get("amd64-usr", "1688.5.3", "00" * 32)

@@ -1,0 +1,329 @@
+"""sysext (system extensions) and the sysext backend's steps: which images an
+OS merges (pure), checksum lists, atomic links, GC, the extension-release read
+from a real squashfs image with systemd-dissect, and the steps on a node
+under a temporary root with a local HTTP server for the images."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from torcx_tectonic import sysext
+from torcx_tectonic.errors import ConfigError, InputError, VerificationError
+from torcx_tectonic.extension import choose_image, collect_images, install_extension
+from torcx_tectonic.state import ExtensionInstalled, KubernetesVersion, OsVersions, RuntimeChoice, StateError
+from torcx_tectonic.strategy import NoRuntimeVersion
+
+from .helpers import RoutedServer
+from .stepenv import StepEnv
+
+FLATCAR_OS = "ID=flatcar\nVERSION_ID=3815.2.0\nSYSEXT_LEVEL=1.0\nFLATCAR_BOARD=amd64-usr\n"
+CURRENT, NEXT = "3815.2.0", "3941.1.0"
+KUBE = "v1.8.4+coreos.0"
+MAPPINGS = 'kind: VersionManifestV1\nversions:\n  k8s:\n    "1.8":\n      docker: ["24.0.9", "20.10.24"]\n'
+LEVELLED = "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n"
+
+
+def release(text: str, origin: str = "image") -> sysext.Release:
+    return sysext.release_from_text(text, origin)
+
+
+HOST = release("ID=flatcar\nVERSION_ID=3815.2.0\nSYSEXT_LEVEL=1.0\n", "os-release")
+
+
+# --- which images an OS merges ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("image", "problem"), [
+    ("ID=flatcar\nSYSEXT_LEVEL=1.0\n", None),
+    ("ID=_any\nSYSEXT_LEVEL=1.0\nARCHITECTURE=_any\n", None),
+    ("ID=flatcar\nVERSION_ID=3815.2.0\n", None),
+    ("ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n", None),
+    ("ID=fedora\nSYSEXT_LEVEL=1.0\n", "image has ID=fedora, os-release ID=flatcar"),
+    ("SYSEXT_LEVEL=1.0\n", "image has no ID"),
+    ("ID=flatcar\nSYSEXT_LEVEL=2.0\n", "image has SYSEXT_LEVEL=2.0, os-release SYSEXT_LEVEL=1.0"),
+    ("ID=flatcar\nVERSION_ID=3760.2.0\n", "image has VERSION_ID=3760.2.0, os-release VERSION_ID=3815.2.0"),
+    ("ID=flatcar\n", "image has neither SYSEXT_LEVEL nor VERSION_ID (the host has VERSION_ID=3815.2.0)"),
+    ("ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=arm64\n", "image has ARCHITECTURE=arm64, the node is x86-64"),
+], ids=["level", "any", "version", "arch", "id", "no-id", "level-differs", "version-differs", "no-version",
+        "arch-differs"])
+def test_what_systemd_sysext_would_merge(image: str, problem: str | None) -> None:
+    assert sysext.misfit(release(image), HOST, "x86-64") == problem
+
+
+def test_the_next_os_keeps_the_level_and_takes_update_engines_version() -> None:
+    following = sysext.next_release(HOST, NEXT)
+    assert (following.id, following.version_id, following.sysext_level) == ("flatcar", NEXT, "1.0")
+    assert sysext.misfit(release(LEVELLED), following, "x86-64") is None
+    pinned = release(f"ID=flatcar\nVERSION_ID={CURRENT}\n", "docker-flatcar.raw")
+    assert sysext.misfit(pinned, following, "x86-64") == (
+        f"docker-flatcar.raw has VERSION_ID={CURRENT}, OS {NEXT} (its ID and SYSEXT_LEVEL taken from the running "
+        f"OS) VERSION_ID={NEXT}")
+
+
+# --- checksum lists and names ---------------------------------------------------------------------------
+
+SUMS = "\n".join([
+    f"{'a' * 64}  docker-24.0.9-x86-64.raw",
+    f"{'b' * 64} *docker-20.10.24-x86-64.raw",
+    f"{'c' * 64}  docker-24.0.9-arm64.raw",
+    f"{'d' * 64}  containerd-1.7.13-x86-64.raw",
+    f"{'e' * 64}  docker-..-x86-64.raw",
+]) + "\n"
+
+
+def test_a_checksum_list_offers_the_versions_of_one_runtime_and_arch() -> None:
+    sums = sysext.parse_sums(SUMS, "SHA256SUMS")
+    assert sums["docker-20.10.24-x86-64.raw"] == "b" * 64
+    assert sysext.offered(sums, "docker", "x86-64") == ("24.0.9", "20.10.24")
+    assert sysext.offered(sums, "containerd", "x86-64") == ("1.7.13",)
+    assert sysext.offered(sums, "docker", "arm64") == ("24.0.9",)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("not a sum line\n", "SHA256SUMS:1: 'not a sum line' is not '<sha256 in hex>  <file name>'"),
+    (f"{'a' * 63}  x.raw\n", "is not '<sha256 in hex>  <file name>'"),
+    (f"{'a' * 64}  ../x.raw\n", "is not '<sha256 in hex>  <file name>'"),
+    (f"{'a' * 64}  x.raw\n{'b' * 64}  x.raw\n", "SHA256SUMS:2: x.raw is listed again with another sum"),
+], ids=["words", "short", "path", "twice"])
+def test_a_bad_checksum_list_is_refused_naming_the_line(text: str, message: str) -> None:
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)").replace("*", r"\*")):
+        sysext.parse_sums(text, "SHA256SUMS")
+
+
+def test_image_names_are_the_bakerys_and_cannot_escape_the_store() -> None:
+    assert sysext.image_name("docker", "24.0.9", "x86-64") == "docker-24.0.9-x86-64.raw"
+    assert sysext.version_of("docker-24.0.9-x86-64.raw", "docker", "x86-64") == "24.0.9"
+    assert sysext.version_of("docker-flatcar.raw", "docker", "x86-64") is None
+    with pytest.raises(InputError, match="docker version '../x' is not allowed"):
+        sysext.image_name("docker", "../x", "x86-64")
+    assert sysext.fill("https://m/{{.Name}}/{{.Version}}-{{.Arch}}.raw", "docker", "24.0.9", "arm64") == (
+        "https://m/docker/24.0.9-arm64.raw")
+    with pytest.raises(InputError, match="board 'ppc64-usr' has no known systemd architecture"):
+        sysext.arch_of("ppc64-usr")
+
+
+def test_gc_keeps_the_linked_image_and_the_newest_others() -> None:
+    images = ["d-4.raw", "d-3.raw", "d-2.raw", "d-1.raw"]  # newest first
+    assert sysext.select_gc(images, ["d-2.raw"], 2) == ["d-3.raw", "d-1.raw"]
+    assert sysext.select_gc(images, [], 1) == ["d-3.raw", "d-2.raw", "d-1.raw"]
+    assert sysext.select_gc(images, ["d-1.raw"], 5) == []
+
+
+# --- links -----------------------------------------------------------------------------------------------
+
+def test_a_link_is_replaced_atomically_and_only_when_it_changes(tmp_path: Path) -> None:
+    link = tmp_path / "etc/extensions/docker.raw"
+    assert sysext.link(link, "/opt/extensions/docker/docker-24.0.9-x86-64.raw") is True
+    assert sysext.link(link, "/opt/extensions/docker/docker-24.0.9-x86-64.raw") is False
+    assert sysext.link(link, "/opt/extensions/docker/docker-25.0.3-x86-64.raw") is True
+    assert os.readlink(link) == "/opt/extensions/docker/docker-25.0.3-x86-64.raw"
+    assert sorted(p.name for p in link.parent.iterdir()) == ["docker.raw"]  # no temporary link left
+    assert sysext.linked_image(link) == "docker-25.0.3-x86-64.raw"
+    sysext.link(link, "/dev/null")
+    assert sysext.linked_image(link) is None
+
+
+def test_a_file_where_the_link_goes_is_not_replaced(tmp_path: Path) -> None:
+    link = tmp_path / "docker.raw"
+    link.write_text("an image copied here by hand")
+    with pytest.raises(InputError, match="exists and is not a link"):
+        sysext.link(link, "/opt/extensions/docker/x.raw")
+    assert link.read_text() == "an image copied here by hand"
+
+
+def test_a_stored_image_appears_only_with_the_right_sum(tmp_path: Path) -> None:
+    data = b"squashfs bytes" * 100
+    with pytest.raises(VerificationError, match="sha256 mismatch for d.raw"):
+        sysext.store_image(tmp_path, "d.raw", "0" * 64, [data], "https://m/d.raw")
+    assert list(tmp_path.iterdir()) == []
+    stored = sysext.store_image(tmp_path, "d.raw", hashlib.sha256(data).hexdigest(), [data[:7], data[7:]], "m")
+    assert stored.read_bytes() == data
+
+
+# --- real images ------------------------------------------------------------------------------------------
+
+needs_images = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("mksquashfs") or not shutil.which("systemd-dissect"),
+    reason="building and reading images needs root, mksquashfs and systemd-dissect (make test installs them)")
+
+
+def make_image(directory: Path, runtime: str, version: str, release_text: str) -> Path:
+    """A real system extension image, as the bakery builds one."""
+    tree = directory / f"tree-{runtime}-{version}"
+    (tree / "usr/lib/extension-release.d").mkdir(parents=True)
+    (tree / f"usr/lib/extension-release.d/extension-release.{runtime}").write_text(release_text)
+    (tree / "usr/bin").mkdir(parents=True)
+    (tree / f"usr/bin/{runtime}").write_text(f"#!/bin/sh\necho {runtime} {version}\n")
+    raw = directory / sysext.image_name(runtime, version, "x86-64")
+    subprocess.run(["mksquashfs", str(tree), str(raw), "-all-root", "-noappend", "-quiet"], check=True,
+                   capture_output=True)
+    return raw
+
+
+@needs_images
+def test_the_extension_release_is_read_from_the_image(tmp_path: Path) -> None:
+    raw = make_image(tmp_path, "docker", "24.0.9", LEVELLED)
+    found = sysext.read_release(raw, "docker")
+    assert (found.id, found.sysext_level, found.architecture) == ("flatcar", "1.0", "x86-64")
+    with pytest.raises(InputError, match="no /usr/lib/extension-release.d/extension-release.containerd in the image"):
+        sysext.read_release(raw, "containerd")
+    junk = tmp_path / "junk.raw"
+    junk.write_bytes(b"not an image" * 100)
+    with pytest.raises(InputError, match="junk.raw: no /usr/lib/extension-release.d/extension-release.docker"):
+        sysext.read_release(junk, "docker")
+
+
+# --- the steps ---------------------------------------------------------------------------------------------
+
+def sysext_env(env: StepEnv, bucket: RoutedServer, images: dict[str, bytes]) -> None:
+    """The node is Flatcar with the sysext backend; the bucket serves ``images`` and their SHA256SUMS."""
+    env.write(env.paths.os_release, FLATCAR_OS)
+    env.write(env.config.kubernetes.runtime_mappings, MAPPINGS)
+    env.configure({"runtime.backend": "sysext", "sysext.verify_signatures": "no",
+                   "sysext.images_url": f"{bucket.base}/sysext/{{{{.Name}}}}-{{{{.Version}}}}-{{{{.Arch}}}}.raw"})
+    sums = "".join(f"{hashlib.sha256(data).hexdigest()}  {name}\n" for name, data in images.items())
+    bucket.routes["/sysext/SHA256SUMS"] = (200, sums.encode())
+    for name, data in images.items():
+        bucket.routes[f"/sysext/{name}"] = (200, data)
+
+
+def chosen(env: StepEnv, flow: str = "new-os", upcoming: str | None = NEXT) -> RuntimeChoice:
+    """The runtime step's choice, recorded as the runner records it."""
+    state = env.begin(flow, OsVersions("amd64-usr", CURRENT, upcoming, "update_engine"), KubernetesVersion(KUBE, "x"))
+    choice = choose_image(env.context(flow, "runtime-version"))
+    state.save(choice)
+    return choice
+
+
+def test_the_runtime_version_is_the_first_accepted_one_with_an_image(env: StepEnv, bucket: RoutedServer) -> None:
+    sysext_env(env, bucket, {"docker-20.10.24-x86-64.raw": b"old", "docker-25.0.3-x86-64.raw": b"new"})
+    choice = chosen(env)
+    assert (choice.runtime, choice.version, choice.os_versions) == ("docker", "20.10.24", (NEXT, CURRENT))
+    assert choice.preferred == ("24.0.9", "20.10.24")
+    assert bucket.requests == ["/sysext/SHA256SUMS"]
+
+
+def test_no_accepted_image_fails_naming_both_sides(env: StepEnv, bucket: RoutedServer) -> None:
+    sysext_env(env, bucket, {"docker-25.0.3-x86-64.raw": b"new"})
+    with pytest.raises(NoRuntimeVersion, match=r"no docker version for Kubernetes v1.8.4\+coreos.0: the mappings "
+                       r"from .* accept 24.0.9, 20.10.24, .*/sysext/SHA256SUMS offers 25.0.3 for x86-64"):
+        chosen(env)
+
+
+def test_without_an_images_url_the_step_names_the_key(env: StepEnv, bucket: RoutedServer) -> None:
+    sysext_env(env, bucket, {})
+    env.configure({"sysext.images_url": ""})
+    with pytest.raises(ConfigError, match=r"\[sysext\] images_url is not set"):
+        chosen(env)
+
+
+@needs_images
+def test_an_image_that_fits_both_os_versions_is_stored_and_linked(env: StepEnv, bucket: RoutedServer,
+                                                                  tmp_path: Path) -> None:
+    raw = make_image(tmp_path, "docker", "24.0.9", LEVELLED)
+    sysext_env(env, bucket, {raw.name: raw.read_bytes()})
+    env.paths.extensions_dir.mkdir(parents=True)  # Flatcar's link to its own image
+    os.symlink("/usr/share/flatcar/sysext/docker-flatcar.raw", env.paths.extensions_dir / "docker-flatcar.raw")
+    chosen(env)
+    done = install_extension(env.context("new-os", "extension"))
+    assert (done.version, done.action, done.previous, done.runtime_changed) == ("24.0.9", "downloaded", None, True)
+    assert done.fits == {CURRENT: "SYSEXT_LEVEL=1.0 matches", NEXT: "SYSEXT_LEVEL=1.0 matches"}
+    assert done.activated == "at the next boot"
+    assert os.readlink(env.paths.extensions_dir / "docker.raw") == f"/opt/extensions/docker/{raw.name}"
+    assert os.readlink(env.paths.extensions_dir / "docker-flatcar.raw") == "/dev/null"  # masked
+    assert (env.paths.image_store / "docker" / raw.name).read_bytes() == raw.read_bytes()
+    assert env.paths.docker_reset_marker.is_file()
+    again = install_extension(env.context("new-os", "extension"))  # nothing to do the second time
+    assert (again.action, again.runtime_changed, again.previous) == ("present", False, "24.0.9")
+    assert bucket.requests.count(f"/sysext/{raw.name}") == 1
+
+
+@needs_images
+def test_an_image_pinned_to_the_running_os_is_refused_for_the_next_one(env: StepEnv, bucket: RoutedServer,
+                                                                       tmp_path: Path) -> None:
+    raw = make_image(tmp_path, "docker", "24.0.9", f"ID=flatcar\nVERSION_ID={CURRENT}\n")
+    sysext_env(env, bucket, {raw.name: raw.read_bytes()})
+    chosen(env)
+    with pytest.raises(InputError) as caught:
+        install_extension(env.context("new-os", "extension"))
+    message = str(caught.value)
+    assert f"docker-24.0.9-x86-64.raw does not fit OS {NEXT}" in message
+    assert f"VERSION_ID={CURRENT}" in message and f"VERSION_ID={NEXT}" in message
+    assert not (env.paths.extensions_dir / "docker.raw").exists()  # nothing linked
+
+
+def test_the_install_uses_the_checksum_list_the_runtime_step_verified(env: StepEnv, bucket: RoutedServer) -> None:
+    sysext_env(env, bucket, {"docker-24.0.9-x86-64.raw": b"image"})
+    chosen(env)
+    (env.paths.cache_dir / "sysext/SHA256SUMS").write_text(f"{'0' * 64}  docker-24.0.9-x86-64.raw\n")
+    with pytest.raises(StateError, match="changed since it was verified in this run"):
+        install_extension(env.context("new-os", "extension"))
+
+
+def test_gc_keeps_the_linked_image_and_the_configured_number(env: StepEnv, bucket: RoutedServer) -> None:
+    sysext_env(env, bucket, {})
+    env.configure({"sysext.keep": "2"})
+    store = env.paths.image_store / "docker"
+    for age, version in enumerate(("25.0.3", "24.0.9", "20.10.24", "19.03.15")):
+        image = env.write(store / f"docker-{version}-x86-64.raw", version)
+        os.utime(image, (1000 - age, 1000 - age))
+    env.paths.extensions_dir.mkdir(parents=True)
+    os.symlink("/opt/extensions/docker/docker-20.10.24-x86-64.raw", env.paths.extensions_dir / "docker.raw")
+    env.begin("new-os", OsVersions("amd64-usr", CURRENT, NEXT, "update_engine"))
+    collected = collect_images(env.context("new-os", "gc"))
+    assert collected.removed == ("docker-24.0.9-x86-64.raw", "docker-19.03.15-x86-64.raw")
+    assert sorted(p.name for p in store.iterdir()) == ["docker-20.10.24-x86-64.raw", "docker-25.0.3-x86-64.raw"]
+
+
+def test_the_sysext_record_is_what_the_finish_reads(env: StepEnv) -> None:
+    env.configure({"runtime.backend": "sysext"})
+    ctx = env.context("bootstrap", "finish")
+    assert ctx.step.params == {"installs": ExtensionInstalled.NAME}
+
+
+# --- the status view of the sysext backend ----------------------------------------------------------------
+
+@pytest.mark.parametrize(("changes", "ok", "reason"), [
+    ({}, True, "docker 24.0.9 from docker-24.0.9-x86-64.raw (linked by /etc/extensions/docker.raw)"),
+    ({"image": None, "version": None}, False, "links no runtime image: OS 3815.2.0 runs Flatcar's own docker"),
+    ({"version": None}, False, "which is not a docker image by name"),
+    ({"misfit": "x has VERSION_ID=1, y VERSION_ID=2"}, False, "would not merge docker-24.0.9-x86-64.raw: x has"),
+    ({"wanted": ("25.0.3",)}, False, "which Kubernetes v1.8.4+coreos.0 does not accept (it accepts 25.0.3"),
+    ({"kube_version": None}, False, "no Kubernetes version is known"),
+], ids=["ok", "no-link", "foreign-name", "misfit", "not-accepted", "no-kubernetes"])
+def test_the_sysext_verdicts(changes: dict[str, object], ok: bool, reason: str) -> None:
+    from torcx_tectonic.status import sysext_verdict
+
+    facts: dict[str, object] = {"os_version": CURRENT, "runtime": "docker", "image": "docker-24.0.9-x86-64.raw",
+                                "version": "24.0.9", "link": "/etc/extensions/docker.raw", "misfit": None,
+                                "kube_version": KUBE, "wanted": ("24.0.9",), "mapping_source": "m"}
+    facts.update(changes)
+    found = sysext_verdict(**facts)  # type: ignore[arg-type]
+    assert found.ok is ok
+    assert reason in found.reason
+
+
+def test_the_status_of_a_sysext_node_says_what_each_os_merges(env: StepEnv, bucket: RoutedServer) -> None:
+    from torcx_tectonic import status
+
+    sysext_env(env, bucket, {})
+    env.write(env.kubelet_env, "KUBELET_IMAGE_TAG=v1.8.4_coreos.0\n")
+    image = env.write(env.paths.image_store / "docker/docker-24.0.9-x86-64.raw", "image")
+    env.paths.extensions_dir.mkdir(parents=True)
+    os.symlink("/opt/extensions/docker/docker-24.0.9-x86-64.raw", env.paths.extensions_dir / "docker.raw")
+    env.write(env.paths.cache_dir / "sysext/docker-24.0.9-x86-64.raw.release", f"ID=flatcar\nVERSION_ID={CURRENT}\n")
+    state = env.begin("new-os", OsVersions("amd64-usr", CURRENT, NEXT, "update_engine"))
+    env.write(env.paths.update_marker, "")
+    found = status.gather(env.config, env.paths, units=lambda units: {})
+    assert found.backend == "sysext" and found.runtime == "docker"
+    assert (found.current.ok, found.current.runtime_version) == (True, "24.0.9")
+    assert (found.next.ok, found.next_os) == (False, NEXT)
+    assert f"OS {NEXT} would not merge docker-24.0.9-x86-64.raw" in found.next.reason
+    assert [(a.reference, a.path) for s in found.stores for a in s.addons] == [
+        ("24.0.9", "/opt/extensions/docker/docker-24.0.9-x86-64.raw")]
+    assert image.is_file() and state.current().result == "running"
