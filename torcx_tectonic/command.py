@@ -171,9 +171,10 @@ def _grammar_argument(rule: Grammar, what: str) -> Any:
 
 def _mirror_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--to", required=True, type=Path, metavar="DIR", help="the mirror directory (created if needed)")
-    sub.add_argument("--os-version", action="append", required=True, dest="os_versions", metavar="VERSION",
+    sub.add_argument("--os-version", action="append", default=[], dest="os_versions", metavar="VERSION",
                      type=_grammar_argument(OS_VERSION, "OS version"),
-                     help="an OS version whose nodes use the mirror, like 3760.2.0 (repeat for more)")
+                     help="an OS version whose nodes use the mirror, like 3760.2.0 (repeat for more; the torcx "
+                          "backend needs at least one: its manifests are per OS release)")
     sub.add_argument("--kubernetes", action="append", required=True, metavar="VERSION",
                      type=_grammar_argument(KUBE_VERSION, "Kubernetes version"),
                      help="a Kubernetes minor the nodes run, like 1.9 (repeat for more)")
@@ -181,7 +182,8 @@ def _mirror_arguments(sub: argparse.ArgumentParser) -> None:
                      help="the board of the nodes (default: amd64-usr)")
     sub.add_argument("--from", dest="source", metavar="TEMPLATE",
                      help="the bucket's manifest URL template, with {{.Board}} and {{.OSVersion}} (default: "
-                          "[torcx] manifest_url)")
+                          "[torcx] manifest_url); with [runtime] backend = sysext, the images' URL template with "
+                          "{{.Name}}, {{.Version}} and {{.Arch}} (default: [sysext] images_url)")
     sub.add_argument("--from-addons", dest="addon_source", metavar="URL",
                      help="take the addons from this addon mirror instead of the manifests' URLs (default: [torcx] "
                           "addon_mirror when --from is not given)")
@@ -210,8 +212,7 @@ def mirror_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
 
     root = args.to.absolute()
     manifest_path = args.manifest_path or mirror.DEFAULT_MANIFEST_PATH
-    for option, check, value in (("--from", configuration.parse_manifest_url, args.source),
-                                 ("--from-addons", configuration.parse_addon_mirror, args.addon_source),
+    for option, check, value in (("--from-addons", configuration.parse_addon_mirror, args.addon_source),
                                  ("--manifest-path", mirror.check_manifest_path, manifest_path)):
         try:
             if value is not None:
@@ -230,18 +231,30 @@ def mirror_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             config = configuration.build(configuration.collect([(str(args.config), text)]), (args.config,))
         else:
             config = configuration.load()
-        torcx = dataclasses.replace(
-            config.torcx,
-            manifest_url=args.source or configuration.require_manifest_url(config.torcx),
-            keyring=args.keyring or config.torcx.keyring)
-        config = dataclasses.replace(config, torcx=torcx)
+        sysext_backend = config.runtime.backend == "sysext"
+        try:
+            if args.source is not None:
+                (configuration.parse_image_url if sysext_backend else configuration.parse_manifest_url)(args.source)
+        except ValueError as err:
+            parser.error(f"mirror --from {args.source!r}: {err}")
+        if sysext_backend:  # --from and --keyring are the images' then
+            sysext_settings = dataclasses.replace(
+                config.sysext, images_url=args.source or config.sysext.images_url,
+                keyring=args.keyring or config.sysext.keyring)
+            config = dataclasses.replace(config, sysext=sysext_settings)
+        else:
+            torcx = dataclasses.replace(
+                config.torcx,
+                manifest_url=args.source or configuration.require_manifest_url(config.torcx),
+                keyring=args.keyring or config.torcx.keyring)
+            config = dataclasses.replace(config, torcx=torcx)
         addon_source = args.addon_source if args.addon_source is not None else (
             "" if args.source is not None else config.torcx.addon_mirror)
         request = mirror.Request(root=root, board=args.board, os_versions=tuple(args.os_versions),
                                  kubernetes=tuple(args.kubernetes), manifest_path=manifest_path,
                                  addon_source=addon_source)
         if args.mappings is not None:
-            mappings = load_mappings(args.mappings, config.torcx.addon)
+            mappings = load_mappings(args.mappings, configuration.runtime_name(config))
             if mappings is None:
                 raise ConfigError(f"{args.mappings}: missing; expected runtime mappings (--mappings)")
         else:

@@ -154,21 +154,30 @@ def parse_no_proxy(value: str) -> str:
 
 
 def parse_image_url(value: str) -> str:
-    """An image URL template (empty: not set; the sysext steps then say which key to set)."""
+    """An image URL template, https, http or file:// (empty: not set; the
+    sysext steps then say which key to set)."""
     if not value:
         return value
-    if not is_url(value.replace("{{.Name}}", "n").replace("{{.Version}}", "1").replace("{{.Arch}}", "a"),
-                  ("https", "http")):
-        raise ValueError("expected an http(s) URL template with {{.Name}}, {{.Version}} and {{.Arch}}")
     if "{{.Version}}" not in value:
         raise ValueError("expected the placeholder {{.Version}} in the URL template")
+    _location(value.replace("{{.Name}}", "n").replace("{{.Version}}", "1").replace("{{.Arch}}", "a"),
+              "template with {{.Name}}, {{.Version}} and {{.Arch}}")
     return value
 
 
 def parse_optional_url(value: str) -> str:
-    if value and not is_url(value, ("https", "http")):
-        raise ValueError("expected an http(s) URL (or nothing)")
-    return value
+    return _location(value, "(or nothing)") if value else value
+
+
+def _location(filled: str, what: str) -> str:
+    """A URL the bucket can read: https, http or a file:// mirror."""
+    if is_file_url(filled):
+        problem = file_url_problem(filled)
+        if problem is not None:
+            raise ValueError(f"{problem}; expected {FILE_URL_EXPECTED} {what}")
+    elif not is_url(filled, ("https", "http")) or any(c in filled for c in "?#{}"):
+        raise ValueError(f"expected an https://, http:// or file:// URL {what}")
+    return filled
 
 
 def parse_manifest_url(value: str) -> str:

@@ -42,12 +42,12 @@ from pathlib import Path, PurePosixPath
 
 from packaging.version import Version
 
-from . import source, strategy
+from . import source, strategy, sysext
 from .atomic import atomic_writer, fsync_dir, write_if_changed
 from .bucket import Bucket, FetchedManifest
-from .config import Config, parse_addon_mirror, parse_manifest_url
-from .errors import InputError, VerificationError, shown
-from .inputfile import BOARD, OS_VERSION
+from .config import Config, parse_addon_mirror, parse_image_url, parse_manifest_url
+from .errors import ConfigError, InputError, VerificationError, shown
+from .inputfile import BOARD, OS_VERSION, decode_text
 from .manifest import CHUNK_BYTES, manifest_url
 from .mappings import RuntimeMappings, kube_minor
 from .store import addon_filename
@@ -55,6 +55,9 @@ from .store import addon_filename
 DEFAULT_MANIFEST_PATH = "manifests/{{.Board}}/{{.OSVersion}}/torcx_manifest.json"
 ADDONS = source.ADDONS_DIR
 SIGNATURE_SUFFIX = ".asc"
+#: Where a mirror keeps system extension images and their checksum list.
+SYSEXT_DIR = "sysext"
+SUMS_NAME = "SHA256SUMS"
 
 Report = Callable[[str], None]
 
@@ -112,6 +115,10 @@ class Plan:
     skipped: tuple[str, ...] = ()
     #: what nodes would need but the bucket cannot give: the mirror is incomplete
     problems: tuple[str, ...] = ()
+    #: what the documents and the artefacts are, for the summary
+    names: tuple[str, str] = ("manifests", "addons")
+    #: the configuration that points a node at the mirror served at a base URL
+    node_lines: Callable[[str], str] | None = None
 
 
 @dataclass
@@ -153,8 +160,8 @@ class Request:
         for version in self.kubernetes:
             kube_minor(version)
         check_manifest_path(self.manifest_path)
-        if not self.os_versions or not self.kubernetes:
-            raise InputError("mirror: expected at least one OS version and one Kubernetes version")
+        if not self.kubernetes:
+            raise InputError("mirror: expected at least one Kubernetes version")
 
 
 def check_manifest_path(template: str) -> str:
@@ -251,6 +258,43 @@ def plan_torcx(manifests: Mapping[str, FetchedManifest], request: Request, mappi
         artefacts.append(Artefact(what, url, addon_place(request.board, os_version, filename),
                                   Digest("sha512", listed.sha512)))
     return Plan(documents, tuple(artefacts), _merged(all_choices), tuple(skipped), tuple(problems))
+
+
+def plan_sysext(raw: bytes, signature: bytes, sums_url: str, images_url: str, request: Request,
+                mappings: RuntimeMappings, runtime: str) -> Plan:
+    """The checksum list and the runtime images a sysext mirror needs: for
+    each Kubernetes minor, the first accepted version the list has an image of
+    for the board's architecture."""
+    arch = sysext.arch_of(request.board)
+    sums = sysext.parse_sums(decode_text(raw, sums_url, "a SHA256SUMS list"), sums_url)
+    available = sysext.offered(sums, runtime, arch)
+    document = Document(f"checksum list of the {runtime} images", sums_url, PurePosixPath(SYSEXT_DIR, SUMS_NAME),
+                        raw, signature)
+    found: list[Choice] = []
+    problems: list[str] = []
+    artefacts: dict[str, Artefact] = {}
+    for kubernetes in request.kubernetes:
+        try:
+            preferred = mappings.versions_for(kubernetes, runtime)
+        except InputError as err:
+            problems.append(str(err))
+            continue
+        version = next((v for v in preferred if v in available), None)
+        if version is None:
+            problems.append(f"no {runtime} version for Kubernetes {kubernetes}: the mappings from {mappings.source} "
+                            f"accept {', '.join(preferred)}, {sums_url} offers {', '.join(available) or 'none'}")
+            continue
+        found.append(Choice(kubernetes, version, request.os_versions))
+        name = sysext.image_name(runtime, version, arch)
+        artefacts[name] = Artefact(name, sysext.fill(images_url, runtime, version, arch),
+                                   PurePosixPath(SYSEXT_DIR, name), Digest("sha256", sums[name]))
+
+    def node_lines(base: str) -> str:
+        template = parse_image_url(f"{base}/{SYSEXT_DIR}/{{{{.Name}}}}-{{{{.Version}}}}-{{{{.Arch}}}}.raw")
+        return f"[runtime]\nbackend = sysext\n[sysext]\nimages_url = {template}\n"
+
+    return Plan((document,), tuple(artefacts.values()), tuple(found), (), tuple(problems),
+                names=("checksum lists", "images"), node_lines=node_lines)
 
 
 def _merged(found: Iterable[Choice]) -> tuple[Choice, ...]:
@@ -356,7 +400,13 @@ def copy(bucket: Bucket, plan: Plan, summary: Summary, report: Report) -> None:
 
 def run(config: Config, request: Request, mappings: RuntimeMappings, report: Report) -> Summary:
     """Verify and fetch what the request needs from the bucket of
-    ``config`` ([torcx] manifest_url) and copy it into the mirror."""
+    ``config`` ([torcx] manifest_url, or the sysext images) and copy it into
+    the mirror. Signatures are always checked here, whatever the node's
+    configuration says: a mirror is what air-gapped nodes trust."""
+    if config.runtime.backend == "sysext":
+        return _run_sysext(config, request, mappings, report)
+    if not request.os_versions:
+        raise InputError("mirror: expected at least one OS version (--os-version): manifests are per OS release")
     config = dataclasses.replace(config, torcx=dataclasses.replace(config.torcx, verify_signatures=True))
     runtime = config.torcx.addon
     with Bucket(config) as bucket:
@@ -370,6 +420,21 @@ def run(config: Config, request: Request, mappings: RuntimeMappings, report: Rep
         plan = plan_torcx(manifests, request, mappings, runtime)
         summary = Summary(root=request.root, source=config.torcx.manifest_url, plan=plan,
                           mapping_source=mappings.source, manifest_path=request.manifest_path)
+        request.root.mkdir(parents=True, exist_ok=True)
+        copy(bucket, plan, summary, report)
+    return summary
+
+
+def _run_sysext(config: Config, request: Request, mappings: RuntimeMappings, report: Report) -> Summary:
+    sx = config.sysext
+    if not sx.images_url:
+        raise ConfigError("[sysext] images_url is not set: the mirror copies the images from there (or --from)")
+    with Bucket(config) as bucket:
+        raw, signature = bucket.signed_document(sx.sums_url, f"checksum list of the {sx.runtime} images", verify=True,
+                                                keyring=sx.keyring)
+        report(f"  verified    {sx.sums_url}")
+        plan = plan_sysext(raw, signature, sx.sums_url, sx.images_url, request, mappings, sx.runtime)
+        summary = Summary(root=request.root, source=sx.images_url, plan=plan, mapping_source=mappings.source)
         request.root.mkdir(parents=True, exist_ok=True)
         copy(bucket, plan, summary, report)
     return summary
@@ -409,12 +474,13 @@ def render(summary: Summary, base: str | None, note: str) -> str:
         counts[action] = counts.get(action, 0) + 1
     downloaded = sum(size for _, size in summary.artefacts.values())
     written = sum(1 for state in summary.documents.values() if state == "written")
+    documents, artefacts = plan.names
     out = [f"mirror {summary.root} from {summary.source}: {'complete' if summary.complete else 'INCOMPLETE'}",
-           f"  manifests:  {len(summary.documents)} verified and copied with their signatures ({written} written, "
-           f"{len(summary.documents) - written} unchanged)",
-           f"  addons:     {len(summary.artefacts)} verified ({counts.get('downloaded', 0)} downloaded, {downloaded} "
-           f"bytes; {counts.get('linked', 0) + counts.get('copied', 0)} linked; {counts.get('present', 0)} already "
-           "there)"]
+           f"  {documents + ':':11} {len(summary.documents)} verified and copied with their signatures ({written} "
+           f"written, {len(summary.documents) - written} unchanged)",
+           f"  {artefacts + ':':11} {len(summary.artefacts)} verified ({counts.get('downloaded', 0)} downloaded, "
+           f"{downloaded} bytes; {counts.get('linked', 0) + counts.get('copied', 0)} linked; "
+           f"{counts.get('present', 0)} already there)"]
     for choice in plan.choices:
         out.append(f"  Kubernetes {kube_minor(choice.kubernetes)}: {choice.version} for OS "
                    f"{', '.join(choice.os_versions)}")
@@ -424,8 +490,8 @@ def render(summary: Summary, base: str | None, note: str) -> str:
     out += [f"  PROBLEM: {line}" for line in plan.problems]
     out.append("")
     if base is not None:
-        out += [f"Nodes that see this directory at {base} use it with:", "",
-                node_configuration(base, summary.manifest_path).rstrip("\n")]
+        lines = plan.node_lines(base) if plan.node_lines else node_configuration(base, summary.manifest_path)
+        out += [f"Nodes that see this directory at {base} use it with:", "", lines.rstrip("\n")]
     if note:
         out.append(note)
     return "\n".join(out) + "\n"

@@ -126,3 +126,45 @@ def test_an_image_the_next_os_would_not_merge_is_refused_and_named(bundle: Path)
         assert f"VERSION_ID={CURRENT}" in error and f"VERSION_ID={NEXT}" in error
         assert not os.path.lexists(node.host_path(LINK))  # nothing linked: the node keeps what it had
         assert not node.exists("/etc/kubernetes/kubelet.env")
+
+
+def test_a_flatcar_node_with_only_a_mirror_of_the_images_bootstraps(bundle: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`torcx-tectonic mirror` copies the signed SHA256SUMS and the images the
+    Kubernetes minors need from the stand-in bucket; the bucket is stopped and
+    the node, with the mirror under /srv, bootstraps from it alone."""
+    from simnode.cluster import mappings_yaml
+    from torcx_tectonic import command
+
+    with flatcar_node(bundle, {"24.0.9": LEVELLED, "25.0.3": LEVELLED},
+                      settings={"bootstrap": {"reboot": "no", "upgrade_os": "no"}}) as (cluster, node):
+        work = Path(tempfile.mkdtemp(prefix="tt-sysext-mirror-"))
+        try:
+            (work / "keyring.gpg").write_bytes(cluster.signer.export_public())
+            (work / "ca.pem").write_bytes(cluster.pki.ca_cert_pem)
+            (work / "mappings.yaml").write_text(mappings_yaml(MAPPINGS))
+            template = f"{cluster.bucket.base_url}/sysext/{{{{.Name}}}}-{{{{.Version}}}}-{{{{.Arch}}}}.raw"
+            (work / "mirror.conf").write_text(
+                f"[runtime]\nbackend = sysext\n[sysext]\nimages_url = {template}\nkeyring = {work / 'keyring.gpg'}\n"
+                f"[network]\nca_bundle = {work / 'ca.pem'}\nretries = 1\nbackoff_factor = 0.1\n")
+            capsys.readouterr()
+            code = command.main(["mirror", "--config", str(work / "mirror.conf"), "--to", str(work / "mirror"),
+                                 "--kubernetes", "1.8", "--mappings", str(work / "mappings.yaml"),
+                                 "--served-at", "file:///srv/mirror"])
+            out, err = capsys.readouterr()
+            assert (code, err) == (0, ""), out + err
+            assert "images_url = file:///srv/mirror/sysext/{{.Name}}-{{.Version}}-{{.Arch}}.raw" in out
+            cluster.bucket.close()  # no route out
+            for path in sorted((work / "mirror").rglob("*")):
+                if path.is_file():
+                    node.write(f"/srv/mirror/{path.relative_to(work / 'mirror')}", path.read_bytes())
+            node.write("/etc/torcx-tectonic/conf.d/60-mirror.conf",
+                       "[sysext]\nimages_url = file:///srv/mirror/sysext/{{.Name}}-{{.Version}}-{{.Arch}}.raw\n")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        node.boot()
+        result = node.systemctl("start", "torcx-bootstrap.target", check=False, timeout=120)
+        assert result.returncode == 0, node.journal(extra=["-u", "torcx-*"])
+        assert os.readlink(node.host_path(LINK)) == "/opt/extensions/docker/docker-24.0.9-x86-64.raw"
+        assert last_run(node, "bootstrap")["result"] == "ok"
+        assert record(node, "bootstrap", "extension")["action"] == "downloaded"

@@ -290,7 +290,7 @@ BAD_VALUES = {
     ("runtime", "backend"): ("rkt", "expected one of torcx, sysext"),
     ("sysext", "runtime"): ("podman", "expected one of docker, containerd"),
     ("sysext", "images_url"): ("https://m/{{.Name}}-latest.raw", "expected the placeholder {{.Version}}"),
-    ("sysext", "checksums_url"): ("ftp://m/SHA256SUMS", "expected an http(s) URL (or nothing)"),
+    ("sysext", "checksums_url"): ("ftp://m/SHA256SUMS", "expected an https://, http:// or file:// URL (or nothing)"),
     ("sysext", "verify_signatures"): ("perhaps", "expected one of yes, true"),
     ("sysext", "keyring"): ("keys.gpg", "expected an absolute path"),
     ("sysext", "keep"): ("0", "expected a whole number from 1 to 20"),

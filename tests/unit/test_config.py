@@ -371,3 +371,10 @@ def test_the_largest_numbers_allowed_still_make_units() -> None:
     assert largest.units.retry_attempts == 100
     assert max(config.retry_delays(largest.units)) == config.MAX_RETRY_DELAY_SECS
     assert "TimeoutStartSec=" in generator.render(largest).files["torcx-new-os-annotate.service"]
+
+
+def test_sysext_images_may_come_from_a_file_mirror() -> None:
+    template = "file:///srv/mirror/sysext/{{.Name}}-{{.Version}}-{{.Arch}}.raw"
+    parsed = make_config({"runtime.backend": "sysext", "sysext.images_url": template})
+    assert parsed.sysext.images_url == template
+    assert parsed.sysext.sums_url == "file:///srv/mirror/sysext/SHA256SUMS"

@@ -4,6 +4,7 @@ a local HTTP bucket serving really signed manifests."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -269,7 +270,7 @@ def test_a_missing_release_names_its_url(upstream: Upstream, tmp_path: Path) -> 
     ("board", "../x", "board '../x' is not allowed"),
     ("os_versions", ("3760.2",), "OS version '3760.2' is not allowed"),
     ("kubernetes", ("latest",), "version 'latest' is not allowed"),
-    ("kubernetes", (), "expected at least one OS version and one Kubernetes version"),
+    ("kubernetes", (), "expected at least one Kubernetes version"),
     ("manifest_path", "/abs/{{.OSVersion}}.json", "it is absolute"),
     ("manifest_path", "m/{{.Board}}.json", "it has no {{.OSVersion}}"),
     ("manifest_path", "../{{.OSVersion}}.json", "its path has a segment '..'"),
@@ -396,4 +397,53 @@ def test_usage_errors_exit_2_before_anything_is_fetched(tmp_path: Path, capsys: 
         command.main(["mirror", *(item for pair in merged.items() for item in pair)])
     assert caught.value.code == 2
     assert expected in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
+
+
+# --- a mirror of system extension images (the sysext backend) ---------------------------------------------
+
+SYSEXT_MAPPINGS = "kind: VersionManifestV1\nversions:\n  k8s:\n    1.8: {docker: [24.0.9, 20.10.24]}\n" \
+                  "    1.9: {docker: [25.0.3]}\n"
+
+
+def _sysext_upstream(upstream: Upstream, versions: Sequence[str]) -> config.Config:
+    """The bucket serves docker images and their signed SHA256SUMS; the configuration for the sysext backend."""
+    lines = []
+    for version in versions:
+        data = f"squashfs of docker {version}".encode() * 50
+        name = f"docker-{version}-x86-64.raw"
+        upstream.server.routes[f"/sysext/{name}"] = (200, data)
+        lines.append(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
+    sums = "".join(lines).encode()
+    upstream.server.routes["/sysext/SHA256SUMS"] = (200, sums)
+    upstream.server.routes["/sysext/SHA256SUMS.asc"] = (200, upstream.keys.sign(sums))
+    return make_config({"runtime.backend": "sysext", "network.retries": "0",
+                        "sysext.keyring": str(upstream.keys.keyring),
+                        "sysext.images_url": upstream.server.base + "/sysext/{{.Name}}-{{.Version}}-{{.Arch}}.raw"})
+
+
+def test_a_sysext_mirror_carries_the_signed_list_and_the_images_the_minors_need(upstream: Upstream,
+                                                                                tmp_path: Path) -> None:
+    cfg = _sysext_upstream(upstream, ["20.10.24", "24.0.9", "25.0.3", "26.1.0"])
+    request = mirror.Request(root=tmp_path / "m", board=BOARD, os_versions=(), kubernetes=("1.8", "1.9"))
+    lines: list[str] = []
+    summary = mirror.run(cfg, request, parse_mappings(SYSEXT_MAPPINGS, "m"), lines.append)
+    assert summary.complete
+    assert sorted(p.name for p in (tmp_path / "m/sysext").iterdir()) == [
+        "SHA256SUMS", "SHA256SUMS.asc", "docker-24.0.9-x86-64.raw", "docker-25.0.3-x86-64.raw"]
+    assert (tmp_path / "m/sysext/SHA256SUMS").read_bytes() == upstream.server.routes["/sysext/SHA256SUMS"][1]
+    text = mirror.render(summary, "file:///srv/mirror", "")
+    assert "images:     2 verified (2 downloaded" in text
+    assert "[runtime]\nbackend = sysext\n[sysext]\nimages_url = file:///srv/mirror/sysext/{{.Name}}-{{.Version}}-" \
+           "{{.Arch}}.raw" in text
+    again = mirror.run(cfg, request, parse_mappings(SYSEXT_MAPPINGS, "m"), lines.append)
+    assert {action for action, _ in again.artefacts.values()} == {"present"}
+
+
+def test_a_sysext_mirror_refuses_an_unsigned_list(upstream: Upstream, tmp_path: Path) -> None:
+    cfg = _sysext_upstream(upstream, ["24.0.9"])
+    del upstream.server.routes["/sysext/SHA256SUMS.asc"]
+    request = mirror.Request(root=tmp_path / "m", board=BOARD, os_versions=(), kubernetes=("1.8",))
+    with pytest.raises(VerificationError, match="is not signed"):
+        mirror.run(cfg, request, parse_mappings(SYSEXT_MAPPINGS, "m"), lambda line: None)
     assert not (tmp_path / "m").exists()
