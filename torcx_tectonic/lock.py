@@ -35,7 +35,7 @@ def notify(state: str) -> None:
 
 
 @contextlib.contextmanager
-def held(path: Path = LOCK_FILE) -> Iterator[None]:
+def held(path: Path = Path(LOCK_FILE)) -> Iterator[None]:
     """Hold the lock for a moment, waiting for the flow that has it: for a
     step that runs outside its flow's lock (the annotation, which may wait an
     hour for the operator) but must not act while another flow is half done."""
@@ -48,7 +48,7 @@ def held(path: Path = LOCK_FILE) -> Iterator[None]:
         os.close(fd)
 
 
-def hold(flow: str, path: Path = LOCK_FILE) -> NoReturn:
+def hold(flow: str, path: Path = Path(LOCK_FILE)) -> NoReturn:
     logsetup.setup()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

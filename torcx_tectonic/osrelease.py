@@ -17,13 +17,15 @@ from packaging.version import Version
 from .envfile import parse_env
 from .errors import InputError
 from .inputfile import BOARD, OS_VERSION, read_text
-from .paths import OS_RELEASE as OS_RELEASE_PATH  # the os-release torcx reads
+from .paths import OS_RELEASE
 
 __all__ = ["BOARD_BY_MACHINE", "OS_RELEASE_PATH", "OSRelease", "os_release_from_text", "parse_os_version",
            "read_os_release"]
 
 #: Container Linux board per machine architecture, for releases without COREOS_BOARD.
 BOARD_BY_MACHINE = {"x86_64": "amd64-usr", "aarch64": "arm64-usr", "arm64": "arm64-usr"}
+#: The os-release torcx reads.
+OS_RELEASE_PATH = Path(OS_RELEASE)
 
 
 

@@ -362,7 +362,7 @@ class FlowState:
         self.paths = paths
         self.flow = flow
         self.clock = clock
-        self.records_dir = flow_state_dir(flow, paths.state_dir)
+        self.records_dir = Path(flow_state_dir(flow, paths.state_dir))
         self.run_file = paths.runs_dir / f"{flow}.json"
 
     # the run record

@@ -437,12 +437,12 @@ def test_metrics_follow_a_failed_step(env: StepEnv) -> None:
 
 
 def test_no_metrics_directory_writes_no_metrics(env: StepEnv) -> None:
-    existed = (METRICS_DIR / metrics.FILE_NAME).exists()
+    existed = (Path(METRICS_DIR) / metrics.FILE_NAME).exists()
     env.write(env.kubelet_env, "KUBELET_IMAGE_TAG=v1.9.1_coreos.0\n")
     assert env.config.metrics.textfile_dir is None
     assert run_step(env, "new-kubelet", "kubelet-version") == 0
     assert [p for p in env.root.parent.rglob("*.prom")] == []
-    assert (METRICS_DIR / metrics.FILE_NAME).exists() == existed
+    assert (Path(METRICS_DIR) / metrics.FILE_NAME).exists() == existed
 
 
 def test_a_metrics_failure_never_fails_the_step(env: StepEnv, caplog: pytest.LogCaptureFixture) -> None:
