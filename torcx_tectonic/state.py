@@ -198,6 +198,18 @@ class NodeAnnotated(Record):
     label: str
 
 
+@record("api-server")
+@dataclass(frozen=True)
+class ApiServerUnreachable(Record):
+    """A fact of the run, not a step's output: no connection could be made to
+    the api-server, so the later steps of this run use the installer's files
+    at once instead of paying the retries again."""
+
+    server: str
+    reason: str
+    step: str
+
+
 @record("kubelet-recheck")
 @dataclass(frozen=True)
 class KubeletRechecked(Record):
@@ -364,6 +376,8 @@ class FlowState:
         self.clock = clock
         self.records_dir = Path(flow_state_dir(flow, paths.state_dir))
         self.run_file = paths.runs_dir / f"{flow}.json"
+        #: the step running now (set when it begins or joins the run)
+        self.step: str | None = None
 
     # the run record
     def this_boot(self, run: Run | None) -> bool:
@@ -394,6 +408,7 @@ class FlowState:
 
     def begin(self, step: str) -> Run:
         """A new run, begun by the flow's first step."""
+        self.step = step
         now = self.clock()
         try:
             before = load_run(self.paths, self.flow)
@@ -412,6 +427,7 @@ class FlowState:
     def resume(self, step: str) -> Run:
         """This boot's run, now at ``step``; a later step of a run that ended
         (a follower, or a step started again by hand) joins it as it is."""
+        self.step = step
         run = self.current()
         return self._save_run(run.with_step(StepRun(step, RUNNING, self.clock())))
 
@@ -476,6 +492,14 @@ class FlowState:
         if document.get("run") != run.id:
             raise StateError(f"{path}: recorded by an earlier run of flow {self.flow}, not by this one")
         return _build(cls, document.get("value"), f"{path}: value")
+
+    def fact(self, cls: type[R]) -> R | None:
+        """A record of this run that may not exist (a fact a step learnt,
+        such as an unreachable api-server): None when there is none."""
+        try:
+            return self.load(cls)
+        except StateError:
+            return None
 
     def records(self) -> dict[str, Record]:
         """Every record of this boot's run that can be read (for the status)."""

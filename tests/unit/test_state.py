@@ -19,6 +19,7 @@ from torcx_tectonic.state import (
     RUNNING,
     AddonPlacement,
     AddonsInstalled,
+    ApiServerUnreachable,
     BootstrapFinished,
     DockerReset,
     FlowState,
@@ -61,6 +62,8 @@ SAMPLES: tuple[Record, ...] = (
     NodeAnnotated(node="node-1", annotation="p/hook-ok", label="p/before-reboot"),
     KubeletRechecked(used="v1.8.4+coreos.0", now="v1.9.1+coreos.0", rerun=True),
     DockerReset(removed=("image", "overlay2"), booted="17.03"),
+    ApiServerUnreachable(server="https://k8s:443", reason="api-server version: connection refused",
+                         step="kubelet-version"),
 )
 
 
