@@ -281,7 +281,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("network", "no_proxy", parse_no_proxy, "",
             "hosts the network steps reach without the proxy (NO_PROXY), e.g. the api-server's address"),
     Setting("metrics", "textfile_dir", parse_optional_path, str(METRICS_DIR),
-            "directory of node-exporter's textfile collector, written after every step (empty: no metrics)"),
+            "directory of node-exporter's textfile collector, written when a run ends (empty: no metrics)"),
 )
 
 SETTINGS_BY_NAME: Mapping[tuple[str, str], Setting] = {(s.section, s.key): s for s in SETTINGS}

@@ -130,7 +130,8 @@ def run_step(flow: Flow, step: Step, config: configuration.Config | None, config
         reason = record.reboot_reason()
         if reason is None:
             state.step_succeeded(step.name, ends_run=flow.ends_run(step))
-            update_metrics(config, paths)
+            if flow.ends_run(step):  # the textfile tells how runs end: rewritten when one does
+                update_metrics(config, paths)
             return 0
         state.rebooting(step.name, reason)
         update_metrics(config, paths)
@@ -171,7 +172,11 @@ def _record_failure(state: FlowState, step: Step, message: str, ends_run: bool) 
 
 
 def update_metrics(config: configuration.Config | None, paths: NodePaths) -> None:
-    """Rewrite the metrics textfile; never fails the step (metrics are a view)."""
+    """Rewrite the metrics textfile; never fails the step (metrics are a view).
+    Called when a run ends (its last step, a failure, a reboot), not after
+    every step: gathering the status and loading prometheus_client cost a
+    step more than its own work does, and nothing the textfile shows changes
+    in between but the run's progress."""
     directory = config.metrics.textfile_dir if config is not None else None
     if config is None or directory is None:
         return
