@@ -534,3 +534,26 @@ def test_every_entry_point_names_a_function(entry: str) -> None:
 def test_stopped_is_not_an_error_a_step_could_swallow() -> None:
     assert issubclass(runner.Stopped, BaseException) and not issubclass(runner.Stopped, Exception)
 
+
+# --- the flow lock's readiness --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
+def test_the_lock_tells_systemd_it_is_ready_with_sd_notify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           abstract: bool) -> None:
+    import socket
+
+    from torcx_tectonic import lock
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        if abstract:
+            name = f"torcx-tectonic-test-{os.getpid()}"
+            receiver.bind("\0" + name)
+            monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        else:
+            receiver.bind(str(tmp_path / "notify"))
+            monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+        lock.notify("READY=1\nSTATUS=new-os holds the lock")
+        assert receiver.recv(4096) == b"READY=1\nSTATUS=new-os holds the lock"
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    lock.notify("READY=1")  # not run by systemd: nothing to tell
+
