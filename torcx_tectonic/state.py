@@ -22,9 +22,8 @@ StateError naming the file and what was expected, never a crash.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import secrets
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -352,6 +351,11 @@ def _write_document(path: Path, kind: str, body: Mapping[str, Any]) -> None:
     write_atomic(path, json.dumps({"kind": kind, **body}, indent=2, sort_keys=True) + "\n")
 
 
+def _run_id() -> str:
+    """A new run's id: 16 random hex digits (what secrets.token_hex(8) makes, without loading it)."""
+    return os.urandom(8).hex()
+
+
 # --- a flow's run and its records ----------------------------------------------------------------
 
 def load_run(paths: NodePaths, flow: str) -> Run | None:
@@ -421,7 +425,7 @@ class FlowState:
         elif before is not None and before.result == RUNNING:
             previous = f"the run begun at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(before.started))} " \
                        f"never ended (interrupted at {before.steps[-1].step if before.steps else '?'})"
-        return self._new(Run(flow=self.flow, id=secrets.token_hex(8), started=now,
+        return self._new(Run(flow=self.flow, id=_run_id(), started=now,
                              steps=(StepRun(step, RUNNING, now),), previous_failure=previous))
 
     def resume(self, step: str) -> Run:
@@ -449,7 +453,7 @@ class FlowState:
         run = load_run(self.paths, self.flow)
         if not self.this_boot(run):
             # no run of this boot to join (a step started by hand): the failure is a run of its own
-            run = self._new(Run(flow=self.flow, id=secrets.token_hex(8), started=self.clock()))
+            run = self._new(Run(flow=self.flow, id=_run_id(), started=self.clock()))
             ends_run = True
         assert run is not None
         run = run.with_step(self._ended_step(run, step, FAILED, message))
@@ -526,11 +530,15 @@ class ManifestCache:
 
     def put(self, board: str, os_version: str, raw: bytes) -> str:
         """Keep ``raw`` (already verified); returns its sha256 for the record."""
+        import hashlib  # only the steps that verify manifests
+
         write_if_changed(self.path(board, os_version), raw)
         return hashlib.sha256(raw).hexdigest()
 
     def get(self, board: str, os_version: str, digest: str | None = None) -> bytes:
         """The cached manifest; with ``digest``, exactly the one a step verified."""
+        import hashlib
+
         path = self.path(board, os_version)
         try:
             raw = path.read_bytes()

@@ -557,3 +557,18 @@ def test_the_lock_tells_systemd_it_is_ready_with_sd_notify(tmp_path: Path, monke
     monkeypatch.delenv("NOTIFY_SOCKET")
     lock.notify("READY=1")  # not run by systemd: nothing to tell
 
+
+@pytest.mark.parametrize("argv", [["--flow", "new-os", "--step", "gc"], ["--step", "gc", "--flow", "new-os"],
+                                  ["--flow=new-os", "--step=gc"], ["--flow", "new-os", "--step=gc"]])
+def test_a_step_reads_its_flow_and_step(argv: list[str]) -> None:
+    args = runner.parse_args("gc-stores", argv)
+    assert (args.flow, args.step) == ("new-os", "gc")
+
+
+@pytest.mark.parametrize("argv", [["--flow", "new-os"], ["--flow", "new-os", "--step", "gc", "extra"], ["--help"],
+                                  ["--flow", "--step", "--step", "gc"]])
+def test_anything_else_is_explained_by_argparse(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        runner.parse_args("gc-stores", argv)
+    captured = capsys.readouterr()
+    assert "usage: gc-stores" in captured.out + captured.err
