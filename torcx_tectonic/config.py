@@ -9,8 +9,9 @@ that leaves this module is ConfigError.
 
 The generator reads the configuration at every boot, so this module imports
 nothing it does not need for that (no ``dataclasses``, ``typing``,
-``pathlib``, ``socket``), and a setting's value is parsed from its text when
-it is first read: ``load()`` reads every one of them at once (what the steps
+``pathlib``, ``socket``; ``re`` and iniparse only once a file sets
+something: the shipped file, all comments, sets nothing), and a setting's
+value is parsed from its text when it is first read: ``load()`` reads every one of them at once (what the steps
 use, so a bad value stops a step before it acts), ``load(check=False)``
 leaves the rest for when they are read (what the generator uses: it checks
 the settings its units are made of, and the steps check all of them). Path
@@ -23,11 +24,7 @@ from __future__ import annotations
 import errno
 import io
 import os
-import re
 import stat
-from collections.abc import Callable, Iterable, Iterator, Mapping
-
-import iniparse  # type: ignore[import-untyped]
 
 from .errors import ConfigError, shown
 from .inputfile import DNS_SUBDOMAIN, KUBE_VERSION, NAME, NODE_NAME, Grammar, grammar, is_url, read_text
@@ -44,6 +41,7 @@ from .paths import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping
     from pathlib import Path
     from typing import Any, ClassVar, TypeVar
 
@@ -108,7 +106,7 @@ class Number:
 
 #: Characters no value may hold: values end up in unit files and paths. (The patterns of this module
 #: are compiled when first used, by ``re``'s own cache: most of them, most runs never need.)
-_CONTROL = r"[\x00-\x1f\x7f]"
+_CONTROL = frozenset(map(chr, [*range(0x20), 0x7F]))
 
 #: An annotation key: a DNS-1123 subdomain prefix and a name, as Kubernetes allows them.
 ANNOTATION = grammar(
@@ -165,13 +163,21 @@ _NO_PROXY_ENTRY = r"^[A-Za-z0-9._:*/\[\]-]+$"
 def parse_proxy(value: str) -> str:
     """A proxy URL for the network steps' environment (no spaces, quotes or '%':
     it becomes a unit line)."""
-    if value and not re.fullmatch(_PROXY, value):
+    if not value:
+        return value
+    import re
+
+    if not re.fullmatch(_PROXY, value):
         raise ValueError("expected a proxy URL like http://proxy.example.com:3128 (or nothing)")
     return value
 
 
 def parse_no_proxy(value: str) -> str:
-    if value and not all(re.fullmatch(_NO_PROXY_ENTRY, entry) for entry in value.split(",")):
+    if not value:
+        return value
+    import re
+
+    if not all(re.fullmatch(_NO_PROXY_ENTRY, entry) for entry in value.split(",")):
         raise ValueError("expected host names, domains (.example.com) or addresses separated by commas (or nothing)")
     return value
 
@@ -286,6 +292,7 @@ SETTINGS: tuple[Setting, ...] = (
 
 SETTINGS_BY_NAME: Mapping[tuple[str, str], Setting] = {(s.section, s.key): s for s in SETTINGS}
 SECTIONS = tuple(dict.fromkeys(s.section for s in SETTINGS))
+_HEADERS = frozenset(f"[{section}]" for section in SECTIONS)
 
 
 class RawValue:
@@ -312,7 +319,7 @@ def _parse(setting: Setting, given: RawValue | None) -> Any:
     a bad value is a ConfigError naming where it was written."""
     text = given.value if given else setting.default
     try:
-        if re.search(_CONTROL, text):  # a continuation line's newline, a tab, a NUL
+        if not _CONTROL.isdisjoint(text):  # a continuation line's newline, a tab, a NUL
             raise ValueError("expected one line without control characters")
         return setting.parse(text)
     except ValueError as err:
@@ -533,6 +540,8 @@ def _option_lines(text: str, origin: str) -> dict[tuple[str, str], int]:
     """The line of each (section, key), classifying lines as iniparse does
     (which keeps line numbers only in distribution-patched builds). A key
     set twice in one file is refused: which one counts would be a guess."""
+    import re
+
     found: dict[tuple[str, str], int] = {}
     section = None
     for number, raw in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
@@ -554,8 +563,21 @@ def _option_lines(text: str, origin: str) -> dict[tuple[str, str], int]:
     return found
 
 
+def sets_nothing(text: str) -> bool:
+    """Whether the text holds only blank lines, comments that iniparse reads
+    as such (``;`` or ``#`` in the first column, no byte order mark) and
+    headers of known sections alone on their lines, as the shipped file
+    does: iniparse finds no key in it, and is not needed to know."""
+    return all(line.startswith(("#", ";")) or not line.strip() or line in _HEADERS for line in text.split("\n"))
+
+
 def iter_ini(text: str, origin: str) -> Iterator[tuple[str, str, str, int]]:
-    """Yield (section, key, value, line) from INI text, parsed by iniparse."""
+    """Yield (section, key, value, line) from INI text, parsed by iniparse
+    (which is loaded only for a text that may set something)."""
+    if sets_nothing(text):
+        return
+    import iniparse  # type: ignore[import-untyped]
+
     try:
         document = iniparse.INIConfig(io.StringIO(text), optionxformvalue=None)
     except Exception as err:  # iniparse raises its own ParsingError/MissingSectionHeaderError

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from .directives import escape, running_version, understood
+from .directives import NEWEST_INTRODUCED, escape, running_version, understood
 from .flows import STATE_WRITES, Flow, Step, all_flows, timeout_secs
 from .installdirs import DOC_DIR, LIBEXEC_DIR
 from .paths import CONFIG_FILE, LOCK_FILE
@@ -210,8 +210,9 @@ def render(config: Config, version: int | None = None) -> Output:
             out.files[path_unit] = render_path(flow, source)
             out.links[f"multi-user.target.wants/{path_unit}"] = f"../{path_unit}"
     known = running_version() if version is None else version
-    seen: dict[str, bool] = {}
-    out.files = {name: only_understood(text, known, seen) for name, text in out.files.items()}
+    if known < NEWEST_INTRODUCED:  # a newer one understands every line (a test checks that each is listed)
+        seen: dict[str, bool] = {}
+        out.files = {name: only_understood(text, known, seen) for name, text in out.files.items()}
     return out
 
 

@@ -20,13 +20,13 @@ pattern) is loaded when first used, not at import.
 from __future__ import annotations
 
 import os
-import re
 import stat
 
 from .errors import InputError, TorcxTectonicError, shown
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import re
     from typing import Any, Union
 
     #: A file name as text or as a pathlib.Path.
@@ -176,6 +176,8 @@ class Grammar:
     @property
     def pattern(self) -> re.Pattern[str]:
         if self._compiled is None:
+            import re
+
             self._compiled = re.compile(self.source, re.ASCII)
         return self._compiled
 

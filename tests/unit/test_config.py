@@ -370,3 +370,11 @@ def test_the_configuration_is_read_only_and_compares_by_value() -> None:
     assert config.build({}, check=False) == loaded and hash(config.build({})) == hash(loaded)
     assert config.build(_raw(network__retries="2")) != loaded
     assert "retries=5" in repr(loaded.network)
+
+
+def test_the_shipped_file_sets_nothing_and_a_key_or_an_odd_line_does() -> None:
+    assert config.sets_nothing(config.render_default())
+    assert config.sets_nothing("")
+    for text in ("[network]\nretries = 1\n", "[network]\n retries = 1\n", "rem x\n", "[DEFAULT]\n", "\ufeff# c\n",
+                 "  # indented\n", "[torcx\n"):
+        assert not config.sets_nothing(text), text
