@@ -16,12 +16,16 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import NoReturn
 
 from . import log as logsetup
 from .paths import LOCK_FILE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the lock unit starts every flow: it loads no more than it uses
+    from collections.abc import Iterator
+    from typing import NoReturn
+
+    PathLike = str | os.PathLike[str]
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +48,11 @@ def notify(state: str) -> None:
 
 
 @contextlib.contextmanager
-def held(path: Path = Path(LOCK_FILE)) -> Iterator[None]:
+def held(path: PathLike = LOCK_FILE) -> Iterator[None]:
     """Hold the lock for a moment, waiting for the flow that has it: for a
     step that runs outside its flow's lock (the annotation, which may wait an
     hour for the operator) but must not act while another flow is half done."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -57,9 +61,9 @@ def held(path: Path = Path(LOCK_FILE)) -> Iterator[None]:
         os.close(fd)
 
 
-def hold(flow: str, path: Path = Path(LOCK_FILE)) -> NoReturn:
+def hold(flow: str, path: PathLike = LOCK_FILE) -> NoReturn:
     logsetup.setup()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
