@@ -21,7 +21,6 @@ from .errors import NetworkError, VerificationError
 from .http import content_length, make_session, read_body, request, timeouts
 from .inputfile import read_bytes
 from .manifest import CHUNK_BYTES, PackageList, manifest_url, parse_package_list
-from .signature import verify_detached
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +107,8 @@ class Bucket:
         if self.config.torcx.verify_signatures:
             signature = self._get_small(url + ".asc", f"signature of the {what}", missing=VerificationError(
                 f"{what} ({url}) is not signed: {url}.asc does not exist; expected a detached OpenPGP signature"))
+            from .signature import verify_detached  # not needed to download an addon
+
             verify_detached(raw, signature, self.config.torcx.keyring, f"{what} ({url})")
         else:
             log.warning("signature verification is off: using %s unverified", url)

@@ -22,8 +22,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from packaging.version import Version
-
 from .atomic import atomic_writer, fsync_dir
 from .errors import VerificationError
 from .inputfile import OS_VERSION
@@ -125,7 +123,7 @@ def select_gc(entries: Sequence[str], current_os: str) -> list[str]:
     removes. Anything that is not an OS version exactly as torcx names a
     store (not v1520.3.0, 1520.03.0, ...) is left alone."""
     current = parse_os_version(current_os, "current OS")
-    return sorted(name for name in entries if OS_VERSION.matches(name) and Version(name) < current)
+    return sorted(name for name in entries if OS_VERSION.matches(name) and parse_os_version(name, "store") < current)
 
 
 def gc_versioned_stores(user_store: Path, current_os: str) -> list[str]:
