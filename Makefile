@@ -2,7 +2,8 @@
 #   make install DESTDIR=... PYTHON=...   install the bundle
 #   make node                              boot a simulated node and bootstrap it (the main job)
 #   make test                              install what the tests need, lint, type-check, run every test
-#   make bench                             time the generator (it blocks every boot and daemon-reload)
+#   make bench                             the performance figures (generator, addon intake, flows), each beside
+#                                          a baseline measured in the same run
 
 PYTHON ?= /usr/bin/python3
 DESTDIR ?=
