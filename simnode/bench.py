@@ -436,7 +436,7 @@ def sandbox_floor(node: Node, unit: str, runs: int = FLOW_ROUNDS) -> tuple[float
 
 def new_kubelet_part(bench: Bench, bundle: Path) -> None:
     bench.section("4./6. new-kubelet flow with nothing to do (trigger: kubelet.env rewritten, same version)")
-    with Cluster(Path(tempfile.mkdtemp(prefix="tt-bench-")), RELEASES) as cluster:
+    with tempfile.TemporaryDirectory(prefix="tt-bench-") as tmp, Cluster(Path(tmp), RELEASES) as cluster:
         files = {**cluster.node_files(), **cluster.bootstrapped_files(CURRENT)}
         with Node(bundle=bundle, os_version=CURRENT, files=files) as node:
             node.boot()
