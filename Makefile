@@ -2,7 +2,8 @@
 #   make install DESTDIR=... PYTHON=...   install the bundle
 #   make node                              boot a simulated node and bootstrap it (the main job)
 #   make test                              install what the tests need, lint, type-check, run every test
-#   make bench                             time the generator (it blocks every boot and daemon-reload)
+#   make bench                             the performance figures (generator, addon intake, flows), each beside
+#                                          a baseline measured in the same run
 #   make sysext                            the system extension image for Flatcar (no Python on the node)
 
 PYTHON ?= /usr/bin/python3
@@ -50,17 +51,31 @@ INSTALLDIRS = sed -e 's|^LIBEXEC_DIR = .*|LIBEXEC_DIR = "$(LIBEXECDIR)"|' \
 INSTALL_SCRIPT = { echo '\#!$(PYTHON) -I'; \
 	echo 'import sys; sys.path.insert(0, "$(PYTHON_SITELIB)")  \# PYTHON_SITELIB of make install'; \
 	tail -n +2 "$$src"; } > "$$dest" && chmod 755 "$$dest"
+# The generator blocks every boot and daemon-reload, so it starts without `site` (-S: no
+# site-packages scan, no .pth files; "-IS" because a shebang passes one argument) and finds
+# the package and iniparse, all it imports beyond the standard library, in the directories
+# found here at build time.
+INIPARSE_DIR = $(shell $(PYTHON) -I -c 'import os, iniparse; print(os.path.dirname(os.path.dirname(iniparse.__file__)))' \
+	2>/dev/null)
+GENERATOR_PATH = "$(PYTHON_SITELIB)"$(if $(filter-out $(PYTHON_SITELIB),$(INIPARSE_DIR)),$(comma) "$(INIPARSE_DIR)")
+comma = ,
+INSTALL_GENERATOR = if [ -z "$(INIPARSE_DIR)" ]; then echo "$(PYTHON) cannot import iniparse: install it first" >&2; \
+	exit 1; fi; { echo '\#!$(PYTHON) -IS'; \
+	echo 'import sys; sys.path += [$(GENERATOR_PATH)]  \# PYTHON_SITELIB and iniparse, found by make install'; \
+	tail -n +2 "$$src"; } > "$$dest" && chmod 755 "$$dest"
 
 install: all
 	install -d $(DESTDIR)$(GENERATORDIR) $(DESTDIR)$(SYSTEMD_UNITDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(BINDIR) \
 		$(DESTDIR)$(PYTHON_SITELIB)/torcx_tectonic $(DESTDIR)$(SYSCONFDIR)/torcx-tectonic/conf.d $(DESTDIR)$(DOCDIR)
-	src=generator/torcx-tectonic-generator dest=$(DESTDIR)$(GENERATORDIR)/torcx-tectonic-generator; $(INSTALL_SCRIPT)
+	src=generator/torcx-tectonic-generator dest=$(DESTDIR)$(GENERATORDIR)/torcx-tectonic-generator; $(INSTALL_GENERATOR)
 	src=bin/torcx-tectonic dest=$(DESTDIR)$(BINDIR)/torcx-tectonic; $(INSTALL_SCRIPT)
 	for src in $(SCRIPTS); do dest=$(DESTDIR)$(LIBEXECDIR)/$$(basename $$src); $(INSTALL_SCRIPT) || exit 1; done
 	for unit in units/*; do $(SUBSTITUTE) $$unit > $(DESTDIR)$(SYSTEMD_UNITDIR)/$$(basename $$unit) || exit 1; done
 	chmod 644 $(DESTDIR)$(SYSTEMD_UNITDIR)/*
 	install -m 644 $(filter-out %/installdirs.py,$(PACKAGE_FILES)) $(DESTDIR)$(PYTHON_SITELIB)/torcx_tectonic/
 	$(INSTALLDIRS) torcx_tectonic/installdirs.py > $(DESTDIR)$(PYTHON_SITELIB)/torcx_tectonic/installdirs.py
+	@# Byte-compiled here: /usr is read-only on the nodes, so the interpreter could never cache them.
+	$(PYTHON) -m compileall -q -d $(PYTHON_SITELIB)/torcx_tectonic $(DESTDIR)$(PYTHON_SITELIB)/torcx_tectonic
 	install -m 644 $(BUILD)/torcx-tectonic.conf $(DESTDIR)$(SYSCONFDIR)/torcx-tectonic/torcx-tectonic.conf
 	install -m 644 README.md $(DESTDIR)$(DOCDIR)/README.md
 

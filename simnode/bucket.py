@@ -327,6 +327,9 @@ class LoggingHandler(BaseHTTPRequestHandler):
     server: HarnessHTTPServer
     protocol_version = "HTTP/1.1"
     timeout = 30  # an idle keep-alive connection is dropped after this
+    # Headers and body are separate writes: without TCP_NODELAY the body waits
+    # for the client's delayed ACK (40 ms a request), and a stand-in must answer at once.
+    disable_nagle_algorithm = True
     request_body: bytes = b""
     identity: str | None = None
 

@@ -10,19 +10,41 @@ one store never harms the other.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import dockerreset, profile, source, store
-from .bucket import Bucket
+from .config import Config
 from .errors import InputError
 from .manifest import PackageVersion, file_sha512, parse_package_list
 from .state import AddonPlacement, AddonsInstalled, ManifestCache, OsVersions, RuntimeChoice, StoresCollected
 
 if TYPE_CHECKING:
+    from .bucket import Bucket
     from .runner import Context
 
 log = logging.getLogger(__name__)
+
+
+class Downloads:
+    """The release bucket, opened for the first download of the step: a run
+    that finds every addon in place loads no HTTP library at all."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.bucket: Bucket | None = None
+
+    def download(self, url: str, what: str) -> Iterator[bytes]:
+        if self.bucket is None:
+            from .bucket import Bucket
+
+            self.bucket = Bucket(self.config)
+        return self.bucket.download(url, what)
+
+    def close(self) -> None:
+        if self.bucket is not None:
+            self.bucket.session.close()
 
 
 def install_addons(ctx: Context) -> AddonsInstalled:
@@ -34,16 +56,19 @@ def install_addons(ctx: Context) -> AddonsInstalled:
         return AddonsInstalled(runtime=addon, version=None)
     cache = ManifestCache(ctx.paths.cache_dir)
     placements: list[AddonPlacement] = []
-    with Bucket(ctx.config) as bucket:
+    downloads = Downloads(ctx.config)
+    try:
         for os_version in choice.os_versions:
             raw = cache.get(os_versions.board, os_version, choice.manifests.get(os_version))
-            source = str(cache.path(os_versions.board, os_version))
-            package = parse_package_list(raw, source).package(addon)
+            origin = str(cache.path(os_versions.board, os_version))
+            package = parse_package_list(raw, origin).package(addon)
             found = package.find(choice.version) if package else None
             if found is None:
-                raise InputError(f"{source}: the manifest for OS {os_version} has no {addon} {choice.version}, "
+                raise InputError(f"{origin}: the manifest for OS {os_version} has no {addon} {choice.version}, "
                                  "which the runtime step chose from it")
-            placements.append(place(ctx, bucket, os_version, os_versions.current, found, placements))
+            placements.append(place(ctx, downloads, os_version, os_versions.current, found, placements))
+    finally:
+        downloads.close()
     previous, changed, name = select(ctx, choice.version)
     log.info("profile %s selects %s:%s%s", name, addon, choice.version, "" if changed else " (unchanged)")
     return AddonsInstalled(runtime=addon, version=choice.version, placements=tuple(placements), profile=name,
@@ -51,7 +76,7 @@ def install_addons(ctx: Context) -> AddonsInstalled:
                            runtime_changed=previous != choice.version)
 
 
-def place(ctx: Context, bucket: Bucket, os_version: str, current: str, found: PackageVersion,
+def place(ctx: Context, downloads: Downloads, os_version: str, current: str, found: PackageVersion,
           earlier: list[AddonPlacement]) -> AddonPlacement:
     """Make the addon available to ``os_version``: from its own vendor store,
     as already stored, linked from this run's earlier placement, or downloaded."""
@@ -82,7 +107,7 @@ def place(ctx: Context, bucket: Bucket, os_version: str, current: str, found: Pa
                          "vendor store")
     log.info("downloading %s for OS %s from %s", target.name, os_version, url)
     stored = store.install_addon(target_store, addon, found.version, found.sha512,
-                                 bucket.download(url, f"{target.name} for OS {os_version}"), url)
+                                 downloads.download(url, f"{target.name} for OS {os_version}"), url)
     return AddonPlacement(os=os_version, action="downloaded", path=str(target), url=url, bytes=stored.stat().st_size)
 
 

@@ -9,6 +9,7 @@ mirror) is read by source.py, with the same checks; everything else is HTTP.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,12 +23,49 @@ from .errors import NetworkError, VerificationError
 from .http import content_length, make_session, read_body, request, timeouts
 from .inputfile import read_bytes
 from .manifest import CHUNK_BYTES, PackageList, manifest_url, parse_package_list
-from .signature import verify_detached
 
 log = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 8 << 20
-PROGRESS_EVERY_SECS = 5.0
+#: A progress line at least every 5 s, counted from the step's start (a second early, not late).
+PROGRESS_EVERY_SECS = 4.0
+MIB = 1 << 20
+
+
+class Progress:
+    """Logs how a download goes (bytes so far, of how many, and the rate
+    since the last line) every ``every`` seconds from a thread of its own,
+    so that a download that stalls says so too. ``done`` is what the
+    downloading thread has received."""
+
+    def __init__(self, what: str, total: int | None, every: float | None = None) -> None:
+        self.what = what
+        self.total = total
+        self.every = PROGRESS_EVERY_SECS if every is None else every
+        self.done = 0
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._report, name="progress", daemon=True)
+
+    def __enter__(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        self._thread.join()
+
+    def line(self, done: int, seconds: float, received: int) -> str:
+        """One progress line: ``received`` bytes came in the last ``seconds``."""
+        of = f"{self.total} bytes ({done * 100 // self.total}%)" if self.total else "? bytes"
+        rate = received / seconds / MIB if seconds > 0 else 0.0
+        return f"{self.what}: {done} of {of}, {rate:.1f} MiB/s"
+
+    def _report(self) -> None:
+        last_time, last_done = time.monotonic(), 0
+        while not self._stopped.wait(self.every):
+            now, done = time.monotonic(), self.done
+            log.info("%s", self.line(done, now - last_time, done - last_done))
+            last_time, last_done = now, done
 
 
 @dataclass(frozen=True)
@@ -76,6 +114,8 @@ class Bucket:
         if verify:
             signature = self._get_small(url + ".asc", f"signature of the {what}", missing=VerificationError(
                 f"{what} ({url}) is not signed: {url}.asc does not exist; expected a detached OpenPGP signature"))
+            from .signature import verify_detached  # not needed to download an addon
+
             verify_detached(raw, signature, keyring, f"{what} ({url})")
         else:
             log.warning("signature verification is off: using %s unverified", url)
@@ -95,24 +135,21 @@ class Bucket:
         return FetchedManifest(url=url, raw=raw, packages=parse_package_list(raw, url), signature=signature)
 
     def download(self, url: str, what: str) -> Iterator[bytes]:
-        """Stream a file, logging progress for long downloads."""
+        """Stream a file, logging its progress every PROGRESS_EVERY_SECS while it lasts."""
         if source.is_file_url(url):
             yield from source.stream_file_url(url, what)
             return
         with request(self.session, "GET", url, what, timeout=timeouts(self.config.network), stream=True) as response:
             if response.status_code != 200:
                 raise NetworkError(f"{what}: GET {url} answered {response.status_code}")
-            total = content_length(response, what, url)
-            done, last = 0, time.monotonic()
-            try:
-                for chunk in response.iter_content(CHUNK_BYTES):
-                    done += len(chunk)
-                    if time.monotonic() - last > PROGRESS_EVERY_SECS:
-                        last = time.monotonic()
-                        log.info("%s: %d of %s bytes", what, done, total or "?")
-                    yield chunk
-            except requests.RequestException as err:
-                raise NetworkError(f"{what}: download from {url} broke off after {done} bytes: {err}") from None
+            with Progress(what, content_length(response, what, url)) as progress:
+                try:
+                    for chunk in response.iter_content(CHUNK_BYTES):
+                        progress.done += len(chunk)
+                        yield chunk
+                except requests.RequestException as err:
+                    raise NetworkError(f"{what}: download from {url} broke off after {progress.done} bytes: "
+                                       f"{err}") from None
 
 
 def load_manifest(path: Path) -> PackageList:

@@ -238,16 +238,12 @@ def mirror_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         except ValueError as err:
             parser.error(f"mirror --from {args.source!r}: {err}")
         if sysext_backend:  # --from and --keyring are the images' then
-            sysext_settings = dataclasses.replace(
-                config.sysext, images_url=args.source or config.sysext.images_url,
-                keyring=args.keyring or config.sysext.keyring)
-            config = dataclasses.replace(config, sysext=sysext_settings)
+            config = config.replacing(sysext=config.sysext.replacing(
+                images_url=args.source or config.sysext.images_url, keyring=args.keyring or config.sysext.keyring))
         else:
-            torcx = dataclasses.replace(
-                config.torcx,
+            config = config.replacing(torcx=config.torcx.replacing(
                 manifest_url=args.source or configuration.require_manifest_url(config.torcx),
-                keyring=args.keyring or config.torcx.keyring)
-            config = dataclasses.replace(config, torcx=torcx)
+                keyring=args.keyring or config.torcx.keyring))
         addon_source = args.addon_source if args.addon_source is not None else (
             "" if args.source is not None else config.torcx.addon_mirror)
         request = mirror.Request(root=root, board=args.board, os_versions=tuple(args.os_versions),

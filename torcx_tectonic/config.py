@@ -2,23 +2,31 @@
 
 ``/etc/torcx-tectonic/torcx-tectonic.conf`` is read first, then the drop-ins
 ``/etc/torcx-tectonic/conf.d/*.conf`` in lexical order, later values winning.
-Every key has a default, so no file is needed. An unknown section or key, a
+Every key but the sources of the runtime (``[torcx] manifest_url``, and
+``[sysext] images_url`` with that backend) has a default; the step that needs
+one of those says which key to set. An unknown section or key, a
 key set twice in one file, or a bad value is an error naming the file, the
 line and what is allowed; whatever bytes the files hold, the only exception
 that leaves this module is ConfigError.
+
+The generator reads the configuration at every boot, so this module imports
+nothing it does not need for that (no ``dataclasses``, ``typing``,
+``pathlib``, ``socket``; ``re`` and iniparse only once a file sets
+something: the shipped file, all comments, sets nothing), and a setting's
+value is parsed from its text when it is first read: ``load()`` reads every one of them at once (what the steps
+use, so a bad value stops a step before it acts), ``load(check=False)``
+leaves the rest for when they are read (what the generator uses: it checks
+the settings its units are made of, and the steps check all of them). Path
+settings are ``pathlib.Path`` objects for the steps; the generator reads
+them as text (``path_text``), which needs no pathlib.
 """
 
 from __future__ import annotations
 
+import errno
 import io
-import re
-import socket
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
-
-import iniparse  # type: ignore[import-untyped]
+import os
+import stat
 
 from .errors import ConfigError, shown
 from .inputfile import DNS_SUBDOMAIN, KUBE_VERSION, NAME, NODE_NAME, Grammar, grammar, is_url, read_text
@@ -32,7 +40,14 @@ from .paths import (
     METRICS_DIR,
     RUNTIME_MAPPINGS,
 )
-from .source import FILE_URL_EXPECTED, file_url_problem, is_file_url
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Iterator, Mapping
+    from pathlib import Path
+    from typing import Any, ClassVar, TypeVar
+
+    _S = TypeVar("_S", bound="_Section")
 
 #: The bucket Tectonic's nodes used. Its host no longer exists, so it is not
 #: the default: [torcx] manifest_url has none, and the first step that needs it
@@ -60,17 +75,27 @@ def parse_bool(value: str) -> bool:
     raise ValueError(f"expected one of {', '.join(TRUE_WORDS + FALSE_WORDS)}")
 
 
-@dataclass(frozen=True)
+def _digits(text: str) -> bool:
+    """1 to 9 ASCII digits."""
+    return 0 < len(text) <= 9 and text.isascii() and text.isdigit()
+
+
 class Number:
     """A number setting's parser and its documented range. Only plain
     decimal digits are accepted (no exponent, sign, ``_``, ``inf`` or
     ``nan``), and the range keeps every sum and product the generator and
     the steps make of these numbers finite and small."""
 
-    minimum: float
-    maximum: float
-    whole: bool
-    unit: str = ""
+    __slots__ = ("maximum", "minimum", "unit", "whole")
+
+    def __init__(self, minimum: float, maximum: float, whole: bool, unit: str = "") -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+        self.whole = whole
+        self.unit = unit
+
+    def __repr__(self) -> str:
+        return f"Number({self.minimum!r}, {self.maximum!r}, whole={self.whole!r}, unit={self.unit!r})"
 
     @property
     def allowed(self) -> str:
@@ -79,7 +104,8 @@ class Number:
         return f"{self.unit or 'a number'} more than {self.minimum:g} and at most {self.maximum:g}"
 
     def __call__(self, value: str) -> float:
-        if not (_WHOLE if self.whole else _DECIMAL).fullmatch(value):
+        whole, dot, fraction = value.partition(".")
+        if not _digits(whole) or (dot and (self.whole or not _digits(fraction))):
             raise ValueError(f"expected {self.allowed}")
         number = int(value) if self.whole else float(value)
         low_ok = number >= self.minimum if self.whole else number > self.minimum
@@ -88,10 +114,9 @@ class Number:
         return number
 
 
-_WHOLE = re.compile(r"[0-9]{1,9}", re.ASCII)
-_DECIMAL = re.compile(r"[0-9]{1,9}(?:\.[0-9]{1,9})?", re.ASCII)
-#: Characters no value may hold: values end up in unit files and paths.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Characters no value may hold: values end up in unit files and paths. (The patterns of this module
+#: are compiled when first used, by ``re``'s own cache: most of them, most runs never need.)
+_CONTROL = frozenset(map(chr, [*range(0x20), 0x7F]))
 
 #: An annotation key: a DNS-1123 subdomain prefix and a name, as Kubernetes allows them.
 ANNOTATION = grammar(
@@ -123,66 +148,55 @@ parse_kube_version = _grammar_parser(KUBE_VERSION, empty_ok=True)
 parse_annotation = _grammar_parser(ANNOTATION)
 
 
-def parse_path(value: str) -> Path:
+def parse_path(value: str) -> str:
     """An absolute path without blanks: paths become unit lines, and systemd
-    separates the paths of a list with spaces."""
+    separates the paths of a list with spaces. The text is normalized the
+    way ``pathlib.PurePosixPath`` writes it (no empty or ``.`` components,
+    no trailing slash; ``..`` stays), so a unit line names the same path
+    as the step that opens it."""
     if not value.startswith("/") or len(value) > MAX_PATH_CHARS or any(c.isspace() for c in value):
         raise ValueError(f"expected an absolute path without spaces (at most {MAX_PATH_CHARS} characters)")
-    return Path(value)
+    # POSIX keeps exactly two leading slashes (implementation-defined); pathlib does too.
+    root = "//" if value.startswith("//") and not value.startswith("///") else "/"
+    return root + "/".join(part for part in value.split("/") if part not in ("", "."))
 
 
-def parse_optional_path(value: str) -> Path | None:
-    return parse_path(value) if value else None
+def parse_optional_path(value: str) -> str:
+    """A path, or nothing ("" turns the feature off)."""
+    return parse_path(value) if value else ""
 
 
-_PROXY = re.compile(r"^(https?|socks5h?)://[A-Za-z0-9._~:@\[\]-]+(:[0-9]{1,5})?/?$")
-_NO_PROXY_ENTRY = re.compile(r"^[A-Za-z0-9._:*/\[\]-]+$")
+_PROXY = r"^(https?|socks5h?)://[A-Za-z0-9._~:@\[\]-]+(:[0-9]{1,5})?/?$"
+_NO_PROXY_ENTRY = r"^[A-Za-z0-9._:*/\[\]-]+$"
 
 
 def parse_proxy(value: str) -> str:
     """A proxy URL for the network steps' environment (no spaces, quotes or '%':
     it becomes a unit line)."""
-    if value and not _PROXY.fullmatch(value):
+    if not value:
+        return value
+    import re
+
+    if not re.fullmatch(_PROXY, value):
         raise ValueError("expected a proxy URL like http://proxy.example.com:3128 (or nothing)")
     return value
 
 
 def parse_no_proxy(value: str) -> str:
-    if value and not all(_NO_PROXY_ENTRY.fullmatch(entry) for entry in value.split(",")):
-        raise ValueError("expected host names, domains (.example.com) or addresses separated by commas (or nothing)")
-    return value
-
-
-def parse_image_url(value: str) -> str:
-    """An image URL template, https, http or file:// (empty: not set; the
-    sysext steps then say which key to set)."""
     if not value:
         return value
-    if "{{.Version}}" not in value:
-        raise ValueError("expected the placeholder {{.Version}} in the URL template")
-    _location(value.replace("{{.Name}}", "n").replace("{{.Version}}", "1").replace("{{.Arch}}", "a"),
-              "template with {{.Name}}, {{.Version}} and {{.Arch}}")
+    import re
+
+    if not all(re.fullmatch(_NO_PROXY_ENTRY, entry) for entry in value.split(",")):
+        raise ValueError("expected host names, domains (.example.com) or addresses separated by commas (or nothing)")
     return value
-
-
-def parse_optional_url(value: str) -> str:
-    return _location(value, "(or nothing)") if value else value
-
-
-def _location(filled: str, what: str) -> str:
-    """A URL the bucket can read: https, http or a file:// mirror."""
-    if is_file_url(filled):
-        problem = file_url_problem(filled)
-        if problem is not None:
-            raise ValueError(f"{problem}; expected {FILE_URL_EXPECTED} {what}")
-    elif not is_url(filled, ("https", "http")) or any(c in filled for c in "?#{}"):
-        raise ValueError(f"expected an https://, http:// or file:// URL {what}")
-    return filled
 
 
 def parse_manifest_url(value: str) -> str:
     """An http(s) or file:// URL template, or nothing (there is no working
     default: the step that needs it says what to set)."""
+    from .source import FILE_URL_EXPECTED, file_url_problem, is_file_url
+
     if not value:
         return value
     filled = value
@@ -204,6 +218,8 @@ def parse_manifest_url(value: str) -> str:
 
 def parse_addon_mirror(value: str) -> str:
     """The base URL of an addon mirror (https, http or file), or nothing."""
+    from .source import FILE_URL_EXPECTED, file_url_problem, is_file_url
+
     if not value:
         return value
     if is_file_url(value):
@@ -216,6 +232,35 @@ def parse_addon_mirror(value: str) -> str:
     return value
 
 
+def parse_image_url(value: str) -> str:
+    """An image URL template, https, http or file:// (empty: not set; the
+    sysext steps then say which key to set)."""
+    if not value:
+        return value
+    if "{{.Version}}" not in value:
+        raise ValueError("expected the placeholder {{.Version}} in the URL template")
+    _location(value.replace("{{.Name}}", "n").replace("{{.Version}}", "1").replace("{{.Arch}}", "a"),
+              "template with {{.Name}}, {{.Version}} and {{.Arch}}")
+    return value
+
+
+def parse_optional_url(value: str) -> str:
+    return _location(value, "(or nothing)") if value else value
+
+
+def _location(filled: str, what: str) -> str:
+    """A URL the bucket can read: https, http or a file:// mirror."""
+    from .source import FILE_URL_EXPECTED, file_url_problem, is_file_url
+
+    if is_file_url(filled):
+        problem = file_url_problem(filled)
+        if problem is not None:
+            raise ValueError(f"{problem}; expected {FILE_URL_EXPECTED} {what}")
+    elif not is_url(filled, ("https", "http")) or any(c in filled for c in "?#{}"):
+        raise ValueError(f"expected an https://, http:// or file:// URL {what}")
+    return filled
+
+
 def choice(*allowed: str) -> Callable[[str], str]:
     def parse(value: str) -> str:
         if value not in allowed:
@@ -225,18 +270,29 @@ def choice(*allowed: str) -> Callable[[str], str]:
     return parse
 
 
-@dataclass(frozen=True)
 class Setting:
     """One key of the configuration: where it lives, how it parses, its
     default (as written in a file) and what it is for."""
 
-    section: str
-    key: str
-    parse: Callable[[str], Any]
-    default: str
-    help: str
-    #: a value the shipped file shows as an example (for a key whose default is nothing)
-    example: str = ""
+    __slots__ = ("default", "example", "help", "key", "parse", "section")
+
+    def __init__(self, section: str, key: str, parse: Callable[[str], Any], default: str, help: str,
+                 example: str = "") -> None:
+        self.section = section
+        self.key = key
+        self.parse = parse
+        self.default = default
+        self.help = help
+        #: a value the shipped file shows as an example (for a key whose default is nothing)
+        self.example = example
+
+    def __repr__(self) -> str:
+        return f"Setting({self.section!r}, {self.key!r}, default={self.default!r})"
+
+    @property
+    def is_path(self) -> bool:
+        """Its value is a path: a ``pathlib.Path`` to the steps (None when empty)."""
+        return self.parse in (parse_path, parse_optional_path)
 
     @property
     def doc(self) -> str:
@@ -331,16 +387,133 @@ SETTINGS: tuple[Setting, ...] = (
 
 SETTINGS_BY_NAME: Mapping[tuple[str, str], Setting] = {(s.section, s.key): s for s in SETTINGS}
 SECTIONS = tuple(dict.fromkeys(s.section for s in SETTINGS))
+_HEADERS = frozenset(f"[{section}]" for section in SECTIONS)
 
 
-@dataclass(frozen=True)
-class TorcxSettings:
+class RawValue:
+    """A setting's text as a file gave it, and where (``file:line``)."""
+
+    __slots__ = ("origin", "value")
+
+    def __init__(self, value: str, origin: str) -> None:
+        self.value = value
+        self.origin = origin
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RawValue) and (other.value, other.origin) == (self.value, self.origin)
+
+    def __hash__(self) -> int:
+        return hash((self.value, self.origin))
+
+    def __repr__(self) -> str:
+        return f"RawValue({self.value!r}, {self.origin!r})"
+
+
+def _parse(setting: Setting, given: RawValue | None) -> Any:
+    """The value of ``setting`` from its text (the default when not given);
+    a bad value is a ConfigError naming where it was written."""
+    text = given.value if given else setting.default
+    try:
+        if not _CONTROL.isdisjoint(text):  # a continuation line's newline, a tab, a NUL
+            raise ValueError("expected one line without control characters")
+        return setting.parse(text)
+    except ValueError as err:
+        where = given.origin if given else "built-in default"
+        raise ConfigError(f"{where}: [{setting.section}] {setting.key} = {shown(text)}: {err}") from None
+
+
+class _Section:
+    """One section of the validated configuration, read-only. A setting is
+    parsed from its text when it is first read (see the module's docstring);
+    the tests may also build a section from values."""
+
+    SECTION: ClassVar[str] = ""
+
+    def __init__(self, raw: Mapping[str, RawValue] | None = None, /, **values: Any) -> None:
+        unknown = sorted(set(values) - set(self.keys()))
+        if unknown:
+            raise TypeError(f"[{self.SECTION}] has no setting {unknown[0]!r}")
+        self.__dict__["_raw"] = dict(raw or {})
+        self.__dict__["_texts"] = {}
+        self.__dict__.update(values)
+
+    @classmethod
+    def keys(cls) -> tuple[str, ...]:
+        return tuple(s.key for s in SETTINGS if s.section == cls.SECTION)
+
+    def _value(self, key: str) -> Any:
+        """The parsed value (a path as its text), parsed now if it was not yet."""
+        texts: dict[str, Any] = self.__dict__["_texts"]
+        if key not in texts:
+            if key in self.__dict__:  # given as a value
+                given = self.__dict__[key]
+                texts[key] = "" if given is None else (os.fspath(given) if hasattr(given, "__fspath__") else given)
+            else:
+                texts[key] = self._finish(key, _parse(SETTINGS_BY_NAME[(self.SECTION, key)],
+                                                      self.__dict__["_raw"].get(key)))
+        return texts[key]
+
+    def _finish(self, key: str, value: Any) -> Any:
+        """What a section makes of a parsed value (a default that depends on the node)."""
+        return value
+
+    def path_text(self, key: str) -> str:
+        """A path setting's value as text ("" when it is empty): what the
+        generator writes into unit lines, without building a Path."""
+        value = self._value(key)
+        assert isinstance(value, str), key
+        return value
+
+    def check(self) -> None:
+        """Parse every setting of the section now: the first bad one raises."""
+        for key in self.keys():
+            self._value(key)
+
+    if not TYPE_CHECKING:  # mypy sees the declared attributes; this reads them
+
+        def __getattr__(self, key: str) -> Any:
+            """A setting read for the first time."""
+            setting = SETTINGS_BY_NAME.get((self.SECTION, key))
+            if setting is None or key.startswith("_"):
+                raise AttributeError(f"{type(self).__name__} has no attribute {key!r}")
+            value = self._value(key)
+            if setting.is_path:
+                from pathlib import Path
+
+                value = Path(value) if value else None
+            self.__dict__[key] = value
+            return value
+
+    def __setattr__(self, key: str, value: object) -> None:
+        raise AttributeError(f"the configuration is read-only: cannot set {key}")
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, key) for key in self.keys())
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{key}={getattr(self, key)!r}' for key in self.keys())})"
+
+    def replacing(self: _S, **values: Any) -> _S:
+        """The section with ``values`` instead of those settings (the mirror
+        command's options override the configuration's)."""
+        given = {key: self.__dict__[key] for key in self.keys() if key in self.__dict__ and key not in values}
+        return type(self)(self.__dict__["_raw"], **given, **values)
+
+
+class TorcxSettings(_Section):
+    SECTION = "torcx"
     manifest_url: str
     verify_signatures: bool
     keyring: Path
     profile: str
     addon: str
-    addon_mirror: str = ""
+    addon_mirror: str
 
 
 def require_manifest_url(torcx: TorcxSettings) -> str:
@@ -355,8 +528,8 @@ def require_manifest_url(torcx: TorcxSettings) -> str:
     return torcx.manifest_url
 
 
-@dataclass(frozen=True)
-class KubernetesSettings:
+class KubernetesSettings(_Section):
+    SECTION = "kubernetes"
     kubeconfig: Path
     force_version: str
     kubelet_env: Path
@@ -367,9 +540,14 @@ class KubernetesSettings:
     label_timeout: float
     label_poll_max_interval: float
 
+    def _finish(self, key: str, value: Any) -> Any:
+        if key == "node_name" and not value:
+            return host_name().strip().lower()  # as kubelet names the node
+        return value
 
-@dataclass(frozen=True)
-class BootstrapSettings:
+
+class BootstrapSettings(_Section):
+    SECTION = "bootstrap"
     upgrade_os: bool
     skip_torcx: bool
     reboot: bool
@@ -378,8 +556,8 @@ class BootstrapSettings:
     os_update_timeout: float
 
 
-@dataclass(frozen=True)
-class NetworkSettings:
+class NetworkSettings(_Section):
+    SECTION = "network"
     connect_timeout: float
     read_timeout: float
     retries: int
@@ -389,13 +567,13 @@ class NetworkSettings:
     no_proxy: str
 
 
-@dataclass(frozen=True)
-class RuntimeSettings:
+class RuntimeSettings(_Section):
+    SECTION = "runtime"
     backend: str
 
 
-@dataclass(frozen=True)
-class SysextSettings:
+class SysextSettings(_Section):
+    SECTION = "sysext"
     runtime: str
     images_url: str
     checksums_url: str
@@ -411,16 +589,27 @@ class SysextSettings:
         return self.checksums_url or self.images_url.rsplit("/", 1)[0] + "/SHA256SUMS"
 
 
-@dataclass(frozen=True)
-class MetricsSettings:
+class MetricsSettings(_Section):
+    SECTION = "metrics"
     textfile_dir: Path | None
 
 
-@dataclass(frozen=True)
-class UnitSettings:
+class UnitSettings(_Section):
+    SECTION = "units"
     retry_delay: float
     retry_attempts: int
 
+
+def host_name() -> str:
+    """This node's host name: what ``gethostname()`` returns on Linux (it
+    reads ``uname``), without loading the socket module."""
+    return os.uname().nodename
+
+
+def runtime_name(config: Config) -> str:
+    """The container runtime the node keeps: the torcx addon, or the name of
+    the system extension image."""
+    return config.sysext.runtime if config.runtime.backend == "sysext" else config.torcx.addon
 
 
 def retry_delays(units: UnitSettings) -> list[float]:
@@ -433,38 +622,68 @@ def total_retry_delay(units: UnitSettings) -> float:
     return sum(retry_delays(units))
 
 
-@dataclass(frozen=True)
 class Config:
     """The validated configuration, plus the files it came from."""
 
-    torcx: TorcxSettings
-    kubernetes: KubernetesSettings
-    bootstrap: BootstrapSettings
-    network: NetworkSettings
-    units: UnitSettings
-    metrics: MetricsSettings
-    runtime: RuntimeSettings
-    sysext: SysextSettings
-    sources: tuple[Path, ...]
+    __slots__ = ("_sources", "bootstrap", "kubernetes", "metrics", "network", "runtime", "sysext", "torcx", "units")
 
+    def __init__(self, torcx: TorcxSettings, kubernetes: KubernetesSettings, bootstrap: BootstrapSettings,
+                 network: NetworkSettings, units: UnitSettings, metrics: MetricsSettings,
+                 runtime: RuntimeSettings, sysext: SysextSettings,
+                 sources: Iterable[str | os.PathLike[str]] = ()) -> None:
+        self.torcx = torcx
+        self.kubernetes = kubernetes
+        self.bootstrap = bootstrap
+        self.network = network
+        self.units = units
+        self.metrics = metrics
+        self.runtime = runtime
+        self.sysext = sysext
+        self._sources = tuple(os.fspath(source) for source in sources)
 
-def runtime_name(config: Config) -> str:
-    """The container runtime the node keeps: the torcx addon, or the name of
-    the system extension image."""
-    return config.sysext.runtime if config.runtime.backend == "sysext" else config.torcx.addon
+    @property
+    def sections(self) -> tuple[_Section, ...]:
+        return (self.torcx, self.kubernetes, self.bootstrap, self.network, self.units, self.metrics, self.runtime,
+                self.sysext)
 
+    def replacing(self, **sections: _Section) -> Config:
+        """The configuration with ``sections`` instead of those it has."""
+        current = {section.SECTION: section for section in self.sections}
+        current.update(sections)
+        return Config(sources=self._sources, **current)  # type: ignore[arg-type]
 
-@dataclass(frozen=True)
-class RawValue:
-    value: str
-    origin: str
+    @property
+    def sources(self) -> tuple[Path, ...]:
+        """The files the configuration came from, in the order they apply."""
+        from pathlib import Path
+
+        return tuple(Path(source) for source in self._sources)
+
+    def last_source(self) -> str | None:
+        """The file that applies last, as text (a unit's SourcePath=)."""
+        return self._sources[-1] if self._sources else None
+
+    def check(self) -> None:
+        """Parse every setting now, in the table's order: the first bad one raises."""
+        by_name = {section.SECTION: section for section in self.sections}
+        for setting in SETTINGS:
+            by_name[setting.section]._value(setting.key)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Config) and (self.sections, self._sources) == (other.sections, other._sources)
+
+    def __hash__(self) -> int:
+        return hash((self.sections, self._sources))
+
+    def __repr__(self) -> str:
+        return f"Config({', '.join(map(repr, self.sections))}, sources={self._sources!r})"
 
 
 # The line kinds of iniparse, tried in its order (a line starting with "rem"
 # is a comment to it, as in old Windows INI files).
-_COMMENT_LINE = re.compile(r"[;#]|[rR][eE][mM]")
-_SECTION_LINE = re.compile(r"\[(?P<name>[^\]]+)\]\s*(?:[;#].*)?$")
-_OPTION_LINE = re.compile(r"(?P<key>[^:=\s\[][^:=]*)[:=]")
+_COMMENT_LINE = r"[;#]|[rR][eE][mM]"
+_SECTION_LINE = r"\[(?P<name>[^\]]+)\]\s*(?:[;#].*)?$"
+_OPTION_LINE = r"(?P<key>[^:=\s\[][^:=]*)[:=]"
 #: How much of a parser's complaint an error quotes.
 DETAIL_CHARS = 200
 
@@ -473,17 +692,19 @@ def _option_lines(text: str, origin: str) -> dict[tuple[str, str], int]:
     """The line of each (section, key), classifying lines as iniparse does
     (which keeps line numbers only in distribution-patched builds). A key
     set twice in one file is refused: which one counts would be a guess."""
+    import re
+
     found: dict[tuple[str, str], int] = {}
     section = None
     for number, raw in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
         line = raw.rstrip()
-        if not line or _COMMENT_LINE.match(line):
+        if not line or re.match(_COMMENT_LINE, line):
             continue
-        header = _SECTION_LINE.match(line)
+        header = re.match(_SECTION_LINE, line)
         if header:
             section = header["name"]
             continue
-        option = _OPTION_LINE.match(line)
+        option = re.match(_OPTION_LINE, line)
         if section is None or option is None:
             continue
         name = (section, option["key"].rstrip())
@@ -494,8 +715,21 @@ def _option_lines(text: str, origin: str) -> dict[tuple[str, str], int]:
     return found
 
 
+def sets_nothing(text: str) -> bool:
+    """Whether the text holds only blank lines, comments that iniparse reads
+    as such (``;`` or ``#`` in the first column, no byte order mark) and
+    headers of known sections alone on their lines, as the shipped file
+    does: iniparse finds no key in it, and is not needed to know."""
+    return all(line.startswith(("#", ";")) or not line.strip() or line in _HEADERS for line in text.split("\n"))
+
+
 def iter_ini(text: str, origin: str) -> Iterator[tuple[str, str, str, int]]:
-    """Yield (section, key, value, line) from INI text, parsed by iniparse."""
+    """Yield (section, key, value, line) from INI text, parsed by iniparse
+    (which is loaded only for a text that may set something)."""
+    if sets_nothing(text):
+        return
+    import iniparse  # type: ignore[import-untyped]
+
     try:
         document = iniparse.INIConfig(io.StringIO(text), optionxformvalue=None)
     except Exception as err:  # iniparse raises its own ParsingError/MissingSectionHeaderError
@@ -526,55 +760,64 @@ def collect(files: Iterable[tuple[str, str]]) -> dict[tuple[str, str], RawValue]
     return merged
 
 
-def build(raw: Mapping[tuple[str, str], RawValue], sources: tuple[Path, ...] = ()) -> Config:
-    """Parse every setting (given or default) into a Config."""
-    parsed: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
-    for setting in SETTINGS:
-        given = raw.get((setting.section, setting.key))
-        text = given.value if given else setting.default
-        try:
-            if _CONTROL.search(text):  # a continuation line's newline, a tab, a NUL
-                raise ValueError("expected one line without control characters")
-            parsed[setting.section][setting.key] = setting.parse(text)
-        except ValueError as err:
-            where = given.origin if given else "built-in default"
-            raise ConfigError(f"{where}: [{setting.section}] {setting.key} = {shown(text)}: {err}") from None
-    kube = parsed["kubernetes"]
-    if not kube["node_name"]:
-        kube["node_name"] = socket.gethostname().strip().lower()  # as kubelet names the node
-    return Config(
-        torcx=TorcxSettings(**parsed["torcx"]),
-        kubernetes=KubernetesSettings(**kube),
-        bootstrap=BootstrapSettings(**parsed["bootstrap"]),
-        network=NetworkSettings(**parsed["network"]),
-        units=UnitSettings(**parsed["units"]),
-        metrics=MetricsSettings(**parsed["metrics"]),
-        runtime=RuntimeSettings(**parsed["runtime"]),
-        sysext=SysextSettings(**parsed["sysext"]),
-        sources=sources,
-    )
+def build(raw: Mapping[tuple[str, str], RawValue], sources: Iterable[str | os.PathLike[str]] = (), *,
+          check: bool = True) -> Config:
+    """The configuration from the settings' texts (the defaults where none
+    is given), every setting parsed now unless ``check`` is false (then each
+    is parsed when first read, and a bad one raises then)."""
+    def section(cls: type[_S]) -> _S:
+        return cls({key: value for (name, key), value in raw.items() if name == cls.SECTION})
+
+    config = Config(torcx=section(TorcxSettings), kubernetes=section(KubernetesSettings),
+                    bootstrap=section(BootstrapSettings), network=section(NetworkSettings),
+                    units=section(UnitSettings), metrics=section(MetricsSettings),
+                    runtime=section(RuntimeSettings), sysext=section(SysextSettings), sources=sources)
+    if check:
+        config.check()
+    return config
 
 
-def config_files(main: Path = CONFIG_FILE, dropin_dir: Path = CONFIG_DROPIN_DIR) -> list[Path]:
+#: What the errno of an OSError means for "is something there?": nothing is (as pathlib reads it).
+_NOTHING_THERE = (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP)
+
+
+def _is(path: str, kind: Callable[[int], bool] | None = None) -> bool:
+    """Whether ``path`` exists (and is of ``kind``), following links; other errors raise."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as err:
+        if err.errno in _NOTHING_THERE:
+            return False
+        raise
+    return kind is None or kind(mode)
+
+
+def config_files(main: str | os.PathLike[str] = CONFIG_FILE,
+                 dropin_dir: str | os.PathLike[str] = CONFIG_DROPIN_DIR) -> list[str]:
     """The files that make up the configuration, in the order they apply:
     the main file if anything is there (a directory there is an error when
     read), then the drop-ins that are files."""
+    main, dropin_dir = os.fspath(main), os.fspath(dropin_dir)
     try:
-        files = [main] if main.exists() else []
-        if dropin_dir.is_dir():
-            files.extend(sorted(p for p in dropin_dir.glob("*.conf") if p.is_file()))
+        files = [main] if _is(main) else []
+        if _is(dropin_dir, stat.S_ISDIR):
+            names = sorted(name for name in os.listdir(dropin_dir) if name.endswith(".conf"))
+            files.extend(path for path in (os.path.join(dropin_dir, name) for name in names)
+                         if _is(path, stat.S_ISREG))
     except OSError as err:
         raise ConfigError(f"{main} or {dropin_dir}: cannot list the configuration files: {err.strerror}") from None
     return files
 
 
-def load(main: Path = CONFIG_FILE, dropin_dir: Path = CONFIG_DROPIN_DIR) -> Config:
+def load(main: str | os.PathLike[str] = CONFIG_FILE, dropin_dir: str | os.PathLike[str] = CONFIG_DROPIN_DIR, *,
+         check: bool = True) -> Config:
     """Read and validate the configuration of this node. Whatever the files
     hold, the only error that escapes is a ConfigError (the generator then
-    falls back to the defaults)."""
+    falls back to the defaults). ``check=False`` leaves each setting's value
+    to be checked when it is first read (see the module's docstring)."""
     files = config_files(main, dropin_dir)
-    documents = [(str(path), read_text(path, "an INI configuration file", error=ConfigError)) for path in files]
-    return build(collect(documents), tuple(files))
+    documents = [(path, read_text(path, "an INI configuration file", error=ConfigError)) for path in files]
+    return build(collect(documents), files, check=check)
 
 
 def render_default() -> str:

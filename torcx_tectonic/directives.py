@@ -45,6 +45,9 @@ INTRODUCED = {
     "PrivateIPC": 248,
 }
 
+#: A systemd this new understands every directive above (the generator then filters nothing).
+NEWEST_INTRODUCED = max(INTRODUCED.values())
+
 #: Where systemd installs its shared library, named after its version.
 _LIBRARY_DIRS = ("/usr/lib/systemd", "/usr/lib64/systemd", "/lib/systemd")
 _LIBRARY_PREFIX = "libsystemd-shared-"

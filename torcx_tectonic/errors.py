@@ -37,6 +37,11 @@ class NetworkError(TorcxTectonicError):
     """A remote (bucket, api-server) could not be reached or answered badly."""
 
 
+class UnreachableError(NetworkError):
+    """No connection could be made at all (refused, timed out, no route): nothing
+    answers at that address, as opposed to a server that answered badly or slowly."""
+
+
 #: How much of an outside value a message quotes.
 SHOWN_CHARS = 80
 

@@ -5,12 +5,13 @@ function it runs, whether it needs the network, its timeout policy, whether
 it retries, whether it holds the flow lock, its unit conditions and what is
 started when it succeeds. The generator is a loop over this table, the step
 runner finds a step's function and parameters here, and the tests iterate
-it. Only plain classes and strings: the generator imports this at every boot.
+it. Only plain classes and strings: the generator imports this at every boot
+(and reads the configuration's paths as text, which needs no pathlib).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from os.path import dirname
 
 from .directives import escape
 from .paths import (
@@ -27,6 +28,7 @@ from .paths import (
     flow_state_dir,
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .config import Config
 
@@ -36,12 +38,12 @@ NEW_KUBELET = "new-kubelet"
 DOCKER_RESET = "docker-reset"
 
 #: What every step writes: its flow's records and lock (this boot) and run records.
-STATE_WRITES = (str(STATE_DIR), str(RUNS_DIR.parent))
+STATE_WRITES = (STATE_DIR, dirname(RUNS_DIR))
 #: What the Docker steps write: the verified manifests; the stores, profiles and the reset marker.
-MANIFEST_CACHE = (str(CACHE_DIR),)
-TORCX = (str(USER_STORE.parent), str(NEXT_PROFILE.parent), str(DOCKER_RESET_MARKER.parent))
+MANIFEST_CACHE = (CACHE_DIR,)
+TORCX = (dirname(USER_STORE), dirname(NEXT_PROFILE), dirname(DOCKER_RESET_MARKER))
 #: What the sysext steps write: the links systemd-sysext merges and the image store.
-EXTENSIONS = (str(EXTENSIONS_DIR), str(IMAGE_STORE.parent), str(DOCKER_RESET_MARKER.parent), str(CACHE_DIR))
+EXTENSIONS = (EXTENSIONS_DIR, dirname(IMAGE_STORE), dirname(DOCKER_RESET_MARKER), CACHE_DIR)
 #: The service manager checks this capability before it enables, starts or reboots for a caller.
 MANAGE_UNITS = ("CAP_SYS_ADMIN",)
 
@@ -231,7 +233,8 @@ def bootstrap_flow(config: Config) -> Flow:
     step but the last skips once kubelet.env exists (the node is bootstrapped);
     the last runs only after a run began in this boot."""
     boot = config.bootstrap
-    pending = (f"ConditionPathExists=!{escape(config.kubernetes.kubelet_env)}",)
+    kubelet_env = config.kubernetes.path_text("kubelet_env")
+    pending = (f"ConditionPathExists=!{escape(kubelet_env)}",)
     steps = [
         Step("os-update", "Update the OS before configuring torcx" if boot.upgrade_os else "Read the pending OS update",
              "next-os", params={"attempt_update": boot.upgrade_os, "engine_optional": not boot.upgrade_os},
@@ -243,7 +246,7 @@ def bootstrap_flow(config: Config) -> Flow:
         steps += runtime_steps(config, next_os=False, conditions=pending)
     steps += [
         Step("kubelet-env", "Set the kubelet version", "kubelet-env", conditions=pending,
-             writes=(escape(config.kubernetes.kubelet_env.parent),)),
+             writes=(escape(dirname(kubelet_env)),)),
         Step("finish", "Enable the kubelet and reboot when needed", "finish-bootstrap", bus=True,
              params={"installs": None if boot.skip_torcx else installs(config)},
              capabilities=MANAGE_UNITS, conditions=(f"ConditionPathIsDirectory={flow_state_dir(BOOTSTRAP)}",)),
@@ -259,7 +262,7 @@ def new_os_flow(config: Config) -> Flow:
                   writes=EXTENSIONS)
     else:
         gc = Step("gc", "Remove versioned torcx stores older than the running OS", "gc-stores", conditions=marker,
-                  writes=(str(USER_STORE.parent),))
+                  writes=(dirname(USER_STORE),))
     return Flow(NEW_OS, "Prepare the runtime for the next OS", (
         Step("os-version", "Determine the next OS version", "next-os", bus=True, timeout=REQUESTS),
         Step("kubelet-version", "Read the kubelet version", "kubelet-version", params={"source": "kubelet-env"}),
@@ -268,7 +271,7 @@ def new_os_flow(config: Config) -> Flow:
         Step("annotate", "Tell the update operator this node may reboot", "annotate-node", network=True,
              timeout=LABEL_WAIT, retry=True, locked=False, conditions=marker, params={"after": installs(config)}),
     ), target=True, trigger=PathTrigger(
-        "Prepare the runtime when an OS update waits for a reboot", "PathExists", str(UPDATE_ENGINE_MARKER),
+        "Prepare the runtime when an OS update waits for a reboot", "PathExists", UPDATE_ENGINE_MARKER,
         "torcx-new-os.target", conditions=_bootstrapped(config)))
 
 
@@ -283,7 +286,8 @@ def new_kubelet_flow(config: Config) -> Flow:
     last = step_unit(NEW_KUBELET, steps[-1].name)
     return Flow(NEW_KUBELET, "Follow a new kubelet version with its runtime", tuple(steps),
                 trigger=PathTrigger("Follow kubelet.env changes with the runtime", "PathChanged",
-                                    escape(config.kubernetes.kubelet_env), last, conditions=_bootstrapped(config)),
+                                    escape(config.kubernetes.path_text("kubelet_env")), last,
+                                    conditions=_bootstrapped(config)),
                 followers=(Step("recheck", "Run again if kubelet.env changed meanwhile", "recheck-kubelet",
                                 params={"anchor": last}, locked=False, bus=True, capabilities=MANAGE_UNITS),))
 
@@ -293,10 +297,10 @@ def docker_reset_flow(config: Config) -> Flow:
     after the selected Docker changed: the addon step leaves the marker)."""
     return Flow(DOCKER_RESET, "Empty Docker's data before a different Docker starts", (
         Step("data", "Empty /var/lib/docker before a different Docker version starts", "docker-reset",
-             locked=False, conditions=(f"ConditionPathExists={DOCKER_RESET_MARKER}",), mounts=(str(DOCKER_DATA),),
+             locked=False, conditions=(f"ConditionPathExists={DOCKER_RESET_MARKER}",), mounts=(DOCKER_DATA,),
              # the data directory is renamed away whole (so a kill leaves old data or none), which needs its
              # parent; Docker's files belong to many users
-             writes=(str(DOCKER_DATA.parent),),
+             writes=(dirname(DOCKER_DATA),),
              capabilities=("CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER")),
     ), wanted_by=DOCKER_UNITS, before=(*DOCKER_UNITS, "docker.socket"))
 
@@ -304,7 +308,7 @@ def docker_reset_flow(config: Config) -> Flow:
 def _bootstrapped(config: Config) -> tuple[str, ...]:
     """Only a bootstrapped node follows changes; the bootstrap starts the
     path units itself when it ends without a reboot."""
-    return (f"ConditionPathExists={escape(config.kubernetes.kubelet_env)}",)
+    return (f"ConditionPathExists={escape(config.kubernetes.path_text('kubelet_env'))}",)
 
 
 def all_flows(config: Config) -> tuple[Flow, ...]:

@@ -19,10 +19,11 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 from requests.utils import DEFAULT_CA_BUNDLE_PATH
+from urllib3.exceptions import NewConnectionError
 from urllib3.util.retry import Retry
 
 from .config import NetworkSettings
-from .errors import NetworkError, shown
+from .errors import NetworkError, UnreachableError, shown
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 #: How much of an answer is read at once.
@@ -31,12 +32,14 @@ CHUNK_BYTES = 1 << 20
 _DIGITS = re.compile(r"[0-9]{1,18}", re.ASCII)
 
 
-def make_session(network: NetworkSettings) -> requests.Session:
+def make_session(network: NetworkSettings, *, connect_retries: int | None = None) -> requests.Session:
     """A session whose every request retries connection errors and
-    transient statuses a bounded number of times."""
+    transient statuses a bounded number of times; ``connect_retries``
+    bounds the retries of a connection that cannot be made at all (for a
+    caller with somewhere else to go), the configured retries by default."""
     retry = Retry(
         total=network.retries,
-        connect=network.retries,
+        connect=network.retries if connect_retries is None else min(connect_retries, network.retries),
         read=network.retries,
         status=network.retries,
         backoff_factor=network.backoff_factor,
@@ -68,12 +71,35 @@ def request(session: requests.Session, method: str, url: str, what: str, **kwarg
         response = session.request(method, url, verify=session.verify, **kwargs)
     except requests.exceptions.SSLError as err:
         raise NetworkError(f"{what}: TLS verification failed for {url}: {_short(err)}") from None
+    except (requests.exceptions.ConnectTimeout, requests.exceptions.ConnectionError) as err:
+        why = unreachable(err)
+        if why is None:
+            raise NetworkError(f"{what}: cannot reach {url}: {_short(err)}") from None
+        raise UnreachableError(f"{what}: cannot reach {url}: {why}") from None
     except requests.RequestException as err:
         raise NetworkError(f"{what}: cannot reach {url}: {_short(err)}") from None
     try:
         yield response
     finally:
         response.close()
+
+
+def unreachable(err: requests.RequestException) -> str | None:
+    """Why no connection could be made at all ("connection refused", ...), or
+    None when one was made (or a proxy stood between) and broke later."""
+    if isinstance(err, requests.exceptions.ProxyError):
+        return None
+    if isinstance(err, requests.exceptions.ConnectTimeout):
+        return "the connection timed out"
+    reason = getattr(err.args[0], "reason", None) if err.args else None
+    if not isinstance(reason, NewConnectionError):
+        return None
+    cause: BaseException | None = reason
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        cause = cause.__cause__ or cause.__context__
+    return _short(reason)
 
 
 def content_length(response: requests.Response, what: str, url: str) -> int | None:

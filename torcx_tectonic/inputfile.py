@@ -11,20 +11,26 @@ nesting deep enough to exhaust the stack), and values that become part of a
 URL, a path or a file we write are checked against their ``Grammar`` first;
 every such grammar is defined at the end of this module, in one place (as
 paths.py holds every path), so each is checked the same way everywhere.
+
+The generator reads its configuration through this module at every boot, so
+what only the steps need (``json``, ``urllib.parse``, each grammar's compiled
+pattern) is loaded when first used, not at import.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import stat
-import urllib.parse
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from .errors import InputError, TorcxTectonicError, shown
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
+    from typing import Any, Union
+
+    #: A file name as text or as a pathlib.Path.
+    PathLike = Union[str, "os.PathLike[str]"]
 
 #: Every document read is a few KiB; the largest (a manifest) stays far below.
 MAX_FILE_BYTES = 1 << 20
@@ -34,20 +40,20 @@ MAX_JSON_INT_DIGITS = 40
 ErrorType = type[TorcxTectonicError]
 
 
-def read_bytes(path: Path, expected: str, *, limit: int = MAX_FILE_BYTES, error: ErrorType = InputError) -> bytes:
+def read_bytes(path: PathLike, expected: str, *, limit: int = MAX_FILE_BYTES, error: ErrorType = InputError) -> bytes:
     """The bytes of a regular file of at most ``limit`` bytes."""
     data = _read(path, expected, limit, error, missing_ok=False)
     assert data is not None  # missing_ok=False raises instead
     return data
 
 
-def read_text(path: Path, expected: str, *, limit: int = MAX_FILE_BYTES, error: ErrorType = InputError) -> str:
+def read_text(path: PathLike, expected: str, *, limit: int = MAX_FILE_BYTES, error: ErrorType = InputError) -> str:
     """A regular file's text: strict UTF-8, no NUL bytes."""
     return decode_text(read_bytes(path, expected, limit=limit, error=error), str(path), expected, error=error)
 
 
 def read_text_if_exists(
-    path: Path, expected: str, *, limit: int = MAX_FILE_BYTES, error: ErrorType = InputError
+    path: PathLike, expected: str, *, limit: int = MAX_FILE_BYTES, error: ErrorType = InputError
 ) -> str | None:
     """Like ``read_text``, but None when nothing is at ``path`` (a file
     that is optional, such as next-profile)."""
@@ -55,7 +61,7 @@ def read_text_if_exists(
     return None if data is None else decode_text(data, str(path), expected, error=error)
 
 
-def _read(path: Path, expected: str, limit: int, error: ErrorType, *, missing_ok: bool) -> bytes | None:
+def _read(path: PathLike, expected: str, limit: int, error: ErrorType, *, missing_ok: bool) -> bytes | None:
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -105,6 +111,8 @@ def parse_json(data: bytes | str, origin: str, expected: str) -> Any:
     """A JSON document, refusing what would make it ambiguous or costly:
     a key twice in one object, NaN/Infinity, integers longer than
     MAX_JSON_INT_DIGITS digits, nesting deeper than the stack."""
+    import json
+
     text = decode_text(data, origin, expected) if isinstance(data, bytes) else data
 
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -137,6 +145,8 @@ def is_url(value: object, schemes: tuple[str, ...]) -> bool:
     HTTP client would refuse later, or read differently, is refused here."""
     if not isinstance(value, str) or not value.isascii() or not value.isprintable() or " " in value:
         return False
+    import urllib.parse
+
     try:
         parts = urllib.parse.urlsplit(value)
         port_ok = parts.port is None or parts.port > 0  # .port raises ValueError unless a number up to 65535
@@ -145,14 +155,31 @@ def is_url(value: object, schemes: tuple[str, ...]) -> bool:
     return parts.scheme in schemes and bool(parts.hostname) and port_ok
 
 
-@dataclass(frozen=True)
 class Grammar:
     """What a value that becomes part of a URL, a path or a file we write
-    may look like, said once so that every place checks it the same way."""
+    may look like, said once so that every place checks it the same way.
+    The pattern (ASCII-only, matching the whole value) is compiled when a
+    value is first checked: most processes check only a few grammars."""
 
-    expected: str
-    pattern: re.Pattern[str]
-    max_length: int
+    __slots__ = ("_compiled", "expected", "max_length", "source")
+
+    def __init__(self, expected: str, source: str, max_length: int) -> None:
+        self.expected = expected
+        #: the regular expression, as written
+        self.source = source
+        self.max_length = max_length
+        self._compiled: re.Pattern[str] | None = None
+
+    def __repr__(self) -> str:
+        return f"Grammar({self.expected!r}, {self.source!r}, {self.max_length})"
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        if self._compiled is None:
+            import re
+
+            self._compiled = re.compile(self.source, re.ASCII)
+        return self._compiled
 
     def matches(self, value: object) -> bool:
         return isinstance(value, str) and len(value) <= self.max_length and self.pattern.fullmatch(value) is not None
@@ -170,7 +197,7 @@ class Grammar:
 def grammar(expected: str, pattern: str, max_length: int) -> Grammar:
     """A Grammar whose pattern is ASCII-only (``[0-9]`` never matches other
     scripts' digits) and must match the whole value."""
-    return Grammar(expected, re.compile(pattern, re.ASCII), max_length)
+    return Grammar(expected, pattern, max_length)
 
 
 # --- the grammar of every value that becomes part of a URL, a path or a file we write

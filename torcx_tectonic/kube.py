@@ -171,11 +171,11 @@ class KubeClient:
     """A requests session set up from credentials; use as a context manager
     so the temporary key material is removed."""
 
-    def __init__(self, creds: Credentials, network: NetworkSettings) -> None:
+    def __init__(self, creds: Credentials, network: NetworkSettings, *, connect_retries: int | None = None) -> None:
         self.creds = creds
         self.network = network
         self._tmp = tempfile.TemporaryDirectory(prefix="torcx-tectonic-kube.")
-        self.session = make_session(network)
+        self.session = make_session(network, connect_retries=connect_retries)
         tmp = Path(self._tmp.name)
         if creds.insecure:
             log.warning("kubeconfig sets insecure-skip-tls-verify: the api-server's identity is NOT verified")

@@ -29,7 +29,7 @@ def kubernetes_version(ctx: Context, *, source: str) -> KubernetesVersion:
     elif source == "kubelet-env":
         version, origin = kubeletenv.kubelet_version(kube.kubelet_env), str(kube.kubelet_env)
     else:
-        version, origin = cluster_version(ctx.config)
+        version, origin = cluster_version(ctx.config, ctx.state)
     kube_minor(version)
     log.info("Kubernetes version %s (from %s)", version, origin)
     return KubernetesVersion(version=version, source=origin)

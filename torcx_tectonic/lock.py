@@ -16,30 +16,43 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import NoReturn
 
 from . import log as logsetup
 from .paths import LOCK_FILE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # the lock unit starts every flow: it loads no more than it uses
+    from collections.abc import Iterator
+    from typing import NoReturn
+
+    PathLike = str | os.PathLike[str]
 
 log = logging.getLogger(__name__)
 
 
 def notify(state: str) -> None:
-    """sd_notify(3) through pystemd, when run by systemd."""
-    if os.environ.get("NOTIFY_SOCKET"):
-        from pystemd.daemon import notify as sd_notify
+    """sd_notify(3), when run by systemd: one datagram to $NOTIFY_SOCKET (a
+    path, or an abstract address written with a leading '@'). Every flow's
+    first step waits for this lock to be ready, and pystemd's notify would
+    cost it some 30 ms of imports (lxml among them) for one sendto."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    import socket
 
-        sd_notify(False, state)
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.connect(address)
+        sock.sendall(state.encode())
 
 
 @contextlib.contextmanager
-def held(path: Path = LOCK_FILE) -> Iterator[None]:
+def held(path: PathLike = LOCK_FILE) -> Iterator[None]:
     """Hold the lock for a moment, waiting for the flow that has it: for a
     step that runs outside its flow's lock (the annotation, which may wait an
     hour for the operator) but must not act while another flow is half done."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -48,9 +61,9 @@ def held(path: Path = LOCK_FILE) -> Iterator[None]:
         os.close(fd)
 
 
-def hold(flow: str, path: Path = LOCK_FILE) -> NoReturn:
+def hold(flow: str, path: PathLike = LOCK_FILE) -> NoReturn:
     logsetup.setup()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -48,7 +48,7 @@ class PackageVersion:
     source_package: str
     locations: tuple[Location, ...]
 
-    def vendor_path(self, vendor_store: Path = VENDOR_STORE) -> Path | None:
+    def vendor_path(self, vendor_store: Path = Path(VENDOR_STORE)) -> Path | None:
         """The location inside the OS image's vendor store, if any."""
         for location in self.locations:
             if location.path and Path(location.path).parent == vendor_store:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 from .errors import InputError, shown
 from .inputfile import KUBE_VERSION, NAME, grammar, read_text_if_exists
-from .yamldoc import LiteralLoader, load_mapping
 
 MAPPINGS_KIND = "VersionManifestV1"
 _MINOR_KEY = grammar('a "major.minor" version like 1.8', r"(?:0|[1-9][0-9]{0,8})\.(?:0|[1-9][0-9]{0,8})", 19)
@@ -57,6 +56,8 @@ def parse_mappings(text: str, source: str, runtime: str = "docker") -> RuntimeMa
     A minor without an entry for ``runtime`` (e.g. only podman) is not
     mapped; an entry of the wrong shape is an error, never dropped.
     """
+    from .yamldoc import LiteralLoader, load_mapping  # PyYAML: only where a document is read
+
     document = load_mapping(text, source, f"a mapping with kind: {MAPPINGS_KIND}", LiteralLoader)
     kind = document.get("kind")
     if kind != MAPPINGS_KIND:

@@ -2,7 +2,7 @@
 
 Node agents expose their state to Prometheus this way: a ``*.prom`` file in
 the collector's directory, replaced whole (prometheus_client writes a
-temporary file and renames it). Written after every step, from the status
+temporary file and renames it). Written when a flow's run ends, from the status
 (the two verdicts) and the flows' run records (last run's time, result,
 duration, bytes downloaded, addons installed), so an alert can say "the
 next boot would not run the Docker Kubernetes needs".

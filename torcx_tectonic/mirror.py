@@ -31,7 +31,6 @@ signed SHA256SUMS) needs another planner, not another copier.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import hashlib
 import os
@@ -407,7 +406,7 @@ def run(config: Config, request: Request, mappings: RuntimeMappings, report: Rep
         return _run_sysext(config, request, mappings, report)
     if not request.os_versions:
         raise InputError("mirror: expected at least one OS version (--os-version): manifests are per OS release")
-    config = dataclasses.replace(config, torcx=dataclasses.replace(config.torcx, verify_signatures=True))
+    config = config.replacing(torcx=config.torcx.replacing(verify_signatures=True))
     runtime = config.torcx.addon
     with Bucket(config) as bucket:
         manifests: dict[str, FetchedManifest] = {}

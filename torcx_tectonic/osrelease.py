@@ -8,16 +8,17 @@ lack ``COREOS_BOARD``, so the board falls back to the machine architecture.
 
 from __future__ import annotations
 
-import platform
 from dataclasses import dataclass
 from pathlib import Path
-
-from packaging.version import Version
 
 from .envfile import parse_env
 from .errors import InputError
 from .inputfile import BOARD, OS_VERSION, read_text
-from .paths import OS_RELEASE as OS_RELEASE_PATH  # the os-release torcx reads
+from .paths import OS_RELEASE
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from packaging.version import Version
 
 __all__ = ["BOARD_BY_MACHINE", "OS_RELEASE_PATH", "OSRelease", "os_release_from_text", "parse_os_version",
            "read_os_release"]
@@ -26,6 +27,8 @@ __all__ = ["BOARD_BY_MACHINE", "OS_RELEASE_PATH", "OSRelease", "os_release_from_
 BOARD_KEYS = ("COREOS_BOARD", "FLATCAR_BOARD")
 #: Container Linux board per machine architecture, for releases without either.
 BOARD_BY_MACHINE = {"x86_64": "amd64-usr", "aarch64": "arm64-usr", "arm64": "arm64-usr"}
+#: The os-release torcx reads.
+OS_RELEASE_PATH = Path(OS_RELEASE)
 
 
 
@@ -40,6 +43,8 @@ class OSRelease:
 def parse_os_version(value: object, origin: str) -> Version:
     """A Container Linux version (``1632.3.0``) as a comparable Version;
     the one check every place that takes an OS version makes."""
+    from packaging.version import Version  # loaded by the steps that compare versions, when they do
+
     return Version(OS_VERSION.check(value, "OS version", origin))
 
 
@@ -53,6 +58,8 @@ def os_release_from_text(text: str, origin: str, machine: str | None = None) -> 
     key = next((k for k in BOARD_KEYS if values.get(k)), BOARD_KEYS[0])
     board = values.get(key)
     if not board:
+        import platform
+
         arch = machine or platform.machine()
         board = BOARD_BY_MACHINE.get(arch, "")
         if not board:

@@ -1,72 +1,91 @@
 """Every well-known path in one place (as torcx's paths.go does).
 
-The constants are the node's real locations. Steps reach the node through a
-:class:`NodePaths`, which puts the same layout under another root, so the
-steps are tested on a temporary directory instead of by patching modules.
+The constants are the node's real locations, as text: the generator imports
+this module at every boot and must not pay for ``pathlib`` (a few
+milliseconds of a start-up that blocks the boot). Steps reach the node
+through a :class:`NodePaths`, which puts the same layout under another root
+as ``pathlib.Path`` objects, so the steps are tested on a temporary
+directory instead of by patching modules.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
+import os
 
 from .installdirs import LIBEXEC_DIR as _LIBEXEC_DIR
 from .installdirs import SYSCONF_DIR
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
 #: torcx reads VERSION_ID from this file only (an /etc/os-release override does not move its stores).
-OS_RELEASE = Path("/usr/lib/os-release")
+OS_RELEASE = "/usr/lib/os-release"
 
-CONFIG_FILE = Path(SYSCONF_DIR, "torcx-tectonic/torcx-tectonic.conf")
-CONFIG_DROPIN_DIR = Path(SYSCONF_DIR, "torcx-tectonic/conf.d")
+CONFIG_FILE = os.path.join(SYSCONF_DIR, "torcx-tectonic/torcx-tectonic.conf")
+CONFIG_DROPIN_DIR = os.path.join(SYSCONF_DIR, "torcx-tectonic/conf.d")
 
-VENDOR_STORE = Path("/usr/share/torcx/store")
-OEM_STORE = Path("/usr/share/oem/torcx/store")
-USER_STORE = Path("/var/lib/torcx/store")
-VENDOR_PROFILES = Path("/usr/share/torcx/profiles")
-USER_PROFILES = Path("/etc/torcx/profiles")
-NEXT_PROFILE = Path("/etc/torcx/next-profile")
-TORCX_METADATA = Path("/run/metadata/torcx")
+VENDOR_STORE = "/usr/share/torcx/store"
+OEM_STORE = "/usr/share/oem/torcx/store"
+USER_STORE = "/var/lib/torcx/store"
+VENDOR_PROFILES = "/usr/share/torcx/profiles"
+USER_PROFILES = "/etc/torcx/profiles"
+NEXT_PROFILE = "/etc/torcx/next-profile"
+TORCX_METADATA = "/run/metadata/torcx"
 
-UPDATE_ENGINE_MARKER = Path("/run/update_engine_autoupdate_completed")
+UPDATE_ENGINE_MARKER = "/run/update_engine_autoupdate_completed"
 
 #: System extensions: the links systemd-sysext merges, and where runtime images are kept.
-EXTENSIONS_DIR = Path("/etc/extensions")
-IMAGE_STORE = Path("/opt/extensions")
+EXTENSIONS_DIR = "/etc/extensions"
+IMAGE_STORE = "/opt/extensions"
 
-KUBECONFIG = Path("/etc/kubernetes/kubeconfig")
-KUBELET_ENV = Path("/etc/kubernetes/kubelet.env")
-INSTALLER_KUBELET_ENV = Path("/etc/kubernetes/installer/kubelet.env")
-RUNTIME_MAPPINGS = Path("/etc/kubernetes/installer/runtime-mappings.yaml")
+KUBECONFIG = "/etc/kubernetes/kubeconfig"
+KUBELET_ENV = "/etc/kubernetes/kubelet.env"
+INSTALLER_KUBELET_ENV = "/etc/kubernetes/installer/kubelet.env"
+RUNTIME_MAPPINGS = "/etc/kubernetes/installer/runtime-mappings.yaml"
 
-KEYRING = Path("/etc/torcx-tectonic/keyring.gpg")
-METRICS_DIR = Path("/var/lib/node_exporter/textfile_collector")
+KEYRING = "/etc/torcx-tectonic/keyring.gpg"
+METRICS_DIR = "/var/lib/node_exporter/textfile_collector"
 
 #: This boot's step records, one directory per flow (see state.py).
-STATE_DIR = Path("/run/torcx-tectonic")
+STATE_DIR = "/run/torcx-tectonic"
 #: Each flow's last run, kept across boots so the status can tell what a reboot ended.
-RUNS_DIR = Path("/var/lib/torcx-tectonic/runs")
+RUNS_DIR = "/var/lib/torcx-tectonic/runs"
 #: Verified downloads that later steps and the status reuse (manifests).
-CACHE_DIR = Path("/var/cache/torcx-tectonic")
-LOCK_FILE = STATE_DIR / "lock"
-DOCKER_DATA = Path("/var/lib/docker")
-DOCKER_RESET_MARKER = Path("/var/lib/torcx-tectonic/docker-reset-needed")
-LIBEXEC_DIR = Path(_LIBEXEC_DIR)
+CACHE_DIR = "/var/cache/torcx-tectonic"
+LOCK_FILE = STATE_DIR + "/lock"
+DOCKER_DATA = "/var/lib/docker"
+DOCKER_RESET_MARKER = "/var/lib/torcx-tectonic/docker-reset-needed"
+LIBEXEC_DIR = _LIBEXEC_DIR
 
 
-def flow_state_dir(flow: str, state_dir: Path = STATE_DIR) -> Path:
+def flow_state_dir(flow: str, state_dir: str | os.PathLike[str] = STATE_DIR) -> str:
     """Where this boot's run of ``flow`` keeps its step records; it exists
     once a run of the flow began in this boot (a unit condition can ask)."""
-    return state_dir / flow
+    return os.path.join(state_dir, flow)
 
 
-@dataclass(frozen=True)
 class NodePaths:
     """The node's well-known paths under ``root`` (``/`` on a node)."""
 
-    root: Path = Path("/")
+    __slots__ = ("root",)
 
-    def _at(self, path: Path) -> Path:
-        return self.root / path.relative_to("/")
+    def __init__(self, root: str | os.PathLike[str] = "/") -> None:
+        from pathlib import Path
+
+        self.root: Path = Path(root)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NodePaths) and other.root == self.root
+
+    def __hash__(self) -> int:
+        return hash(self.root)
+
+    def __repr__(self) -> str:
+        return f"NodePaths(root={self.root!r})"
+
+    def _at(self, path: str) -> Path:
+        return self.root / path.lstrip("/")
 
     def on_node(self, path: Path) -> str:
         """A path under the root as the node names it (what a link must point at)."""

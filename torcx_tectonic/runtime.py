@@ -43,7 +43,7 @@ def choose_runtime(ctx: Context) -> RuntimeChoice:
             offered[os_version] = fetched.packages.versions_of(addon)
             digests[os_version] = cache.put(os_versions.board, os_version, fetched.raw)
             log.info("manifest for OS %s offers %s %s", os_version, addon, ", ".join(offered[os_version]) or "nothing")
-    mappings = runtime_mappings(config)
+    mappings = runtime_mappings(config, ctx.state)
     try:
         preferred = mappings.versions_for(kube, addon)
     except InputError as err:

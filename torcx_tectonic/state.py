@@ -22,9 +22,8 @@ StateError naming the file and what was expected, never a crash.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import secrets
+import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -222,6 +221,18 @@ class NodeAnnotated(Record):
     label: str
 
 
+@record("api-server")
+@dataclass(frozen=True)
+class ApiServerUnreachable(Record):
+    """A fact of the run, not a step's output: no connection could be made to
+    the api-server, so the later steps of this run use the installer's files
+    at once instead of paying the retries again."""
+
+    server: str
+    reason: str
+    step: str
+
+
 @record("kubelet-recheck")
 @dataclass(frozen=True)
 class KubeletRechecked(Record):
@@ -364,6 +375,11 @@ def _write_document(path: Path, kind: str, body: Mapping[str, Any]) -> None:
     write_atomic(path, json.dumps({"kind": kind, **body}, indent=2, sort_keys=True) + "\n")
 
 
+def _run_id() -> str:
+    """A new run's id: 16 random hex digits (what secrets.token_hex(8) makes, without loading it)."""
+    return os.urandom(8).hex()
+
+
 # --- a flow's run and its records ----------------------------------------------------------------
 
 def load_run(paths: NodePaths, flow: str) -> Run | None:
@@ -386,8 +402,10 @@ class FlowState:
         self.paths = paths
         self.flow = flow
         self.clock = clock
-        self.records_dir = flow_state_dir(flow, paths.state_dir)
+        self.records_dir = Path(flow_state_dir(flow, paths.state_dir))
         self.run_file = paths.runs_dir / f"{flow}.json"
+        #: the step running now (set when it begins or joins the run)
+        self.step: str | None = None
 
     # the run record
     def this_boot(self, run: Run | None) -> bool:
@@ -418,6 +436,7 @@ class FlowState:
 
     def begin(self, step: str) -> Run:
         """A new run, begun by the flow's first step."""
+        self.step = step
         now = self.clock()
         try:
             before = load_run(self.paths, self.flow)
@@ -430,12 +449,13 @@ class FlowState:
         elif before is not None and before.result == RUNNING:
             previous = f"the run begun at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(before.started))} " \
                        f"never ended (interrupted at {before.steps[-1].step if before.steps else '?'})"
-        return self._new(Run(flow=self.flow, id=secrets.token_hex(8), started=now,
+        return self._new(Run(flow=self.flow, id=_run_id(), started=now,
                              steps=(StepRun(step, RUNNING, now),), previous_failure=previous))
 
     def resume(self, step: str) -> Run:
         """This boot's run, now at ``step``; a later step of a run that ended
         (a follower, or a step started again by hand) joins it as it is."""
+        self.step = step
         run = self.current()
         return self._save_run(run.with_step(StepRun(step, RUNNING, self.clock())))
 
@@ -457,7 +477,7 @@ class FlowState:
         run = load_run(self.paths, self.flow)
         if not self.this_boot(run):
             # no run of this boot to join (a step started by hand): the failure is a run of its own
-            run = self._new(Run(flow=self.flow, id=secrets.token_hex(8), started=self.clock()))
+            run = self._new(Run(flow=self.flow, id=_run_id(), started=self.clock()))
             ends_run = True
         assert run is not None
         run = run.with_step(self._ended_step(run, step, FAILED, message))
@@ -501,6 +521,14 @@ class FlowState:
             raise StateError(f"{path}: recorded by an earlier run of flow {self.flow}, not by this one")
         return _build(cls, document.get("value"), f"{path}: value")
 
+    def fact(self, cls: type[R]) -> R | None:
+        """A record of this run that may not exist (a fact a step learnt,
+        such as an unreachable api-server): None when there is none."""
+        try:
+            return self.load(cls)
+        except StateError:
+            return None
+
     def records(self) -> dict[str, Record]:
         """Every record of this boot's run that can be read (for the status)."""
         found: dict[str, Record] = {}
@@ -527,11 +555,15 @@ class VerifiedCache:
 
     def store(self, name: str, raw: bytes) -> str:
         """Keep ``raw`` (already verified); returns its sha256 for the record."""
+        import hashlib  # only the steps that verify documents
+
         write_if_changed(self.file(name), raw)
         return hashlib.sha256(raw).hexdigest()
 
     def read(self, name: str, what: str, digest: str | None = None) -> bytes:
         """The cached document; with ``digest``, exactly the one a step verified."""
+        import hashlib
+
         path = self.file(name)
         try:
             raw = path.read_bytes()

@@ -161,10 +161,13 @@ def test_enabled_target_without_reboot_starts_the_kubelet_in_the_same_boot(bundl
         assert unit_result(node, "kubelet.service")[0] == "active"
 
 
-def test_unreachable_api_server_uses_the_installer_files(bundle: Path) -> None:
-    settings = {**NO_REBOOT, "bootstrap": {"reboot": "no", "upgrade_os": "no"}}
+def test_unreachable_api_server_uses_the_installer_files_and_is_asked_once_per_run(bundle: Path) -> None:
+    # The default retry budget (5 retries with backoff): the api-server refuses, the
+    # first step that asks gives up after two retries, and the run remembers it.
+    settings = {"bootstrap": {"reboot": "no", "upgrade_os": "no"},
+                "network": {"retries": "5", "backoff_factor": "1", "connect_timeout": "10", "read_timeout": "60"}}
     with cluster_node(bundle, BOTH, os_version=CURRENT, settings=settings, apiserver_up=False,
-                      node_files={"installer_tag": "v1.8.2_coreos.0"}) as (_, node):
+                      node_files={"installer_tag": "v1.8.2_coreos.0"}) as (cluster, node):
         node.boot()
         assert start_bootstrap(node).returncode == 0
         kube = record(node, "bootstrap", "kubernetes-version")
@@ -174,6 +177,14 @@ def test_unreachable_api_server_uses_the_installer_files(bundle: Path) -> None:
         assert (docker["version"], docker["os_versions"]) == ("17.03", [CURRENT])
         assert "KUBELET_IMAGE_TAG=v1.8.2_coreos.0" in node.read("/etc/kubernetes/kubelet.env")
         assert unit_result(node, "kubelet.service")[0] == "active"
+
+        unreachable = record(node, "bootstrap", "api-server")
+        assert (unreachable["server"], unreachable["step"]) == (cluster.api.url, "kubelet-version")
+        assert unreachable["reason"].endswith("connection refused")
+        asked = node.journal("torcx-bootstrap-kubelet-version.service")
+        assert asked.count("Retrying (") == 2, asked  # urllib3's line for each retry
+        mappings = node.journal("torcx-bootstrap-docker-version.service")
+        assert "could not be reached earlier in this run" in mappings and "Retrying (" not in mappings, mappings
 
 
 def test_failed_os_updates_are_retried_then_the_node_goes_on_and_says_so(bundle: Path) -> None:

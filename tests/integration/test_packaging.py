@@ -34,15 +34,25 @@ def test_make_install_puts_everything_where_systemd_and_the_interpreter_look(tmp
     scripts = sorted((tmp_path / "usr/libexec/torcx-tectonic").iterdir())
     assert [s.name for s in scripts] == sorted(p.name for p in (REPO / "libexec").iterdir())
     command = tmp_path / "usr/bin/torcx-tectonic"
-    for executable in [generator, command, *scripts]:
+    for executable in [command, *scripts]:
         assert os.access(executable, os.X_OK), executable
         first, second = executable.read_text().splitlines()[:2]
         assert first == f"#!{PYTHON} -I", executable
         assert f'sys.path.insert(0, "{sitelib(PYTHON)}")' in second, executable
+    # the generator (every boot) skips site: its path is what make found, the package and iniparse
+    assert os.access(generator, os.X_OK)
+    first, second = generator.read_text().splitlines()[:2]
+    assert first == f"#!{PYTHON} -IS"  # one argument: a shebang passes the rest as one
+    assert second.startswith(f'import sys; sys.path += ["{sitelib(PYTHON)}"'), second
     units = {p.name for p in (tmp_path / "usr/lib/systemd/system").iterdir()}
     assert units == {p.name for p in (REPO / "units").iterdir()}
     package = tmp_path / sitelib(PYTHON).lstrip("/") / "torcx_tectonic"
     assert {p.name for p in package.glob("*.py")} == {p.name for p in (REPO / "torcx_tectonic").glob("*.py")}
+    # byte-compiled at install: /usr is read-only on a node, where nothing could write the cache
+    tag = subprocess.run([PYTHON, "-c", "import sys; print(sys.implementation.cache_tag)"], check=True,
+                         capture_output=True, text=True).stdout.strip()
+    assert {p.name for p in (package / "__pycache__").glob(f"*.{tag}.pyc")} == {
+        f"{p.stem}.{tag}.pyc" for p in package.glob("*.py")}
     shipped = tmp_path / "etc/torcx-tectonic/torcx-tectonic.conf"
     assert config.build(config.collect([(str(shipped), shipped.read_text())])) == config.build({})
     assert (tmp_path / "etc/torcx-tectonic/conf.d").is_dir()

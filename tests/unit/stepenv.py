@@ -162,7 +162,9 @@ class StepEnv:
         config = self.config
         found = flows.find_step(config, flow, step)
         assert found is not None, f"no step {flow}/{step} in the flow table"
-        return Context(config, self.paths, self.state(flow), found[0], found[1])
+        state = self.state(flow)
+        state.step = step  # as the runner's, once the step began or joined the run
+        return Context(config, self.paths, state, found[0], found[1])
 
     def cache_manifest(self, os_version: str, raw: bytes, board: str = BOARD) -> str:
         """Put a manifest into the verified cache, as the runtime step does; its sha256."""

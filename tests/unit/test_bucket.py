@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import logging
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -247,3 +250,62 @@ def test_a_missing_ca_bundle_is_an_input_error(server: RoutedServer, tmp_path: P
 def test_a_saved_manifest_that_is_a_directory_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="is a directory; expected a manifest saved by an earlier step"):
         load_manifest(tmp_path)
+
+
+# --- progress of a long download ---------------------------------------------------------------------
+
+class _Stalling(http.server.BaseHTTPRequestHandler):
+    """Sends half of the addon, waits until the test lets it go on, sends the rest."""
+
+    go_on = threading.Event()
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(ADDON)))
+        self.end_headers()
+        self.wfile.write(ADDON[: len(ADDON) // 2])
+        self.wfile.flush()
+        self.go_on.wait(30)
+        self.wfile.write(ADDON[len(ADDON) // 2:])
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_stalled_download_still_reports_its_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bucket_module, "PROGRESS_EVERY_SECS", 0.01)
+    lines: list[str] = []
+
+    class Seen(logging.Handler):
+        """Lets the stalled server go on once three progress lines were logged meanwhile."""
+
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(record.getMessage())
+            if len(lines) >= 3:
+                _Stalling.go_on.set()
+
+    seen = Seen(logging.INFO)
+    logger = logging.getLogger("torcx_tectonic.bucket")
+    logger.addHandler(seen)
+    monkeypatch.setattr(logger, "level", logging.INFO)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stalling)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/docker.tgz"
+        with Bucket(make_config({"network.retries": "0"})) as bucket:
+            received = b"".join(bucket.download(url, "docker:17.03.torcx.tgz for OS 1688.5.3"))
+    finally:
+        logger.removeHandler(seen)
+        server.shutdown()
+        server.server_close()
+    assert received == ADDON
+    assert _Stalling.go_on.is_set(), "the server was never let go on: no progress while it stalled"
+    pattern = rf"docker:17.03.torcx.tgz for OS 1688.5.3: \d+ of {len(ADDON)} bytes \(\d+%\), [0-9.]+ MiB/s"
+    assert len(lines) >= 3 and all(re.fullmatch(pattern, line) for line in lines), lines
+
+
+def test_a_progress_line_names_bytes_total_and_rate() -> None:
+    progress = bucket_module.Progress("docker:17.03.torcx.tgz", 4 * bucket_module.MIB)
+    assert progress.line(bucket_module.MIB, 2.0, 3 * bucket_module.MIB) == (
+        f"docker:17.03.torcx.tgz: {bucket_module.MIB} of {4 * bucket_module.MIB} bytes (25%), 1.5 MiB/s")
+    assert bucket_module.Progress("x", None).line(10, 0.0, 10) == "x: 10 of ? bytes, 0.0 MiB/s"

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
-from pathlib import Path
+import socket
+from pathlib import Path, PurePosixPath
 
 import pytest
 
@@ -55,8 +57,13 @@ def test_no_file_gives_the_defaults(tmp_path: Path) -> None:
     assert loaded.units == config.UnitSettings(retry_delay=30.0, retry_attempts=5)
 
 
+def _host_named(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    real = os.uname()
+    monkeypatch.setattr("os.uname", lambda: os.uname_result((real.sysname, name, *real[2:])))
+
+
 def test_empty_node_name_is_the_host_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("socket.gethostname", lambda: "worker-7")
+    _host_named(monkeypatch, "worker-7")
     assert config.build({}).kubernetes.node_name == "worker-7"
     assert config.build(_raw(kubernetes__node_name="n")).kubernetes.node_name == "n"
 
@@ -359,8 +366,12 @@ def test_huge_parser_complaints_are_cut(tmp_path: Path) -> None:
 
 
 def test_the_host_name_default_is_lowercase_as_kubelet_names_the_node(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("socket.gethostname", lambda: "Worker-7.Example\n")
+    _host_named(monkeypatch, "Worker-7.Example\n")
     assert config.build({}).kubernetes.node_name == "worker-7.example"
+
+
+def test_the_host_name_is_what_gethostname_returns() -> None:
+    assert config.host_name() == socket.gethostname()
 
 
 def test_the_largest_numbers_allowed_still_make_units() -> None:
@@ -378,3 +389,49 @@ def test_sysext_images_may_come_from_a_file_mirror() -> None:
     parsed = make_config({"runtime.backend": "sysext", "sysext.images_url": template})
     assert parsed.sysext.images_url == template
     assert parsed.sysext.sums_url == "file:///srv/mirror/sysext/SHA256SUMS"
+
+
+@pytest.mark.parametrize("written", ["/etc/k8s/kubelet.env", "/etc//k8s/./kubelet.env/", "//srv/x", "///srv/x",
+                                     "/a/../b", "/", "/./", "/x/.", "/%h/x"])
+def test_a_path_reads_as_pathlib_writes_it(written: str) -> None:
+    # the generator writes the text into units, the steps open the Path: the same file
+    loaded = config.build(_raw(kubernetes__kubelet_env=written))
+    assert loaded.kubernetes.path_text("kubelet_env") == str(PurePosixPath(written))
+    assert loaded.kubernetes.kubelet_env == Path(written)
+
+
+def test_an_empty_optional_path_is_none_and_no_text() -> None:
+    loaded = config.build(_raw(metrics__textfile_dir="", network__ca_bundle=""))
+    assert (loaded.metrics.textfile_dir, loaded.metrics.path_text("textfile_dir")) == (None, "")
+    assert loaded.network.ca_bundle is None
+
+
+def test_build_checks_every_setting_and_check_false_each_when_read() -> None:
+    raw = _raw(torcx__manifest_url="ftp://x/{{.OSVersion}}", network__proxy="http://proxy:3128")
+    with pytest.raises(ConfigError, match=r"\[torcx\] manifest_url"):
+        config.build(raw)
+    lazy = config.build(raw, check=False)
+    assert lazy.network.proxy == "http://proxy:3128"
+    with pytest.raises(ConfigError, match=r"10-x.conf:3: \[torcx\] manifest_url = 'ftp://x/\{\{.OSVersion\}\}'"):
+        _ = lazy.torcx.manifest_url
+    with pytest.raises(ConfigError, match=r"\[torcx\] manifest_url"):
+        lazy.check()
+
+
+def test_the_configuration_is_read_only_and_compares_by_value() -> None:
+    loaded = config.build({})
+    with pytest.raises(AttributeError):
+        loaded.network.retries = 7  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        _ = loaded.network.no_such_setting  # type: ignore[attr-defined]
+    assert config.build({}, check=False) == loaded and hash(config.build({})) == hash(loaded)
+    assert config.build(_raw(network__retries="2")) != loaded
+    assert "retries=5" in repr(loaded.network)
+
+
+def test_the_shipped_file_sets_nothing_and_a_key_or_an_odd_line_does() -> None:
+    assert config.sets_nothing(config.render_default())
+    assert config.sets_nothing("")
+    for text in ("[network]\nretries = 1\n", "[network]\n retries = 1\n", "rem x\n", "[DEFAULT]\n", "\ufeff# c\n",
+                 "  # indented\n", "[torcx\n"):
+        assert not config.sets_nothing(text), text

@@ -178,3 +178,24 @@ def test_versions(text: str) -> None:
     only_project_errors(lambda: mappings.kube_minor(text))
     only_project_errors(lambda: osrelease.parse_os_version(text, "x"))
     only_project_errors(lambda: manifest.manifest_url("https://b/{{.Board}}/{{.OSVersion}}", text, text))
+
+
+#: What a configuration that sets nothing is made of, and what would make it set something.
+NOTHING_SET = st.lists(st.sampled_from([
+    "", "# c", "#key = 1", "; c", "[torcx]", "[network]", "[metrics]", " ", "\t", "\r", "  # indented", "[torcx] ",
+    "[DEFAULT]", "[other]", "rem x", "REM x", "\ufeff# c", "retries = 1", " retries = 1", "[torcx", "#\x00",
+]), max_size=12).map("\n".join)
+
+
+@FUZZ
+@given(NOTHING_SET | texts(config.render_default()))
+def test_a_text_said_to_set_nothing_is_one_iniparse_finds_nothing_in(text: str) -> None:
+    # The generator does not load iniparse for such a text: it must not miss a key or an error.
+    import io
+
+    import iniparse  # type: ignore[import-untyped]
+
+    if config.sets_nothing(text):
+        document = iniparse.INIConfig(io.StringIO(text), optionxformvalue=None)
+        assert [(section, key) for section in document for key in document[section]] == []
+        assert config.collect([("x.conf", text)]) == {}

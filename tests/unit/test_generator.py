@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from torcx_tectonic import config, flows, generator
 from torcx_tectonic import directives as unit_directives
-from torcx_tectonic import flows, generator
 from torcx_tectonic.config import Config
 from torcx_tectonic.errors import ConfigError
 from torcx_tectonic.flows import Flow, Step, all_flows, timeout_secs
@@ -440,7 +440,7 @@ def test_output_dir_is_the_normal_directory() -> None:
 
 
 def test_main_uses_the_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("torcx_tectonic.config.load", lambda: make_config({"bootstrap.skip_torcx": "yes"}))
+    monkeypatch.setattr("torcx_tectonic.config.load", lambda **_: make_config({"bootstrap.skip_torcx": "yes"}))
     assert generator.main([str(tmp_path), "early", "late"]) == 0
     assert not (tmp_path / "torcx-bootstrap-addons.service").exists()
     assert (tmp_path / "torcx-bootstrap-kubelet-env.service").exists()
@@ -449,7 +449,7 @@ def test_main_uses_the_configuration(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_main_with_a_bad_configuration_logs_and_uses_the_defaults(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def bad() -> Config:
+    def bad(**_: object) -> Config:
         raise ConfigError("/etc/torcx-tectonic/torcx-tectonic.conf:3: unknown key 'x' in [torcx]")
 
     logged: list[tuple[str, int]] = []
@@ -466,9 +466,42 @@ def test_main_with_a_bad_configuration_logs_and_uses_the_defaults(
     assert (tmp_path / "torcx-bootstrap-addons.service").exists()
 
 
+def _configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> list[tuple[str, int]]:
+    """Run the generator's main on a configuration file holding ``text``; what it logged."""
+    conf = tmp_path / "torcx-tectonic.conf"
+    conf.write_text(text)
+    real_load = config.load
+    monkeypatch.setattr("torcx_tectonic.config.load", lambda **kw: real_load(conf, tmp_path / "conf.d", **kw))
+    logged: list[tuple[str, int]] = []
+    monkeypatch.setattr("torcx_tectonic.log.kmsg", lambda message, priority=4: logged.append((message, priority)))
+    (tmp_path / "out").mkdir()
+    assert generator.main([str(tmp_path / "out")]) == 0
+    return logged
+
+
+def test_a_bad_value_in_what_the_units_are_made_of_makes_the_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    logged = _configured(tmp_path, monkeypatch, "[bootstrap]\nskip_torcx = yes\n[network]\nproxy = ftp://x\n")
+    assert [priority for _, priority in logged] == [4]
+    assert f"{tmp_path}/torcx-tectonic.conf:4: [network] proxy = 'ftp://x'" in logged[0][0]
+    assert (tmp_path / "out/torcx-bootstrap-addons.service").exists()  # skip_torcx = yes was not used either
+
+
+def test_a_bad_value_the_units_do_not_use_is_left_to_the_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The generator checks what its units are made of; every step checks every
+    # setting before it acts (load() without check=False), and reports this one.
+    text = "[bootstrap]\nskip_torcx = yes\n[torcx]\nmanifest_url = ftp://bucket/{{.OSVersion}}\n"
+    assert _configured(tmp_path, monkeypatch, text) == []
+    assert not (tmp_path / "out/torcx-bootstrap-addons.service").exists()  # the configuration was used
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match=r"torcx-tectonic.conf:4: \[torcx\] manifest_url = "):
+        config.load(tmp_path / "torcx-tectonic.conf", tmp_path / "conf.d")
+
+
 def test_main_never_fails_even_when_it_cannot_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     logged: list[tuple[str, int]] = []
-    monkeypatch.setattr("torcx_tectonic.config.load", make_config)
+    monkeypatch.setattr("torcx_tectonic.config.load", lambda **_: make_config())
     monkeypatch.setattr("torcx_tectonic.log.kmsg", lambda message, priority=4: logged.append((message, priority)))
     assert generator.main([str(tmp_path / "missing")]) == 0
     assert len(logged) == 1
@@ -500,6 +533,46 @@ def test_generator_script_runs_on_the_system_python_without_network_or_dbus_modu
     assert (tmp_path / "torcx-new-os.path").is_file()
     assert (tmp_path / "torcx-new-os.target.requires" / "torcx-new-os-gc.service").is_symlink()
     assert (tmp_path / "docker.service.wants" / "torcx-docker-reset-data.service").is_symlink()
+
+
+@pytest.mark.parametrize("configured", ["shipped", "every-key"])
+def test_the_generator_imports_nothing_but_what_rendering_needs(tmp_path: Path, configured: str) -> None:
+    # It runs at every boot on `python3 -IS` (see the Makefile): the package's own
+    # modules, and with a file that sets something iniparse and what it needs, nothing else.
+    python = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+    found = subprocess.run([python, "-I", "-c", "import iniparse, os; print(os.path.dirname(iniparse.__path__[0]))"],
+                           capture_output=True, text=True, check=False)
+    if found.returncode != 0:
+        pytest.skip(f"{python} has no iniparse")
+    shipped = config.render_default()
+    every_key = "".join(line[1:] + "\n" if line.startswith("#") and " = " in line else line + "\n"
+                        for line in shipped.splitlines())
+    (tmp_path / "main.conf").write_text(shipped if configured == "shipped" else every_key)
+    (tmp_path / "out").mkdir()
+    probe = (
+        "import sys\n"
+        f"sys.path += [{str(ROOT)!r}, {found.stdout.strip()!r}]\n"
+        "before = set(sys.modules)\n"
+        "from torcx_tectonic import config, generator\n"
+        f"loaded = config.load({str(tmp_path / 'main.conf')!r}, {str(tmp_path / 'none.d')!r}, check=False)\n"
+        f"generator.write(generator.render(loaded), {str(tmp_path / 'out')!r})\n"
+        "assert loaded.last_source() is not None\n"
+        "print(' '.join(sorted(set(sys.modules) - before)))\n"
+    )
+    result = subprocess.run([python, "-I", "-S", "-c", probe], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    imported = set(result.stdout.split())
+    ours = {m for m in imported if m.startswith("torcx_tectonic")}
+    assert ours == {"torcx_tectonic", *(f"torcx_tectonic.{m}" for m in (
+        "config", "directives", "errors", "flows", "generator", "inputfile", "installdirs", "paths"))}
+    others = {m.split(".")[0] for m in imported - ours}
+    if configured == "shipped":  # all comments: neither iniparse nor the regular expressions it needs
+        assert not others & {"iniparse", "re", "enum"}, sorted(others)
+    # never: pathlib, typing, dataclasses, logging, json, socket, urllib, the network or D-Bus libraries
+    forbidden = {"pathlib", "typing", "dataclasses", "inspect", "logging", "json", "socket", "urllib", "tempfile",
+                 "requests", "urllib3", "yaml", "pystemd", "packaging"}
+    assert not others & forbidden, sorted(others & forbidden)
+    assert (tmp_path / "out/torcx-bootstrap-finish.service").is_file()
 
 
 # --- golden trees -----------------------------------------------------------------------------------

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import http.server
 import json
 import os
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +17,8 @@ import pytest
 import yaml
 
 from torcx_tectonic import kube
-from torcx_tectonic.errors import InputError, NetworkError
+from torcx_tectonic.config import NetworkSettings
+from torcx_tectonic.errors import InputError, NetworkError, UnreachableError
 from torcx_tectonic.kube import Credentials, KubeClient
 
 from .helpers import http_server, make_config
@@ -397,3 +402,59 @@ def test_an_oversized_answer_is_refused(monkeypatch: pytest.MonkeyPatch) -> None
         server.routes["/version"] = (200, b" " * 101)
         with _client(server.base) as client, pytest.raises(NetworkError, match="is larger than 100 bytes"):
             client.version()
+
+
+# --- an api-server that is not there, or slow -----------------------------------------------------
+
+def _retries_logged(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(1 for r in caplog.records if r.name.startswith("urllib3") and r.getMessage().startswith("Retrying"))
+
+
+def _network(retries: int, read_timeout: str = "5") -> NetworkSettings:
+    return make_config({"network.retries": str(retries), "network.backoff_factor": "0.01",
+                        "network.connect_timeout": "2", "network.read_timeout": read_timeout}).network
+
+
+def test_a_refused_connection_gets_few_retries_when_the_caller_can_do_without(caplog: pytest.LogCaptureFixture) -> None:
+    with http_server() as server:
+        base = server.base  # closed again: nothing listens there
+    creds = Credentials(server=base, ca_pem=None, cert_pem=None, key_pem=None, token="t", insecure=False)
+    with KubeClient(creds, _network(5), connect_retries=2) as client, pytest.raises(UnreachableError) as caught:
+        client.version()
+    assert str(caught.value) == f"api-server version: cannot reach {base}/version: connection refused"
+    assert _retries_logged(caplog) == 2
+    caplog.clear()
+    with KubeClient(creds, _network(5)) as client, pytest.raises(UnreachableError):
+        client.version()  # without a fallback: the configured retries
+    assert _retries_logged(caplog) == 5
+
+
+class _Slow(http.server.BaseHTTPRequestHandler):
+    """Answers every request, too late."""
+
+    def do_GET(self) -> None:
+        self.server.requests.append(self.path)  # type: ignore[attr-defined]
+        time.sleep(0.5)
+        with contextlib.suppress(OSError):
+            self.send_response(200)
+            self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_slow_api_server_gets_every_configured_retry_and_is_not_unreachable() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
+    server.requests = []  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        creds = Credentials(server=base, ca_pem=None, cert_pem=None, key_pem=None, token="t", insecure=False)
+        with KubeClient(creds, _network(2, read_timeout="0.1"), connect_retries=0) as client, \
+                pytest.raises(NetworkError) as caught:
+            client.version()
+        assert not isinstance(caught.value, UnreachableError), caught.value
+        assert server.requests == ["/version"] * 3  # type: ignore[attr-defined]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -6,11 +6,12 @@ import socket
 
 import pytest
 
+from torcx_tectonic.cluster import runtime_mappings
 from torcx_tectonic.errors import ConfigError, InputError
 from torcx_tectonic.kubeversion import kubernetes_version, recheck
-from torcx_tectonic.state import KubeletRechecked, KubernetesVersion, StateError
+from torcx_tectonic.state import ApiServerUnreachable, KubeletRechecked, KubernetesVersion, StateError
 
-from .stepenv import StepEnv
+from .stepenv import MAPPINGS, StepEnv
 
 ANCHOR = "torcx-new-kubelet-addons.service"
 
@@ -127,3 +128,38 @@ def test_recheck_needs_the_version_the_run_used(env: StepEnv, monkeypatch: pytes
     with pytest.raises(StateError, match="no kubernetes-version recorded in this run"):
         _recheck(env)
     assert started == []
+
+
+def test_an_api_server_refused_in_a_run_is_not_asked_again_in_that_run(env: StepEnv,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    port = _closed_port()
+    env.write(env.config.kubernetes.kubeconfig, f"""apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "https://127.0.0.1:{port}"}}}}]
+users: [{{name: u, user: {{token: secret}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
+current-context: x
+""")
+    env.write(env.installer_env, "KUBELET_IMAGE_TAG=v1.8.4_coreos.0\n")
+    env.write(env.config.kubernetes.runtime_mappings, MAPPINGS)
+    env.begin("bootstrap")
+    assert _version(env, "bootstrap") == KubernetesVersion("v1.8.4+coreos.0", str(env.installer_env))
+    fact = env.state("bootstrap").fact(ApiServerUnreachable)
+    assert fact is not None and (fact.server, fact.step) == (f"https://127.0.0.1:{port}", "kubelet-version")
+    assert fact.reason.endswith("connection refused")
+
+    # A later step of the same run: something listens there now, and is not asked.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", port))
+        listener.listen(8)
+        listener.setblocking(False)
+        ctx = env.context("bootstrap", "docker-version")
+        mappings = runtime_mappings(ctx.config, ctx.state)
+        assert mappings.source == str(env.config.kubernetes.runtime_mappings)
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+    assert "could not be reached earlier in this run" in caplog.text
+
+    # The next run asks again.
+    env.begin("bootstrap")
+    assert env.state("bootstrap").fact(ApiServerUnreachable) is None

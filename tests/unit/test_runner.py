@@ -399,9 +399,13 @@ def test_a_new_os_run_end_to_end_with_metrics(env: StepEnv, monkeypatch: pytest.
     kube = FakeKube("example.com/before-reboot", label_after=0)
     monkeypatch.setattr("torcx_tectonic.annotation.client", lambda config: kube)
 
+    written = []
     for step in ("os-version", "kubelet-version", "docker-version", "addons", "gc", "annotate"):
         assert run_step(env, "new-os", step) == 0, step
-        assert (textfiles / metrics.FILE_NAME).is_file(), step
+        text = (textfiles / metrics.FILE_NAME).read_text()  # rewritten after every step
+        written.append('torcx_tectonic_verdict_ok{os="next"} 1.0' in text)
+    # the next OS has its Docker once the addons step ran, long before the run ends with the annotation
+    assert written == [False, False, False, True, True, True]
 
     run = _run(env, "new-os")
     assert (run.result, run.failure) == (OK, None)
@@ -437,21 +441,20 @@ def test_metrics_follow_a_failed_step(env: StepEnv) -> None:
 
 
 def test_no_metrics_directory_writes_no_metrics(env: StepEnv) -> None:
-    existed = (METRICS_DIR / metrics.FILE_NAME).exists()
+    existed = (Path(METRICS_DIR) / metrics.FILE_NAME).exists()
     env.write(env.kubelet_env, "KUBELET_IMAGE_TAG=v1.9.1_coreos.0\n")
     assert env.config.metrics.textfile_dir is None
     assert run_step(env, "new-kubelet", "kubelet-version") == 0
     assert [p for p in env.root.parent.rglob("*.prom")] == []
-    assert (METRICS_DIR / metrics.FILE_NAME).exists() == existed
+    assert (Path(METRICS_DIR) / metrics.FILE_NAME).exists() == existed
 
 
 def test_a_metrics_failure_never_fails_the_step(env: StepEnv, caplog: pytest.LogCaptureFixture) -> None:
     blocked = env.write(env.root.parent / "not-a-directory", "")
     env.configure({"metrics.textfile_dir": str(blocked / "textfiles")})
-    env.write(env.kubelet_env, "KUBELET_IMAGE_TAG=v1.9.1_coreos.0\n")
     with caplog.at_level(logging.WARNING):
-        assert run_step(env, "new-kubelet", "kubelet-version") == 0
-    assert _run(env, "new-kubelet").steps[-1].result == OK
+        assert run_step(env, "docker-reset", "data") == 0  # a run of one step: it ends the run
+    assert _run(env, "docker-reset").result == OK
     assert f"metrics not written to {blocked / 'textfiles'}" in caplog.text
 
 
@@ -533,3 +536,42 @@ def test_every_entry_point_names_a_function(entry: str) -> None:
 
 def test_stopped_is_not_an_error_a_step_could_swallow() -> None:
     assert issubclass(runner.Stopped, BaseException) and not issubclass(runner.Stopped, Exception)
+
+
+# --- the flow lock's readiness --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
+def test_the_lock_tells_systemd_it_is_ready_with_sd_notify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           abstract: bool) -> None:
+    import socket
+
+    from torcx_tectonic import lock
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        if abstract:
+            name = f"torcx-tectonic-test-{os.getpid()}"
+            receiver.bind("\0" + name)
+            monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        else:
+            receiver.bind(str(tmp_path / "notify"))
+            monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+        lock.notify("READY=1\nSTATUS=new-os holds the lock")
+        assert receiver.recv(4096) == b"READY=1\nSTATUS=new-os holds the lock"
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    lock.notify("READY=1")  # not run by systemd: nothing to tell
+
+
+@pytest.mark.parametrize("argv", [["--flow", "new-os", "--step", "gc"], ["--step", "gc", "--flow", "new-os"],
+                                  ["--flow=new-os", "--step=gc"], ["--flow", "new-os", "--step=gc"]])
+def test_a_step_reads_its_flow_and_step(argv: list[str]) -> None:
+    args = runner.parse_args("gc-stores", argv)
+    assert (args.flow, args.step) == ("new-os", "gc")
+
+
+@pytest.mark.parametrize("argv", [["--flow", "new-os"], ["--flow", "new-os", "--step", "gc", "extra"], ["--help"],
+                                  ["--flow", "--step", "--step", "gc"]])
+def test_anything_else_is_explained_by_argparse(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        runner.parse_args("gc-stores", argv)
+    captured = capsys.readouterr()
+    assert "usage: gc-stores" in captured.out + captured.err

@@ -19,6 +19,7 @@ from torcx_tectonic.state import (
     RUNNING,
     AddonPlacement,
     AddonsInstalled,
+    ApiServerUnreachable,
     BootstrapFinished,
     DockerReset,
     ExtensionInstalled,
@@ -66,6 +67,8 @@ SAMPLES: tuple[Record, ...] = (
                        link="/etc/extensions/docker.raw", action="downloaded", bytes=4096, previous="20.10.24",
                        runtime_changed=True, fits={"3815.2.0": "SYSEXT_LEVEL=1.0 matches"},
                        activated="at the next boot"),
+    ApiServerUnreachable(server="https://k8s:443", reason="api-server version: connection refused",
+                         step="kubelet-version"),
 )
 
 

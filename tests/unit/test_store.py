@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -235,3 +236,23 @@ def test_gc_leaves_a_symlink_that_looks_like_a_leftover(tmp_path: Path) -> None:
     (user / ".gc-link").symlink_to(tmp_path / "elsewhere")
     assert store.gc_versioned_stores(user, "1632.3.0") == []
     assert (tmp_path / "elsewhere" / "keep").is_file() and (user / ".gc-link").is_symlink()
+
+
+def test_an_addon_is_hashed_while_it_is_written_whatever_its_chunks(tmp_path: Path) -> None:
+    data = bytes(range(256)) * 40_000  # about 10 MiB, more chunks than the hashing queue holds
+    chunks = [data[i:i + 65_536] for i in range(0, len(data), 65_536)] + [b""]
+    path = store.install_addon(tmp_path, "docker", "17.03", sha512(data), iter(chunks), "u")
+    assert path.read_bytes() == data
+
+
+def test_a_download_that_breaks_off_leaves_nothing_and_no_thread(tmp_path: Path) -> None:
+    def broken() -> Iterator[bytes]:
+        for _ in range(3 * store.HASH_QUEUE_CHUNKS):
+            yield b"x" * 65_536
+        raise NetworkError("docker:17.03.torcx.tgz: download from u broke off after 786432 bytes")
+
+    before = threading.active_count()
+    with pytest.raises(NetworkError, match="broke off"):
+        store.install_addon(tmp_path, "docker", "17.03", sha512(b"anything"), broken(), "u")
+    assert list(tmp_path.iterdir()) == []
+    assert threading.active_count() == before
