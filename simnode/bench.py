@@ -574,9 +574,36 @@ def refused_part(bench: Bench, bundle: Path) -> None:
                       f"api-server up {steps[True][step]:.2f} s", steps[False][step] / steps[True][step]))
 
 
+SYSEXT_ROUNDS = 15
+
+
+def sysext_part(bench: Bench, bundle: Path) -> None:
+    """The generator as the system extension image runs it (the frozen
+    program, make sysext), beside the bare interpreter, on this host."""
+    bench.section("7. the system extension image (make sysext), on this host")
+    from sysext import build as sysext_build
+
+    with tempfile.TemporaryDirectory(prefix="torcx-tectonic-bench-sysext-") as tmp:
+        image = sysext_build.build(Path(tmp))
+        generator = image.tree / "usr/lib/systemd/system-generators/torcx-tectonic-generator"
+        frozen: list[float] = []
+        bare: list[float] = []
+        for round_ in range(SYSEXT_ROUNDS):
+            out = Path(tmp) / f"out{round_}"
+            out.mkdir()
+            for argv, times in (([str(generator), str(out)], frozen), ([PYTHON, "-I", "-S", "-c", "pass"], bare)):
+                start = time.perf_counter()
+                subprocess.run(argv, check=True, capture_output=True, env={"PATH": "/usr/bin:/bin"})
+                times.append((time.perf_counter() - start) * 1000)
+        ratio = median([f / b for f, b in zip(frozen, bare)])
+        bench.add(Row("generator from the image (frozen, default configuration)", median(frozen), "ms",
+                      f"python3 -I -S -c pass {median(bare):.1f} ms", ratio,
+                      note=f"image {image.raw.stat().st_size / 2**20:.1f} MiB, needs glibc >= {image.glibc}"))
+
+
 PARTS: dict[str, Callable[[Bench, Path], None]] = {
     "generator": generator_part, "intake": intake_part, "new-kubelet": new_kubelet_part,
-    "bootstrap": bootstrap_part, "refused": refused_part}
+    "bootstrap": bootstrap_part, "refused": refused_part, "sysext": sysext_part}
 
 
 def main(argv: Sequence[str] = ()) -> int:
