@@ -18,7 +18,8 @@ PYTHON_SITELIB ?= $(shell $(PYTHON) -c 'import sysconfig as s; print(s.get_path(
 
 VENV ?= .venv
 APT_PACKAGES = systemd-container dbus gpg gpgv openssl iproute2 libsystemd-dev pkg-config python3-venv \
-	python3-pystemd python3-requests python3-iniparse python3-packaging python3-yaml python3-prometheus-client \
+	python3-pystemd python3-requests python3-iniparse python3-packaging python3-yaml \
+	python3-prometheus-client \
 	python3-dbus python3-gi \
 	python3-cryptography rpm squashfs-tools binutils
 # PyInstaller freezes the product for the system extension image (make sysext).

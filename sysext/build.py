@@ -315,13 +315,12 @@ def bundled_packages(app: Path) -> list[str]:
     sources = [lib.name for lib in elf_files(app / "_internal")]
     import iniparse
     import packaging
-    import prometheus_client
     import pystemd
     import requests
     import urllib3
     import yaml
 
-    sources += [str(Path(m.__file__ or "").parent) for m in (iniparse, packaging, prometheus_client, pystemd, requests,
+    sources += [str(Path(m.__file__ or "").parent) for m in (iniparse, packaging, pystemd, requests,
                                                               urllib3, yaml)]
     sources.append(str(Path(os.__file__).parent))  # the standard library
     found = subprocess.run(["dpkg", "-S", *sources], capture_output=True, text=True, check=False).stdout

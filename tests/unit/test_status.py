@@ -263,3 +263,11 @@ def test_metrics_parse_as_the_prometheus_text_format(disk: Disk) -> None:
     started = {s.labels["flow"]: s.value for s in families["torcx_tectonic_last_run_start_timestamp_seconds"].samples}
     assert started == {"new-os": 1000.0}
     assert [p.name for p in written.parent.iterdir()] == ["torcx_tectonic.prom"]
+
+
+def test_label_values_are_quoted_as_the_text_format_wants() -> None:
+    tricky = 'a "quoted" \\ back\nslash'
+    text = "\n".join(metrics._family("x", "help with \\ a backslash", [({"v": tricky}, 2)])) + "\n"
+    (family,) = list(text_string_to_metric_families(text))  # type: ignore[no-untyped-call]
+    assert family.documentation == "help with \\ a backslash"
+    assert [(s.labels, s.value) for s in family.samples] == [({"v": tricky}, 2.0)]
