@@ -12,6 +12,12 @@ Network steps try again with a doubling pause before they give up, so a
 fixed ConfigMap, manifest or bucket heals the node while the flow waits;
 systemd's own Restart= cannot do that for a step inside a chain (its
 dependents fail at the first failure).
+
+A step holds its flow's run lock (lock.RunLock) while it works, so two
+copies of it never interleave; it sweeps the temporary files of writers that
+are gone before it begins. ``stopped`` runs after every step's unit
+(``ExecStopPost=``): when the step did not succeed (killed, timed out, a
+crash) it removes what the step left and records how it ended.
 """
 
 from __future__ import annotations
@@ -23,14 +29,16 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from . import cleanup
 from . import config as configuration
 from . import log as logsetup
 from .errors import ConfigError, TorcxTectonicError
-from .flows import ENTRY_POINTS, Flow, Step, find_step
+from .flows import ENTRY_POINTS, LABEL_WAIT, Flow, Step, find_step
+from .lock import RunLock
 from .paths import NodePaths
 from .state import FlowState, Record
 
@@ -112,20 +120,46 @@ def run(entry: str, argv: Sequence[str] | None = None, paths: NodePaths | None =
     sys.exit(code)
 
 
+def run_lock(paths: NodePaths, flow: Flow, step: Step) -> RunLock:
+    return RunLock(paths.state_dir / f"{flow.name}.lock", f"{flow.name}/{step.name}")
+
+
+def waits_for_others(step: Step) -> bool:
+    """A step that waits for someone else (the update operator's label, up
+    to an hour) holds its run's lock only while it records: its function
+    takes the node-wide flow lock itself, which a step of the same flow may
+    hold while it waits for the run lock."""
+    return step.timeout == LABEL_WAIT
+
+
 def run_step(flow: Flow, step: Step, config: configuration.Config | None, config_error: ConfigError | None,
              paths: NodePaths) -> int:
     """Run one step within its flow's run and record how it ended; the exit status."""
+    with run_lock(paths, flow, step) as lock:
+        return _run_locked(flow, step, config, config_error, paths, lock)
+
+
+def _run_locked(flow: Flow, step: Step, config: configuration.Config | None, config_error: ConfigError | None,
+                paths: NodePaths, lock: RunLock) -> int:
     state = FlowState(paths, flow.name)
     ends_run = not flow.follows_run(step)
     try:
+        if config is not None:
+            swept = cleanup.sweep(config, paths)
+            if swept:
+                log.info("removed temporary files that writers which no longer run left: %s",
+                         ", ".join(str(p) for p in swept))
         if flow.begins_run(step):
             state.begin(step.name)
         else:
-            state.resume(step.name)
+            # a step of the run started again (its flow run again while the steps
+            # before it skip) continues a run that failed; a follower joins it as it is
+            state.resume(step.name, reopen=not flow.follows_run(step))
         if config_error is not None:
             raise config_error
         assert config is not None
-        record = attempt(step_function(step.entry), Context(config, paths, state, flow, step))
+        with lock.released(waits_for_others(step)):
+            record = attempt(step_function(step.entry), Context(config, paths, state, flow, step))
         state.save(record)
         reason = record.reboot_reason()
         if reason is None:
@@ -161,6 +195,59 @@ def run_step(flow: Flow, step: Step, config: configuration.Config | None, config
         _record_failure(state, step, f"internal error: {err!r}", ends_run)
     update_metrics(config, paths)
     return 1
+
+
+def stopped(argv: Sequence[str] | None = None, paths: NodePaths | None = None,
+            environ: Mapping[str, str] | None = None) -> NoReturn:
+    """``step-stopped``, after every step's unit (``ExecStopPost=``): when the
+    step did not succeed, remove what it left (temporary files, a GC's or a
+    Docker reset's moved-aside trees) and, if its process ended without
+    recording a result (killed, a crash), record how it ended. Always exits
+    0: the unit's result is the step's."""
+    logsetup.setup()
+    args = parse_args("step-stopped", argv)
+    env = os.environ if environ is None else environ
+    result = env.get("SERVICE_RESULT", "")
+    if result in ("", "success"):
+        sys.exit(0)
+    try:
+        config = configuration.load()
+    except ConfigError:
+        config = configuration.build({})
+    found = find_step(config, args.flow, args.step)
+    if found is None:
+        sys.stderr.write(f"step-stopped: flow {args.flow!r} has no step {args.step!r}\n")
+        sys.exit(USAGE)
+    flow, step = found
+    node = paths or NodePaths()
+    try:
+        with run_lock(node, flow, step):
+            for path in cleanup.leftovers(config, node):
+                log.warning("removed %s, which %s/%s left when it did not end", path, flow.name, step.name)
+            how = ended_how(result, env.get("EXIT_CODE", ""), env.get("EXIT_STATUS", ""))
+            if FlowState(node, flow.name).step_interrupted(step.name, how, ends_run=not flow.follows_run(step)):
+                log.error("%s/%s %s", flow.name, step.name, how)
+    except (OSError, TorcxTectonicError) as err:
+        log.error("cannot clean up after %s/%s: %s", flow.name, step.name, err)
+    sys.exit(0)
+
+
+def ended_how(result: str, exit_code: str, exit_status: str) -> str:
+    """In words, how a step's process ended without a result, from what
+    systemd tells ``ExecStopPost=`` ($SERVICE_RESULT, $EXIT_CODE, $EXIT_STATUS)."""
+    if exit_code == "killed":
+        how = f"its process was killed by signal {exit_status}"
+    elif exit_code == "dumped":
+        how = f"its process crashed (signal {exit_status}, core dumped)"
+    elif exit_code == "exited":
+        how = f"its process exited with status {exit_status} without recording a result"
+    else:
+        how = "its process ended without recording a result"
+    if result == "timeout":
+        return f"{how}: systemd stopped it when its time limit passed"
+    if result == "oom-kill":
+        return f"{how}: the kernel ran out of memory"
+    return f"{how} before the step ended"
 
 
 def _record_failure(state: FlowState, step: Step, message: str, ends_run: bool) -> None:
