@@ -211,8 +211,9 @@ def bootstrap_flow(config: Config) -> Flow:
                  timeout=RETRIED, retry=True, conditions=pending, writes=TORCX),
         ]
     steps += [
-        Step("kubelet-env", "Set the kubelet version", "kubelet-env", conditions=pending,
-             writes=(escape(config.kubernetes.kubelet_env.parent),)),
+        # it enables the kubelet before it writes kubelet.env, the file that ends bootstrapping
+        Step("kubelet-env", "Set the kubelet version", "kubelet-env", bus=True, capabilities=MANAGE_UNITS,
+             conditions=pending, writes=(escape(config.kubernetes.kubelet_env.parent),)),
         Step("finish", "Enable the kubelet and reboot when needed", "finish-bootstrap", bus=True,
              capabilities=MANAGE_UNITS, conditions=(f"ConditionPathIsDirectory={flow_state_dir(BOOTSTRAP)}",)),
     ]
