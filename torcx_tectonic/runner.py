@@ -11,7 +11,8 @@ is a bug and is recorded as one, with its traceback in the journal.
 Network steps try again with a doubling pause before they give up, so a
 fixed ConfigMap, manifest or bucket heals the node while the flow waits;
 systemd's own Restart= cannot do that for a step inside a chain (its
-dependents fail at the first failure).
+dependents fail at the first failure). The first failure already says in
+the journal what is wrong and how long the step will keep trying.
 
 A step holds its flow's run lock (lock.RunLock) while it works, so two
 copies of it never interleave; it sweeps the temporary files of writers that
@@ -36,8 +37,8 @@ from typing import Any, NoReturn
 from . import cleanup
 from . import config as configuration
 from . import log as logsetup
-from .errors import ConfigError, TorcxTectonicError
-from .flows import ENTRY_POINTS, LABEL_WAIT, Flow, Step, find_step
+from .errors import ConfigError, TorcxTectonicError, VerificationError
+from .flows import ENTRY_POINTS, LABEL_WAIT, Flow, Step, find_step, timeout_secs
 from .lock import RunLock
 from .paths import NodePaths
 from .state import FlowState, Record
@@ -72,8 +73,20 @@ def step_function(entry: str) -> Callable[..., Record]:
     return function
 
 
+#: What a failed verification adds to the first message: it is retried (a
+#: bucket that publishes a manifest and its signature one after the other, or
+#: a cache that serves an old copy of one of them, heals within minutes), but
+#: it is the failure least likely to heal by itself.
+VERIFICATION_HINT = ("a signature or hash that does not verify rarely fixes itself: it heals when the bucket "
+                     "publishes a matching manifest, signature and addon, or when [torcx] keyring trusts the key "
+                     "that signed them")
+
+
 def attempt(func: Callable[..., Record], ctx: Context, sleep: Sleep = time.sleep) -> Record:
-    """Run the step, again after each failure while attempts remain."""
+    """Run the step, again after each failure while attempts remain. Each
+    failure says, in the journal and on the run record, what went wrong and
+    how long the step keeps trying: the attempts left, the pauses before
+    them and the unit's time limit."""
     delays = configuration.retry_delays(ctx.config.units) if ctx.step.retry else []
     for number, delay in enumerate([*delays, None], start=1):
         try:
@@ -83,8 +96,18 @@ def attempt(func: Callable[..., Record], ctx: Context, sleep: Sleep = time.sleep
         except TorcxTectonicError as err:
             if delay is None:
                 raise
-            log.error("%s/%s failed (attempt %d of %d), trying again in %gs: %s", ctx.flow.name, ctx.step.name,
-                      number, len(delays) + 1, delay, err)
+            left = delays[number - 1:]
+            plan = (f"{len(left)} more attempt{'s' if len(left) > 1 else ''} over the next {sum(left):g}s of pauses "
+                    f"({', '.join(f'{d:g}s' for d in left)}), within the unit's limit of "
+                    f"{timeout_secs(ctx.step, ctx.config)}s")
+            hint = f"; {VERIFICATION_HINT}" if isinstance(err, VerificationError) else ""
+            log.error("%s/%s failed (attempt %d of %d), trying again in %gs: %s; %s%s", ctx.flow.name,
+                      ctx.step.name, number, len(delays) + 1, delay, err, plan, hint)
+            try:
+                ctx.state.attempt_failed(ctx.step.name, f"attempt {number} of {len(delays) + 1} failed: {err}; "
+                                                        f"{plan}")
+            except (OSError, TorcxTectonicError) as note_err:  # the note is for the operator; the retry goes on
+                log.warning("cannot note the failed attempt on the run record: %s", note_err)
             sleep(delay)
     raise AssertionError("unreachable: the last attempt returns or raises")
 

@@ -422,6 +422,12 @@ class FlowState:
                 previous_failure=f"this run failed at {run.failed_step}: {run.failure}; {step} continues it")
         return self._save_run(run.with_step(StepRun(step, RUNNING, self.clock())))
 
+    def attempt_failed(self, step: str, message: str) -> Run:
+        """Note on the running step why its last attempt failed (it tries again)."""
+        run = self.current()
+        started = next((s.started for s in run.steps if s.step == step), self.clock())
+        return self._save_run(run.with_step(StepRun(step, RUNNING, started, None, message)))
+
     def step_interrupted(self, step: str, message: str, *, ends_run: bool = True) -> bool:
         """Record that ``step``'s process ended without the step's result
         (killed, crashed) while its run still runs; returns whether it did.

@@ -2,6 +2,8 @@
 
 - ``step-stopped`` (the units' ``ExecStopPost=``) removes what a killed step
   left and records how its process ended;
+- a retried step says at its first failure what is wrong and how long it
+  keeps trying;
 - the run lock keeps two copies of a step of one flow apart;
 - a flow started again whose first steps skip continues its failed run.
 """
@@ -12,13 +14,14 @@ import fcntl
 import functools
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from torcx_tectonic import config as configuration
 from torcx_tectonic import flows, runner
+from torcx_tectonic.errors import NetworkError, VerificationError
 from torcx_tectonic.state import FAILED, OK, RUNNING, KubernetesVersion, OsVersions, Record, load_run
 
 from .stepenv import CURRENT_OS, KUBE, StepEnv
@@ -136,6 +139,44 @@ def test_a_run_that_ended_keeps_its_result(env: StepEnv, monkeypatch: pytest.Mon
 ], ids=["killed", "core-dump", "timeout", "oom", "exited"])
 def test_how_a_step_ended_in_words(environ: dict[str, str], message: str) -> None:
     assert runner.ended_how(environ["SERVICE_RESULT"], environ["EXIT_CODE"], environ["EXIT_STATUS"]) == message
+
+
+# --- the first failure says how long the step keeps trying -------------------------------------------------
+
+def _failing(*errors: Exception) -> Callable[..., Record]:
+    pending = list(errors)
+
+    def step(ctx: runner.Context, **params: object) -> Record:
+        if pending:
+            raise pending.pop(0)
+        return KubernetesVersion(KUBE, "x")
+
+    return step
+
+
+def test_the_first_failure_says_the_attempts_left_and_how_long(env: StepEnv, caplog: pytest.LogCaptureFixture) -> None:
+    env.configure({"units.retry_delay": "30", "units.retry_attempts": "5"})
+    env.begin("new-os")
+    env.state("new-os").resume("docker-version")
+    ctx = env.context("new-os", "docker-version")
+    limit = flows.timeout_secs(ctx.step, ctx.config)
+    runner.attempt(_failing(NetworkError("bucket down")), ctx, sleep=lambda _: None)
+    first = caplog.records[0].getMessage()
+    assert first == (f"new-os/docker-version failed (attempt 1 of 5), trying again in 30s: bucket down; 4 more "
+                     f"attempts over the next 450s of pauses (30s, 60s, 120s, 240s), within the unit's limit of "
+                     f"{limit}s")
+    run = load_run(env.paths, "new-os")
+    assert run is not None and run.result == RUNNING
+    assert run.steps[-1].message is not None and run.steps[-1].message.startswith("attempt 1 of 5 failed: bucket down")
+
+
+def test_a_verification_failure_says_it_rarely_fixes_itself(env: StepEnv, caplog: pytest.LogCaptureFixture) -> None:
+    env.configure({"units.retry_delay": "1", "units.retry_attempts": "2"})
+    ctx = env.context("new-os", "docker-version")
+    runner.attempt(_failing(VerificationError("signed by a key not in the keyring")), ctx, sleep=lambda _: None)
+    message = caplog.records[0].getMessage()
+    assert "signed by a key not in the keyring; 1 more attempt over the next 1s of pauses (1s)" in message
+    assert message.endswith(runner.VERIFICATION_HINT)
 
 
 # --- the run lock ----------------------------------------------------------------------------------------
