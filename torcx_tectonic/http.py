@@ -25,6 +25,9 @@ from .config import NetworkSettings
 from .errors import NetworkError, shown
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+#: Redirects followed at most (requests' default is 30): a bucket or proxy
+#: that redirects in a loop fails the request quickly, naming the URL.
+MAX_REDIRECTS = 5
 #: How much of an answer is read at once.
 CHUNK_BYTES = 1 << 20
 #: A Content-Length: digits only, fewer than would overflow anything.
@@ -45,6 +48,7 @@ def make_session(network: NetworkSettings) -> requests.Session:
         raise_on_status=False,
     )
     session = requests.Session()
+    session.max_redirects = MAX_REDIRECTS
     # What verify=True means to requests, named: the environment cannot replace a path.
     session.verify = DEFAULT_CA_BUNDLE_PATH
     adapter = HTTPAdapter(max_retries=retry)
