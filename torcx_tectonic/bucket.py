@@ -17,7 +17,7 @@ import requests
 
 from .config import Config
 from .errors import NetworkError, VerificationError
-from .http import content_length, make_session, read_body, request, timeouts
+from .http import check_complete, content_length, make_session, read_body, request, timeouts
 from .inputfile import read_bytes
 from .manifest import CHUNK_BYTES, PackageList, manifest_url, parse_package_list
 from .signature import verify_detached
@@ -90,6 +90,7 @@ class Bucket:
                     yield chunk
             except requests.RequestException as err:
                 raise NetworkError(f"{what}: download from {url} broke off after {done} bytes: {err}") from None
+            check_complete(response, total, done, f"{what}: download from {url}")
 
 
 def load_manifest(path: Path) -> PackageList:
