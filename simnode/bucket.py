@@ -223,6 +223,7 @@ class Fault:
     ``delay`` s first, or answer with a broken body.
 
     - ``method``: only requests of this method (None: any);
+    - ``exact``: only the path ``prefix`` itself (not ``<prefix>.asc``, say);
     - ``times``: only the first this many matching requests (None: every one);
     - ``redirect``: answer 302 to this path (the request's own path: a loop);
     - ``body_bytes``: send the real headers (Content-Length announces the whole
@@ -237,6 +238,7 @@ class Fault:
     status: int | None = None
     delay: float = 0.0
     method: str | None = None
+    exact: bool = False
     times: int | None = None
     redirect: str | None = None
     body_bytes: int | None = None
@@ -247,7 +249,8 @@ class Fault:
 
     def take(self, path: str, method: str) -> bool:
         """Whether this fault applies to a request (and count it if so)."""
-        if not path.startswith(self.prefix) or (self.method is not None and self.method != method):
+        if not path.startswith(self.prefix) or (self.exact and path != self.prefix) \
+                or (self.method is not None and self.method != method):
             return False
         with self._lock:
             if self.times is not None and self.used >= self.times:

@@ -40,6 +40,18 @@ class KillPoint:
         return f"{self.flow}.{self.step}.{self.syscall}.{words}"[:90]
 
 
+@dataclass(frozen=True)
+class Case:
+    """A fault or a race: what happens, what the test finds, what else it asserts."""
+
+    kind: str  # "fault" or "race"
+    area: str
+    id: str
+    name: str
+    result: str
+    checks: str
+
+
 def _path(path: str) -> str:
     return re.escape(path)
 
@@ -186,6 +198,115 @@ STALL_KILLS: tuple[KillPoint, ...] = (
               "as before"),
     KillPoint("bootstrap", "addons", "stall", "/addons/", "while the addon download stalls mid-body", "as before"),
 )
+
+BUCKET = "release bucket"
+API = "api-server"
+ENGINE = "update_engine"
+DISK = "disk"
+#: What every fault test asserts besides its result (the failure names the cause).
+FAULT_CHECKS = ("the error names the cause; nothing that was good is lost (addons, profiles, next-profile, "
+                "kubelet.env as before); no temporary or partial file; retries bounded (request counts) with "
+                "pauses between attempts; once the fault is gone, a run heals the node")
+
+
+def fault(area: str, id: str, name: str, result: str, checks: str = FAULT_CHECKS) -> Case:
+    return Case("fault", area, id, name, result, checks)
+
+
+FAULTS: tuple[Case, ...] = (
+    # the new-kubelet flow on a bootstrapped node (17.03 selected) that needs docker 17.06
+    fault(BUCKET, "manifest-404", "the manifest answers 404",
+          "docker-version fails: `GET <manifest URL> answered 404`; 1 request per attempt (404 is not retried)"),
+    fault(BUCKET, "manifest-500", "the manifest answers 500",
+          "docker-version fails: `answered 500`; 2 requests per attempt (one retry with backoff)"),
+    fault(BUCKET, "addon-503", "the addon answers 503",
+          "addons fails: `answered 503`; 2 requests per attempt"),
+    fault(BUCKET, "refused", "nothing listens where the bucket should be",
+          "docker-version fails: `cannot reach <URL>: ... Connection refused`"),
+    fault(BUCKET, "manifest-stalls", "the manifest stalls mid-body",
+          "docker-version fails after the read timeout: `reading <URL> broke off after 100 bytes: ... Read timed "
+          "out`"),
+    fault(BUCKET, "addon-stalls", "the addon stalls mid-body",
+          "addons fails after the read timeout: `download from <URL> broke off ... Read timed out`; no partial addon"),
+    fault(BUCKET, "manifest-truncated", "the manifest's body ends before its Content-Length",
+          "docker-version fails: `reading <URL> broke off after 100 bytes`"),
+    fault(BUCKET, "addon-truncated", "the addon's body ends before its Content-Length",
+          "addons fails: `download from <URL> broke off`; no partial addon"),
+    fault(BUCKET, "manifest-longer", "the manifest's body is longer than its Content-Length",
+          "only the announced bytes are read: their signature does not verify (`bad signature`)"),
+    fault(BUCKET, "addon-longer", "the addon's body is longer than its Content-Length",
+          "only the announced bytes are read: `sha512 mismatch ... nothing was stored`"),
+    fault(BUCKET, "redirect-loop", "the manifest redirects to itself",
+          "docker-version fails: `Exceeded 5 redirects`; 6 requests per attempt"),
+    fault(BUCKET, "wrong-hash", "the addon does not match the manifest's hash",
+          "addons fails: `sha512 mismatch ... nothing was stored`, and the first failure says it rarely fixes itself "
+          "and how long the step keeps trying"),
+    fault(BUCKET, "missing-signature", "the manifest has no signature",
+          "docker-version fails: `is not signed: <URL>.asc does not exist`"),
+    fault(BUCKET, "bad-signature", "the manifest changed after it was signed",
+          "docker-version fails: `signature verification against <keyring> failed: bad signature`"),
+    fault(BUCKET, "strangers-signature", "the manifest is signed by a key not in the keyring",
+          "docker-version fails: `signed by a key not in the keyring`; the first failure says it rarely fixes "
+          "itself and how long the step keeps trying"),
+    fault(BUCKET, "wrong-kind", "the manifest is of another kind",
+          "docker-version fails: `kind is 'torcx-package-list-v1'; expected 'torcx-package-list-v0'`"),
+    fault(BUCKET, "invalid-json", "the manifest is not JSON",
+          "docker-version fails: `not valid JSON`"),
+    fault(BUCKET, "huge-manifest", "the manifest is 9 MiB",
+          "docker-version fails: `is larger than 8388608 bytes`, refused from its Content-Length before it is read"),
+    fault(DISK, "store-full", "the store is on a full file system",
+          "addons fails: `No space left on device: '<store>/docker:17.06.torcx.tgz'`; the 17.03 addon and the "
+          "profile are intact"),
+    # the new-OS flow on a bootstrapped node whose update operator already set the before-reboot label
+    fault(API, "refused", "nothing listens where the api-server should be",
+          "the ConfigMap falls back to the node-local mappings (`Connection refused; using the node-local runtime "
+          "mappings`); annotate fails: `cannot reach ... Connection refused`; the next OS gets its addon"),
+    fault(API, "unauthorized", "the api-server answers 401 (a wrong token)",
+          "annotate fails: `answered 401: Unauthorized`; the ConfigMap falls back to the node-local mappings"),
+    fault(API, "forbidden", "the api-server answers 403 (node_name names another node)",
+          "annotate fails: `answered 403: nodes \"node-2\" is forbidden`"),
+    fault(API, "wrong-ca", "the api-server's certificate is not from the kubeconfig's CA",
+          "annotate fails: `TLS verification failed for <URL>: ... certificate verify failed`"),
+    fault(API, "hostname-mismatch", "the kubeconfig names the api-server by a name its certificate lacks",
+          "annotate fails: `TLS verification failed ... hostname 'api.wrong-name.test' doesn't match`"),
+    fault(API, "slow", "the api-server answers slower than the read timeout",
+          "annotate fails: `Read timed out`; 2 requests per attempt"),
+    fault(API, "configmap-without-key", "the mappings ConfigMap lacks runtime-mappings.yaml",
+          "the flow uses the node-local mappings and says so (`has no runtime-mappings.yaml`); it ends ok"),
+    fault(API, "invalid-yaml", "the mappings ConfigMap is not valid YAML",
+          "docker-version fails naming the ConfigMap; nothing is installed, collected or annotated"),
+    fault(API, "conflict", "the node patch answers 409 once",
+          "annotate's first attempt fails (`answered 409`), the second annotates; the run ends ok"),
+    # update_engine
+    fault(ENGINE, "not-on-the-bus", "update_engine is not on the bus (new OS)",
+          "os-version fails: `update_engine GetStatus failed ... (is update-engine.service running on the system "
+          "bus?)`"),
+    fault(ENGINE, "error-event", "an update ends with an error event (bootstrap)",
+          "each attempt fails (`update_engine reported an error event`), then the bootstrap goes on with the "
+          "running OS and says so"),
+    fault(ENGINE, "never-ends", "an update never ends (bootstrap)",
+          "the attempt fails after os_update_timeout: `did not finish within 3s (last state "
+          "UPDATE_STATUS_DOWNLOADING)`; the bootstrap goes on with the running OS"),
+    fault(ENGINE, "empty-version", "UPDATED_NEED_REBOOT with an empty version (bootstrap)",
+          "os-update fails: `reports its version as ''`; nothing is installed"),
+)
+
+RACES: tuple[Case, ...] = (
+    Case("race", "flows", "three-flows-together", "the three flows triggered at once",
+         "bootstrap skips (the node is bootstrapped); new OS and new kubelet run one after the other (the lock); the "
+         "next OS gets the new kubelet's Docker, the profile selects it, the node is annotated",
+         "no flow interleaves another (run times do not overlap); every run ends ok; no temporary file"),
+    Case("race", "flows", "kubelet-changes-in-quick-succession", "kubelet.env changed three times in a second",
+         "the last version wins: its Docker is installed and selected",
+         "every run ends ok; no temporary file; what was selected is what the last kubelet.env needs"),
+    Case("race", "steps", "same-step-twice-by-hand", "the addon step started twice by hand at once",
+         "the second waits for the first (the run lock); one download, one run record that says ok",
+         "both exit 0; the run record is whole; no temporary file"),
+    Case("race", "steps", "same-unit-twice", "the same step unit started twice at once",
+         "systemd merges the two starts into one job: the step runs once",
+         "one run of the step in the journal"),
+)
+
 
 def bad_input_cases() -> int:
     """How many malformed and hostile inputs tests/unit/test_bad_input.py feeds the readers."""
