@@ -42,7 +42,8 @@ class KillPoint:
 
 @dataclass(frozen=True)
 class Case:
-    """A fault or a race: what happens, what the test finds, what else it asserts."""
+    """A fault or a race: what happens, what the test finds, what else it
+    asserts, and the test (``file::function``, with its parameter)."""
 
     kind: str  # "fault" or "race"
     area: str
@@ -50,6 +51,7 @@ class Case:
     name: str
     result: str
     checks: str
+    test: str
 
 
 def _path(path: str) -> str:
@@ -210,7 +212,7 @@ FAULT_CHECKS = ("the error names the cause; nothing that was good is lost (addon
 
 
 def fault(area: str, id: str, name: str, result: str, checks: str = FAULT_CHECKS) -> Case:
-    return Case("fault", area, id, name, result, checks)
+    return Case("fault", area, id, name, result, checks, f"tests/integration/test_faults.py::test_fault[{area}/{id}]")
 
 
 FAULTS: tuple[Case, ...] = (
@@ -291,20 +293,50 @@ FAULTS: tuple[Case, ...] = (
           "os-update fails: `reports its version as ''`; nothing is installed"),
 )
 
+POWER = "power loss"
+POWER_CASES: tuple[Case, ...] = (
+    Case("fault", POWER, "synced-renames", "every write path, traced: is a renamed file synced first?",
+         "every file is fsynced before it is renamed into place and not written after; every rename, new "
+         "directory and removal under /etc and /var is followed by an fsync of its directory",
+         "the reference traces of every step the crash campaign kills cover addons (downloaded and linked), "
+         "profiles, next-profile, kubelet.env, the reset marker, run records, the manifest cache, the metrics, "
+         "GC and the Docker reset",
+         "tests/integration/test_crash.py::test_every_write_is_synced_before_its_rename_and_its_directory_after"),
+    Case("fault", POWER, "reader", "a reader beside four new-kubelet runs",
+         "no read of a profile, next-profile, run record, reset marker, metrics file or addon is empty or short",
+         "the reader saw the profile change, and every run record the runs wrote",
+         "tests/integration/test_power.py::test_a_reader_never_sees_an_empty_or_short_file"),
+    Case("fault", POWER, "cut-after-kubelet-env", "power cut right after kubelet.env is renamed",
+         "at the next boot no bootstrap step runs (kubelet.env exists) and the kubelet starts: it was enabled first",
+         "no temporary file after the boot",
+         "tests/integration/test_power.py::test_a_power_cut_right_after_kubelet_env_still_starts_the_kubelet"),
+    Case("fault", POWER, "cut-before-addon-rename", "power cut before the addon is renamed into its store",
+         "the store holds only a hidden temporary file (torcx skips it); the next boot's bootstrap removes it "
+         "and converges",
+         "the run ends ok, the kubelet runs, the store holds exactly the addon",
+         "tests/integration/test_power.py::"
+         "test_a_power_cut_before_the_addon_is_renamed_is_completed_by_the_next_boot"),
+)
+
 RACES: tuple[Case, ...] = (
     Case("race", "flows", "three-flows-together", "the three flows triggered at once",
-         "bootstrap skips (the node is bootstrapped); new OS and new kubelet run one after the other (the lock); the "
-         "next OS gets the new kubelet's Docker, the profile selects it, the node is annotated",
-         "no flow interleaves another (run times do not overlap); every run ends ok; no temporary file"),
+         "bootstrap has nothing to do (the node is bootstrapped); new OS and new kubelet run one after the other "
+         "(the flow lock); both OS versions get the new kubelet's Docker, the profile selects it, the node is "
+         "annotated",
+         "the two runs' locked steps do not overlap; both end ok; no temporary file",
+         "tests/integration/test_races.py::test_the_three_flows_triggered_at_once"),
     Case("race", "flows", "kubelet-changes-in-quick-succession", "kubelet.env changed three times in a second",
-         "the last version wins: its Docker is installed and selected",
-         "every run ends ok; no temporary file; what was selected is what the last kubelet.env needs"),
+         "the last version wins: its Docker is installed and selected (the re-check runs the flow again)",
+         "the last run ends ok; no temporary file",
+         "tests/integration/test_races.py::test_kubelet_env_changed_three_times_in_a_second"),
     Case("race", "steps", "same-step-twice-by-hand", "the addon step started twice by hand at once",
-         "the second waits for the first (the run lock); one download, one run record that says ok",
-         "both exit 0; the run record is whole; no temporary file"),
+         "the second waits for the first (the run lock), then finds the addon in place: one download",
+         "both exit 0; the run record says the step ended ok; no temporary file",
+         "tests/integration/test_races.py::test_the_same_step_started_twice_by_hand_at_once"),
     Case("race", "steps", "same-unit-twice", "the same step unit started twice at once",
          "systemd merges the two starts into one job: the step runs once",
-         "one run of the step in the journal"),
+         "one start in the journal, one download",
+         "tests/integration/test_races.py::test_the_same_unit_started_twice_at_once_runs_once"),
 )
 
 

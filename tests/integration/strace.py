@@ -104,3 +104,50 @@ class StepUnderStrace:
         self.node.run("rm", "-f", self.trace_file)
         self.node.systemctl("start", "--job-mode=ignore-requirements", self.unit, check=False, timeout=timeout)
         return parse_trace(self.node.read(self.trace_file))
+
+
+#: Where the node keeps what must survive a power cut (/run and the private /tmp do not).
+PERSISTENT = ("/etc/", "/var/")
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_FD_PATH = re.compile(r"^[a-z0-9_]+\([0-9]+<([^>]*)>")
+
+
+def _paths(call: Call) -> list[str]:
+    return _QUOTED.findall(call.line.split(") = ")[0])
+
+
+def _fd_path(call: Call) -> str | None:
+    match = _FD_PATH.match(call.line)
+    return match[1] if match else None
+
+
+def _parent(path: str) -> str:
+    return path.rsplit("/", 1)[0] or "/"
+
+
+def sync_problems(calls: list[Call]) -> list[str]:
+    """Where a step's writes would not survive a power cut: a file renamed
+    into place before it was synced (or written after), a rename, a new
+    directory or a removal whose directory is not synced after it."""
+    problems = []
+    done = [c for c in calls if c.syscall == "write" or (c.completed and c.line.rstrip().endswith(" = 0"))]
+
+    def synced_after(index: int, directory: str) -> bool:
+        return any(c.syscall in ("fsync", "fdatasync") and _fd_path(c) == directory for c in done[index + 1:])
+
+    for index, call in enumerate(done):
+        paths = _paths(call)
+        if call.syscall == "rename" and len(paths) == 2 and paths[1].startswith(PERSISTENT):
+            source, target = paths
+            if source.endswith(".tmp"):
+                synced = [i for i, c in enumerate(done[:index]) if c.syscall == "fsync" and _fd_path(c) == source]
+                written_after = [c for c in done[synced[-1] + 1:index] if c.syscall == "write"
+                                 and _fd_path(c) == source] if synced else []
+                if not synced or written_after:
+                    problems.append(f"{target}: renamed from {source} before it was synced: {call.line}")
+            if not synced_after(index, _parent(target)):
+                problems.append(f"{target}: its directory is not synced after the rename")
+        elif call.syscall in ("mkdir", "unlink") and paths and paths[0].startswith(PERSISTENT) \
+                and not paths[0].endswith((".tmp", ".link")) and not synced_after(index, _parent(paths[0])):
+            problems.append(f"{paths[0]}: {call.syscall} not synced into {_parent(paths[0])}")
+    return problems

@@ -43,7 +43,7 @@ from tests.reliability import CURRENT, KILL_POINTS, NEXT, STALL_KILLS, KillPoint
 from . import nodestate
 from .flows import last_run, unit_result
 from .nodestate import NO_START_LIMIT, Observed, observe, outcome
-from .strace import STRACE_DIR, Call, StepUnderStrace
+from .strace import STRACE_DIR, Call, StepUnderStrace, sync_problems
 
 if shutil.which("strace") is None:
     pytest.skip("the crash campaign needs strace (make test installs it)", allow_module_level=True)
@@ -72,6 +72,10 @@ STEPS = {
 #: What starts a whole run of each flow.
 FLOW_UNIT = {"bootstrap": "torcx-bootstrap.target", "new-os": "torcx-new-os.target",
              "new-kubelet": "torcx-new-kubelet-addons.service", "docker-reset": "torcx-docker-reset-data.service"}
+
+#: Every step's uninterrupted, traced run in this session, by (flow, step).
+REFERENCE_CALLS: dict[tuple[str, str], list[Call]] = {}
+
 
 @dataclass
 class StepReference:
@@ -153,6 +157,7 @@ class Campaign:
             (where / f"{self.flow}-{step}.trace").write_text("\n".join(c.line for c in calls) + "\n")
         reference = StepReference(step, snapshot, tracer, before, self.observe().state, calls, annotation)
         self.steps[step] = reference
+        REFERENCE_CALLS[(self.flow, step)] = calls
         return reference
 
     def converge(self) -> list[str]:
@@ -292,3 +297,34 @@ def test_kill_during_a_stalled_download(point: KillPoint, campaigns: dict[str, C
     if result != point.outcome:
         problems.append(f"observed outcome: {result!r}")
     assert problems == [], "\n".join(problems)
+
+
+#: Every kind of file the flows replace, as its rename's target shows it: the sync check must see each.
+WRITE_PATHS = {
+    "a downloaded addon": f'/var/lib/torcx/store/{NEXT}/docker:17.03.torcx.tgz"',
+    "a linked addon": f'/var/lib/torcx/store/{CURRENT}/docker:17.03.torcx.tgz"',
+    "a profile": '/etc/torcx/profiles/tectonic.json"', "next-profile": '/etc/torcx/next-profile"',
+    "kubelet.env": '/etc/kubernetes/kubelet.env"', "the Docker reset marker": 'torcx-tectonic/docker-reset-needed"',
+    "a run record": '/var/lib/torcx-tectonic/runs/bootstrap.json"',
+    "a cached manifest": f'/var/cache/torcx-tectonic/manifests/amd64-usr/{NEXT}.json"',
+    "the metrics": 'textfile_collector/torcx_tectonic.prom"', "a store GC moves aside": '/var/lib/torcx/store/.gc-',
+    "Docker's data moved aside": '"/var/lib/docker.torcx-tectonic-old"',
+}
+
+
+def test_every_write_is_synced_before_its_rename_and_its_directory_after(campaigns: dict[str, Campaign],
+                                                                         bundle: Path) -> None:
+    """Power loss: a renamed file is never found empty or short, and a rename,
+    a new directory or a removal is not undone by a power cut, because each
+    file is synced before it is renamed into place and each directory after
+    its entries change. The traces are the campaign's reference runs (made
+    here when this test runs alone)."""
+    for point in KILL_POINTS:
+        if (point.flow, point.step) not in REFERENCE_CALLS:
+            campaign_for(campaigns, point.flow, bundle).reference(point.step)
+    problems = {f"{flow}/{step}": found for (flow, step), calls in REFERENCE_CALLS.items()
+                if (found := sync_problems(calls))}
+    assert problems == {}
+    renamed = [c.line for calls in REFERENCE_CALLS.values() for c in calls if c.syscall == "rename"]
+    unseen = [what for what, target in WRITE_PATHS.items() if not any(target in line for line in renamed)]
+    assert unseen == [], f"write paths no trace shows: {unseen}"
