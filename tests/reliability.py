@@ -1,9 +1,13 @@
 """The fault campaign's cases: the kill points, the faults and the races.
 
-This table is the single list the campaign's tests run. A kill point says
-where a step is killed (its N-th call of a system call whose strace line
-matches a pattern) and what the node holds right after (the campaign checks
-that it finds exactly that).
+This table is the single list the campaign's tests run and that
+``docs/reliability.md`` is made from (``python -m tests.reliability >
+docs/reliability.md`` writes it; a unit test checks that the committed file
+is what this module renders, and that every case names a test that exists).
+A kill point says where a step is killed (its N-th call of a system call
+whose strace line matches a pattern) and what the node holds right after
+(the campaign checks that it finds exactly that); a fault or a race says
+what its test finds and what else it asserts.
 """
 
 from __future__ import annotations
@@ -346,3 +350,168 @@ def bad_input_cases() -> int:
     from tests.unit.test_bad_input import CASES
 
     return len(CASES)
+
+
+#: What the campaign found, how it was fixed, and the case that shows it.
+FINDINGS: tuple[tuple[str, str, str], ...] = (
+    ("The Docker reset marker was written after the profile: a kill between the two left the new Docker selected "
+     "and no marker, and the next run, finding it selected, wrote none -- the new Docker would have started on "
+     "the old one's data.",
+     "The marker is written first; a marker whose Docker has not booted yet is left alone by the reset.",
+     "kill points bootstrap/addons: renaming the Docker reset marker, writing the profile"),
+    ("A kill after kubelet.env's rename left a bootstrap that could not finish: started again, its last step "
+     "failed for want of the kubelet-env record, and after a reboot (or a power cut) nothing would ever have "
+     "enabled the kubelet.",
+     "The kubelet-env step enables the kubelet before it writes kubelet.env; the last step checks kubelet.env, "
+     "not the record; a flow started again whose first steps skip continues its failed run.",
+     "kill points bootstrap/kubelet-env; power loss: cut after kubelet.env"),
+    ("A killed step left its temporary file in the stores, the profiles directory, /etc/kubernetes and the state "
+     "directories, an interrupted GC or Docker reset left what it had moved aside, and the run read 'running' for "
+     "the rest of the boot.",
+     "Every step unit runs step-stopped after it (ExecStopPost=): after a failure it removes the temporary files of "
+     "writers that are gone (their names carry the writer's pid), the moved-aside trees, and records how the "
+     "process ended; every step sweeps dead writers' files before it begins (what a power cut left).",
+     "every kill point"),
+    ("A new directory (a versioned store, the manifest cache) was not synced into its parent: a power cut could "
+     "take a new store, and the addon renamed into it, with it.",
+     "Directories are created with make_dirs, which syncs each new one into its parent.",
+     "power loss: every write path traced"),
+    ("A Docker reset killed while deleting the old data, followed by a Docker that started meanwhile, made every "
+     "later reset fail (the rename onto the leftover: ENOTEMPTY).",
+     "What an interrupted reset moved aside is removed first.",
+     "kill points docker-reset/data; tests/unit/test_dockerreset.py"),
+    ("An answer cut short by a closed connection passed as whole (urllib3 1.26, Debian 12's, does not check "
+     "Content-Length): a truncated manifest failed as a 'bad signature', a truncated addon as a 'sha512 "
+     "mismatch', sending an operator to the keyring or the bucket's hashes.",
+     "The manifest reader and the addon download compare what arrived with the Content-Length.",
+     "faults release bucket: manifest and addon truncated"),
+    ("A redirect loop was followed 30 times per request, on every retry.",
+     "At most 5 redirects.", "fault release bucket: redirect loop"),
+    ("Two copies of a step of one flow (by hand, or by hand and by systemd) both downloaded and interleaved their "
+     "read-modify-write of the run record.",
+     "A step holds its flow's run lock while it works (the annotation, which waits for the operator, only while "
+     "it records).",
+     "race: the addon step started twice by hand"),
+    ("A failure that cannot heal by itself (a stranger's signature, a wrong hash) held the boot for the whole retry "
+     "budget with only 'trying again in 30s'.",
+     "Every failed attempt says the attempts left, their pauses and the unit's limit, and notes it on the run "
+     "record; a verification failure adds that it rarely fixes itself and what would fix it.",
+     "faults release bucket: wrong hash, stranger's signature"),
+    ("A full store failed with 'No space left on device' and no file named.",
+     "A refused write names the file.", "fault disk: the store is on a full file system"),
+)
+
+INTRO = """\
+# Reliability: the fault campaign
+
+Generated by `python -m tests.reliability > docs/reliability.md` from
+`tests/reliability.py`, the list the campaign's tests run; a unit test keeps
+this file in step with it. Every case below runs in `make test` on real
+systemd 252 nodes (`simnode/`), and its result is what its test asserts.
+
+## How a kill point is checked
+
+The step runs alone on a node put back to the state just before it, under
+`strace -e inject=SYSCALL:signal=SIGKILL:when=N` from a test drop-in (the
+product has no hook for it; only the drop-in resets `SystemCallFilter=` for
+ptrace): the step dies at the entry of that call, before it acts. Then:
+
+- its trace ends at that call, unfinished (the point is deterministic);
+- no temporary file is left where torcx, the kubelet or Docker look, nor in
+  the state directories;
+- every file the step changes (addons, profiles, next-profile, kubelet.env,
+  the reset marker, Docker's data, the kubelet's enablement, the manifest
+  cache, the step records) is as before the step or as after an
+  uninterrupted run of it, byte for byte, and nothing else changed; the
+  result column says which are already as after;
+- the run record says the step's process was killed by signal KILL;
+- the flow started again ends ok, with the node exactly as after an
+  uninterrupted run of the whole flow.
+
+Stall kills are the same, the step killed while it waits for a download
+the bucket holds mid-body.
+
+## Decisions
+
+- **Verification failures are retried** (a wrong hash, a bad or stranger's
+  signature): a bucket that publishes a manifest, its signature and the
+  addons one after the other, or a cache that serves an old copy of one of
+  them, heals within the retry budget, and a keyring fixed meanwhile is read
+  at the next attempt. But the first failure says that it rarely fixes
+  itself, what would fix it, the attempts left, their pauses and the unit's
+  time limit -- the boot is never held silently.
+- **A full disk is not retried**: the node refused, and freeing it is an
+  operator's job; the step fails at once naming the file.
+- **Power loss** cannot be simulated in a container (the host's page cache
+  survives): durability is checked on the system calls of every write path
+  (fsync of the file before its rename, of the directory after), and what a
+  cut leaves (a file renamed or not) by cutting a node's power while a step
+  is held at a chosen call.
+"""
+
+
+def _code(text: str) -> str:
+    return f"`{text}`"
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render() -> str:
+    out = [INTRO]
+    kills = (*KILL_POINTS, *STALL_KILLS)
+    out.append(f"## Kill points ({len(kills)})\n")
+    for flow in dict.fromkeys(p.flow for p in kills):
+        points = [p for p in kills if p.flow == flow]
+        out.append(f"### {flow} ({len(points)})\n")
+        out.append("| # | step | killed | at the step's | result: the node right after |")
+        out.append("|---|---|---|---|---|")
+        for number, point in enumerate(points, start=1):
+            nth = {1: "1st", 2: "2nd", 3: "3rd"}.get(point.occurrence, f"{point.occurrence}th")
+            where = "download, stalled" if point.syscall == "stall" else f"{nth} such {_code(point.syscall)}"
+            out.append(f"| {number} | {point.step} | {_cell(point.what)} | {where} | {_cell(point.outcome)} |")
+        out.append("")
+    faults = (*FAULTS, *POWER_CASES)
+    out.append(f"## Faults ({len(faults)})\n")
+    out.append(f"Unless a row says otherwise, each fault test also asserts: {FAULT_CHECKS}.\n")
+    for area in dict.fromkeys(c.area for c in faults):
+        cases = [c for c in faults if c.area == area]
+        out.append(f"### {area} ({len(cases)})\n")
+        out.append("| fault | result | also checked | test |")
+        out.append("|---|---|---|---|")
+        for case in cases:
+            checks = "" if case.checks == FAULT_CHECKS else _cell(case.checks)
+            out.append(f"| {_cell(case.name)} | {_cell(case.result)} | {checks} | {_code(case.test.split('::')[1])} |")
+        out.append("")
+    out.append(f"## Races ({len(RACES)})\n")
+    out.append("| race | result | also checked | test |")
+    out.append("|---|---|---|---|")
+    for case in RACES:
+        out.append(f"| {_cell(case.name)} | {_cell(case.result)} | {_cell(case.checks)} | "
+                   f"{_code(case.test.split('::')[1])} |")
+    out.append("")
+    bad = bad_input_cases()
+    out.append(f"## Bad input ({bad})\n")
+    out.append(f"`tests/unit/test_bad_input.py` feeds {bad} malformed and hostile inputs to every reader and client "
+               "(configuration, manifests, signatures, keyrings, mappings, kubeconfigs, os-release, kubelet.env, "
+               "profiles, answers of the bucket and the api-server): each is one error naming the source and what "
+               "was expected, and the node is byte for byte as before.\n")
+    out.append(f"## What the campaign found ({len(FINDINGS)})\n")
+    out.append("| found | fixed | shown by |")
+    out.append("|---|---|---|")
+    for found, fixed, shown in FINDINGS:
+        out.append(f"| {_cell(found)} | {_cell(fixed)} | {_cell(shown)} |")
+    out.append("")
+    out.append("## Counts\n")
+    out.append("```")
+    out.append(f"kill points: {len(kills)}")
+    out.append(f"faults: {len(faults)}")
+    out.append(f"races: {len(RACES)}")
+    out.append(f"bad-input cases: {bad}")
+    out.append("```")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
