@@ -249,7 +249,7 @@ def stopped(argv: Sequence[str] | None = None, paths: NodePaths | None = None,
                 log.warning("removed %s, which %s/%s left when it did not end", path, flow.name, step.name)
             how = ended_how(result, env.get("EXIT_CODE", ""), env.get("EXIT_STATUS", ""))
             if FlowState(node, flow.name).step_interrupted(step.name, how, ends_run=not flow.follows_run(step)):
-                log.error("%s/%s %s", flow.name, step.name, how)
+                log.error("%s/%s: %s", flow.name, step.name, how)
     except (OSError, TorcxTectonicError) as err:
         log.error("cannot clean up after %s/%s: %s", flow.name, step.name, err)
     sys.exit(0)
