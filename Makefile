@@ -17,7 +17,7 @@ BINDIR ?= /usr/bin
 PYTHON_SITELIB ?= $(shell $(PYTHON) -c 'import sysconfig as s; print(s.get_path("purelib", "deb_system" if "deb_system" in s.get_scheme_names() else s.get_default_scheme(), vars={"base": "/usr"}))')
 
 VENV ?= .venv
-APT_PACKAGES = systemd-container dbus gpg gpgv openssl iproute2 libsystemd-dev pkg-config python3-venv \
+APT_PACKAGES = systemd-container dbus gpg gpgv openssl iproute2 libsystemd-dev pkg-config python3-venv strace \
 	python3-pystemd python3-requests python3-iniparse python3-packaging python3-yaml \
 	python3-prometheus-client \
 	python3-dbus python3-gi \

@@ -245,9 +245,12 @@ class ApiServer(Closing):
     def requests_for(self, prefix: str = "/", method: str | None = None) -> list[RequestRecord]:
         return self.log.requests_for(prefix, method)
 
-    def set_fault(self, prefix: str, status: int | None = None, delay: float = 0.0) -> None:
-        """Make requests under ``prefix`` answer ``status`` (plain text) and/or stall."""
-        self.faults.insert(0, Fault(prefix, status, delay))
+    def set_fault(self, prefix: str, status: int | None = None, delay: float = 0.0, **broken: Any) -> Fault:
+        """Make requests under ``prefix`` answer ``status`` (plain text) and/or
+        stall; ``method=``/``times=`` narrow it (see simnode.bucket.Fault)."""
+        fault = Fault(prefix, status, delay, **broken)
+        self.faults.insert(0, fault)
+        return fault
 
     def clear_faults(self) -> None:
         self.faults.clear()

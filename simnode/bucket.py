@@ -220,11 +220,44 @@ class RequestLog:
 
 @dataclass
 class Fault:
-    """Misbehaviour for paths under a prefix: answer ``status`` and/or wait ``delay`` s first."""
+    """Misbehaviour for paths under a prefix: answer ``status`` and/or wait
+    ``delay`` s first, or answer with a broken body.
+
+    - ``method``: only requests of this method (None: any);
+    - ``exact``: only the path ``prefix`` itself (not ``<prefix>.asc``, say);
+    - ``times``: only the first this many matching requests (None: every one);
+    - ``redirect``: answer 302 to this path (the request's own path: a loop);
+    - ``body_bytes``: send the real headers (Content-Length announces the whole
+      body) but only this many bytes of the body, then close the connection
+      (a truncated body) -- after holding it ``stall`` seconds, or until the
+      server closes (a server that stalls mid-body);
+    - ``content_length``: announce this Content-Length and send the whole body
+      (a body longer than announced, when smaller).
+    """
 
     prefix: str
     status: int | None = None
     delay: float = 0.0
+    method: str | None = None
+    exact: bool = False
+    times: int | None = None
+    redirect: str | None = None
+    body_bytes: int | None = None
+    stall: float = 0.0
+    content_length: int | None = None
+    used: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def take(self, path: str, method: str) -> bool:
+        """Whether this fault applies to a request (and count it if so)."""
+        if not path.startswith(self.prefix) or (self.exact and path != self.prefix) \
+                or (self.method is not None and self.method != method):
+            return False
+        with self._lock:
+            if self.times is not None and self.used >= self.times:
+                return False
+            self.used += 1
+            return True
 
 
 class HarnessHTTPServer(ThreadingHTTPServer):
@@ -257,6 +290,10 @@ class HarnessHTTPServer(ThreadingHTTPServer):
         self._conns: set[socket.socket] = set()
         self._thread: threading.Thread | None = None
         self._closed = False
+        #: set when the server closes: a handler holding a body mid-way lets go
+        self.unstall = threading.Event()
+        #: how many answers are held mid-body right now (a test waits for one)
+        self.stalled = 0
         super().__init__(("127.0.0.1", 0), handler, bind_and_activate=False)
         self.server_bind()
 
@@ -280,6 +317,7 @@ class HarnessHTTPServer(ThreadingHTTPServer):
             self._thread.start()
 
     def close(self) -> None:
+        self.unstall.set()
         if self._thread is not None:
             self.shutdown()
             self._thread.join(timeout=5)
@@ -336,10 +374,13 @@ class LoggingHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         """Silence the default stderr access log; the RequestLog has it all."""
 
+    body_fault: Fault | None = None
+
     def parse_request(self) -> bool:
         """Reset per-request state: one handler serves every request of a kept-alive connection."""
         self.request_body = b""
         self.identity = None
+        self.body_fault = None
         return super().parse_request()
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
@@ -366,27 +407,49 @@ class LoggingHandler(BaseHTTPRequestHandler):
 
     def send_bytes(self, status: int, body: bytes, content_type: str,
                    extra: Sequence[tuple[str, str]] = ()) -> None:
-        """A complete response with Content-Length (HEAD gets headers only)."""
+        """A complete response with Content-Length (HEAD gets headers only),
+        broken as a body fault of this request says."""
+        fault = self.body_fault
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        length = fault.content_length if fault is not None and fault.content_length is not None else len(body)
+        self.send_header("Content-Length", str(length))
         for k, v in extra:
             self.send_header(k, v)
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command == "HEAD":
+            return
+        if fault is None or fault.body_bytes is None:
             self.wfile.write(body)
+            return
+        self.wfile.write(body[:fault.body_bytes])
+        self.wfile.flush()
+        if fault.stall:
+            with self.server._conns_lock:
+                self.server.stalled += 1
+            try:
+                self.server.unstall.wait(fault.stall)
+            finally:
+                with self.server._conns_lock:
+                    self.server.stalled -= 1
+        self.close_connection = True
 
     def apply_fault(self, faults: Sequence[Fault]) -> bool:
-        """Apply the first matching fault; True when it already answered the request."""
+        """Apply the first matching fault; True when it already answered the
+        request (a status or a redirect). A body fault is kept for the answer."""
         path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
         for f in faults:
-            if path.startswith(f.prefix):
+            if f.take(path, self.command):
                 if f.delay:
                     time.sleep(f.delay)
+                if f.redirect is not None:
+                    self.send_bytes(302, b"", "text/plain", [("Location", f.redirect)])
+                    return True
                 if f.status is not None:
                     body = f"injected fault {f.status} for {path}\n".encode()
                     self.send_bytes(f.status, body, "text/plain")
                     return True
+                self.body_fault = f
                 return False
         return False
 
@@ -562,12 +625,24 @@ class Bucket(Closing):
         _atomic_write(path, path.read_bytes().rstrip(b"\n") + b" \n")
         self._releases[(board, os_version)].raw = True
 
-    def set_fault(self, prefix: str, status: int | None = None, delay: float = 0.0) -> None:
-        """Make requests under ``prefix`` answer ``status`` and/or stall ``delay`` seconds."""
-        self.faults.insert(0, Fault(prefix, status, delay))
+    def set_fault(self, prefix: str, status: int | None = None, delay: float = 0.0, **broken: Any) -> Fault:
+        """Make requests under ``prefix`` answer ``status`` and/or stall ``delay``
+        seconds, or break their answer as ``broken`` says (see :class:`Fault`)."""
+        fault = Fault(prefix, status, delay, **broken)
+        self.faults.insert(0, fault)
+        return fault
 
     def clear_faults(self) -> None:
+        """No more faults; answers held mid-body are let go."""
         self.faults.clear()
+        if self._server is not None:
+            self._server.unstall.set()
+            self._server.unstall = threading.Event()
+
+    @property
+    def stalled(self) -> int:
+        """How many answers are held mid-body right now."""
+        return self._server.stalled if self._server is not None else 0
 
     def _manifest_paths(self, board: str | None, os_version: str | None) -> list[Path]:
         if board is not None and os_version is not None:

@@ -675,6 +675,20 @@ class Node(Closing):
                     self._kill_hard()
         self._after_exit()
 
+    def cut_power(self) -> None:
+        """Stop the node at once, as a power cut does: the container's PID 1 is
+        killed, so no unit stops and nothing cleans up. (The host's page cache
+        keeps what the node wrote: this tests which files a cut leaves renamed
+        or not, not their durability.)"""
+        if not self.running:
+            raise NodeError(f"node {self.name} is not running{self._exit_note()}")
+        self._kill_hard()
+        # the kernel kills the rest of the PID namespace after its init: give it the moment it takes
+        deadline = time.monotonic() + 10
+        while self.leftover_processes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._after_exit()
+
     def _kill_hard(self) -> None:
         """Last resort: killing the container's PID 1 kills its whole PID namespace."""
         assert self._proc is not None

@@ -151,8 +151,9 @@ def parse_scenario(raw: Mapping[str, Any], where: str = "scenario") -> Scenario:
     if bad:
         raise ScenarioError(f"{where}: unknown mode(s) {bad}; expected one of {list(MODES)}")
     new_version = raw.get("new_version", Scenario.new_version)
-    if not isinstance(new_version, str) or not new_version:
-        raise ScenarioError(f"{where}: 'new_version' must be a non-empty string, got {new_version!r}")
+    # "" is allowed: an engine that reports UPDATED_NEED_REBOOT with an empty version (a fault to test)
+    if not isinstance(new_version, str):
+        raise ScenarioError(f"{where}: 'new_version' must be a string, got {new_version!r}")
     new_size = raw.get("new_size", Scenario.new_size)
     if not isinstance(new_size, int) or isinstance(new_size, bool) or new_size < 0:
         raise ScenarioError(f"{where}: 'new_size' must be a non-negative integer, got {new_size!r}")

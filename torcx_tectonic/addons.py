@@ -124,12 +124,14 @@ def select(ctx: Context, version: str) -> tuple[str | None, list[Path], str]:
             before = profile.selected_reference(profile.load_profile(directory, next_name or "vendor"), addon)
             if before:
                 break
-    name, changed = profile.select_image(user_profiles=paths.user_profiles, vendor_profiles=paths.vendor_profiles,
-                                         next_profile_file=paths.next_profile, configured=ctx.config.torcx.profile,
-                                         name=addon, reference=version)
+    # The reset marker first: once the profile selects the new version, a run
+    # after a crash finds it selected and would no longer know that it changes.
     if before != version and dockerreset.arrange(paths.docker_reset_marker, before, version):
         log.warning("%s changes from %s to %s: %s will be emptied before it starts", addon, before, version,
                     paths.docker_data)
+    name, changed = profile.select_image(user_profiles=paths.user_profiles, vendor_profiles=paths.vendor_profiles,
+                                         next_profile_file=paths.next_profile, configured=ctx.config.torcx.profile,
+                                         name=addon, reference=version)
     # Only what torcx says booted can cancel a pending reset: the next profile
     # already names the new version after a first run.
     if booted == version and dockerreset.cancel(paths.docker_reset_marker):

@@ -1,6 +1,15 @@
 """Steps 5 and 6 of bootstrap: write kubelet.env, then enable the kubelet
 and decide whether the node reboots (the step runner queues the reboot once
-the run says so)."""
+the run says so).
+
+kubelet.env marks a bootstrapped node: once it exists, no bootstrap step
+runs at a later boot. So the kubelet is enabled before kubelet.env is
+written: a node that loses power (or the step its process) right after the
+rename still starts its kubelet at the next boot. A bootstrap started again
+in the same boot continues the run (every step before the last one skips)
+and the last step starts the kubelet or reboots; it needs no record of the
+kubelet.env step, which a kill right after the rename leaves unwritten.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from . import kubeletenv, systemd
 from .atomic import write_if_changed
+from .errors import InputError
 from .flows import path_units
 from .state import RECORDS, RUNNING, BootstrapFinished, KubeletEnvWritten, KubernetesVersion, OsVersions, Record
 
@@ -24,7 +34,10 @@ def write_kubelet_env(ctx: Context) -> KubeletEnvWritten:
     kube = ctx.config.kubernetes
     version = ctx.state.load(KubernetesVersion).version
     tag = kubeletenv.version_to_tag(version)
-    written = write_if_changed(kube.kubelet_env, kubeletenv.with_version(kube.installer_kubelet_env, version))
+    text = kubeletenv.with_version(kube.installer_kubelet_env, version)
+    if not kube.kubelet_env.exists() and systemd.enable(KUBELET_UNIT):  # before the file that ends the bootstrap
+        log.info("%s enabled for the next boots", KUBELET_UNIT)
+    written = write_if_changed(kube.kubelet_env, text)
     log.info("%s %s with %s=%s", kube.kubelet_env, "written" if written else "already right",
              kubeletenv.IMAGE_TAG_KEY, tag)
     return KubeletEnvWritten(path=str(kube.kubelet_env), written=written, kube_version=version)
@@ -51,7 +64,9 @@ def finish(ctx: Context, *, installs: str | None) -> BootstrapFinished:
     if ctx.state.current().result != RUNNING:
         log.info("this boot's bootstrap already ended: nothing to do")
         return BootstrapFinished(kubelet_enabled=False, reboot=False, already_finished=True)
-    ctx.state.load(KubeletEnvWritten)
+    kubelet_env = ctx.config.kubernetes.kubelet_env
+    if not kubelet_env.exists():
+        raise InputError(f"{kubelet_env}: missing; the kubelet-env step writes it before the bootstrap finishes")
     installed = None if installs is None else ctx.state.load(RECORDS[installs])
     reasons = reboot_reasons(ctx.state.load(OsVersions), installed)
     enabled = systemd.enable(KUBELET_UNIT)

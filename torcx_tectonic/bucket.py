@@ -20,7 +20,7 @@ import requests
 from . import source
 from .config import Config, require_manifest_url
 from .errors import NetworkError, VerificationError
-from .http import content_length, make_session, read_body, request, timeouts
+from .http import check_complete, content_length, make_session, read_body, request, timeouts
 from .inputfile import read_bytes
 from .manifest import CHUNK_BYTES, PackageList, manifest_url, parse_package_list
 
@@ -142,7 +142,8 @@ class Bucket:
         with request(self.session, "GET", url, what, timeout=timeouts(self.config.network), stream=True) as response:
             if response.status_code != 200:
                 raise NetworkError(f"{what}: GET {url} answered {response.status_code}")
-            with Progress(what, content_length(response, what, url)) as progress:
+            total = content_length(response, what, url)
+            with Progress(what, total) as progress:
                 try:
                     for chunk in response.iter_content(CHUNK_BYTES):
                         progress.done += len(chunk)
@@ -150,6 +151,7 @@ class Bucket:
                 except requests.RequestException as err:
                     raise NetworkError(f"{what}: download from {url} broke off after {progress.done} bytes: "
                                        f"{err}") from None
+                check_complete(response, total, progress.done, f"{what}: download from {url}")
 
 
 def load_manifest(path: Path) -> PackageList:

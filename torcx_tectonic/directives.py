@@ -26,8 +26,8 @@ INTRODUCED = {
     "RequiresMountsFor": 201, "StopWhenUnneeded": 1, "ConditionPathExists": 1, "ConditionPathIsDirectory": 1,
     "WantedBy": 1, "PathExists": 1, "PathChanged": 1, "Unit": 1,
     # [Service]
-    "Type": 1, "ExecStart": 1, "Environment": 1, "ExecStartPost": 1, "SyslogIdentifier": 1, "TimeoutStartSec": 188,
-    "NotifyAccess": 1,
+    "Type": 1, "ExecStart": 1, "Environment": 1, "ExecStartPost": 1, "ExecStopPost": 1, "SyslogIdentifier": 1,
+    "TimeoutStartSec": 188, "NotifyAccess": 1,
     # the sandbox
     "NoNewPrivileges": 187, "PrivateTmp": 1, "PrivateDevices": 209, "ProtectHome": 214, "CapabilityBoundingSet": 1,
     "UMask": 1, "DevicePolicy": 1, "SystemCallArchitectures": 209, "SystemCallErrorNumber": 209,

@@ -74,18 +74,41 @@ def reset(marker: Path, data_dir: Path, booted_reference: str | None) -> list[st
         log.warning("Docker %s booted, not %s: leaving %s alone until it does", booted_reference, expected.get("to"),
                     data_dir)
         return []
-    removed = []
-    old = data_dir.with_name(data_dir.name + OLD_SUFFIX)
+    # What an interrupted reset moved aside goes first: the data directory
+    # found now may be newer (a Docker started meanwhile) and is moved aside
+    # whole below, which a leftover of the same name would refuse.
+    old = moved_aside(data_dir)
+    removed: set[str] = set()
+    if old.is_dir() and not old.is_symlink():
+        removed.update(p.name for p in old.iterdir())
+        remove_moved_aside(data_dir)
+        log.info("removed %s, left by an interrupted reset", old)
     if data_dir.exists():
         os.rename(data_dir, old)
         fsync_dir(data_dir.parent)
-    if old.exists():
-        removed = sorted(p.name for p in old.iterdir())
+        removed.update(p.name for p in old.iterdir())
         shutil.rmtree(old)
-    data_dir.mkdir(mode=0o711, exist_ok=True)
+    if not data_dir.is_dir():
+        data_dir.mkdir(mode=0o711)
+        fsync_dir(data_dir.parent)
     marker.unlink()
     fsync_dir(marker.parent)
-    return removed
+    return sorted(removed)
+
+
+def moved_aside(data_dir: Path) -> Path:
+    """Where a reset moves the data directory before deleting it."""
+    return data_dir.with_name(data_dir.name + OLD_SUFFIX)
+
+
+def remove_moved_aside(data_dir: Path) -> list[Path]:
+    """Delete the data an interrupted reset had moved aside (Docker never
+    reads it there); returns what was removed."""
+    old = moved_aside(data_dir)
+    if old.is_symlink() or not old.is_dir():
+        return []
+    shutil.rmtree(old)
+    return [old]
 
 
 def reset_step(ctx: Context) -> DockerReset:

@@ -245,8 +245,9 @@ def bootstrap_flow(config: Config) -> Flow:
     if not boot.skip_torcx:
         steps += runtime_steps(config, next_os=False, conditions=pending)
     steps += [
-        Step("kubelet-env", "Set the kubelet version", "kubelet-env", conditions=pending,
-             writes=(escape(dirname(kubelet_env)),)),
+        # it enables the kubelet before it writes kubelet.env, the file that ends bootstrapping
+        Step("kubelet-env", "Set the kubelet version", "kubelet-env", bus=True, capabilities=MANAGE_UNITS,
+             conditions=pending, writes=(escape(dirname(kubelet_env)),)),
         Step("finish", "Enable the kubelet and reboot when needed", "finish-bootstrap", bus=True,
              params={"installs": None if boot.skip_torcx else installs(config)},
              capabilities=MANAGE_UNITS, conditions=(f"ConditionPathIsDirectory={flow_state_dir(BOOTSTRAP)}",)),

@@ -26,6 +26,9 @@ from .config import NetworkSettings
 from .errors import NetworkError, UnreachableError, shown
 
 RETRY_STATUSES = (429, 500, 502, 503, 504)
+#: Redirects followed at most (requests' default is 30): a bucket or proxy
+#: that redirects in a loop fails the request quickly, naming the URL.
+MAX_REDIRECTS = 5
 #: How much of an answer is read at once.
 CHUNK_BYTES = 1 << 20
 #: A Content-Length: digits only, fewer than would overflow anything.
@@ -48,6 +51,7 @@ def make_session(network: NetworkSettings, *, connect_retries: int | None = None
         raise_on_status=False,
     )
     session = requests.Session()
+    session.max_redirects = MAX_REDIRECTS
     # What verify=True means to requests, named: the environment cannot replace a path.
     session.verify = DEFAULT_CA_BUNDLE_PATH
     adapter = HTTPAdapter(max_retries=retry)
@@ -114,7 +118,8 @@ def content_length(response: requests.Response, what: str, url: str) -> int | No
 
 def read_body(response: requests.Response, limit: int, what: str, url: str) -> bytes:
     """A whole answer of at most ``limit`` bytes (after any decompression):
-    larger ones are refused, announced or not."""
+    larger ones are refused, announced or not; one that ends before its
+    Content-Length is a broken-off answer."""
     announced = content_length(response, what, url)
     if announced is not None and announced > limit:
         raise NetworkError(f"{what}: {url} is larger than {limit} bytes (Content-Length {announced})")
@@ -126,7 +131,20 @@ def read_body(response: requests.Response, limit: int, what: str, url: str) -> b
                 raise NetworkError(f"{what}: {url} is larger than {limit} bytes")
     except requests.RequestException as err:
         raise NetworkError(f"{what}: reading {url} broke off after {len(data)} bytes: {_short(err)}") from None
+    check_complete(response, announced, len(data), f"{what}: reading {url}")
     return bytes(data)
+
+
+def check_complete(response: requests.Response, announced: int | None, received: int, doing: str) -> None:
+    """Refuse an answer that ended before the Content-Length it announced.
+    urllib3 before 2.0 (Debian 12 ships 1.26) returns such a body as if it
+    were whole, so a connection closed early would otherwise surface as a
+    bad signature or a wrong hash, far from its cause. (A compressed answer's
+    Content-Length counts the compressed bytes: it is not compared.)"""
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if announced is not None and received < announced and encoding == "identity":
+        raise NetworkError(f"{doing} broke off after {received} of the {announced} bytes announced: the "
+                           "connection closed early")
 
 
 def _short(err: Exception) -> str:

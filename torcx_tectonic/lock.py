@@ -1,4 +1,4 @@
-"""The node-wide flow lock.
+"""The node-wide flow lock, and each flow's run lock.
 
 ``torcx-tectonic-lock@<flow>.service`` holds an exclusive ``flock`` on
 /run/torcx-tectonic/lock while its flow's steps need it (the steps require
@@ -6,6 +6,12 @@ it; it stops when unneeded). A second flow's lock unit waits for the lock
 before it reports ready, so that flow's steps queue behind it: flows never
 interleave, and a trigger that arrives meanwhile waits instead of being
 lost.
+
+The run lock (/run/torcx-tectonic/<flow>.lock, :class:`RunLock`) is taken by
+the step process itself: two copies of a step of one flow (one started by
+systemd, one by hand, or two by hand) never interleave their work and their
+writes to the flow's run, which the lock unit cannot prevent for a process
+it does not start.
 """
 
 from __future__ import annotations
@@ -61,7 +67,57 @@ def held(path: PathLike = LOCK_FILE) -> Iterator[None]:
         os.close(fd)
 
 
+class RunLock:
+    """An exclusive ``flock`` on one flow's run, released by the kernel when
+    its process dies, however it dies; acquired again after a release."""
+
+    def __init__(self, path: PathLike, who: str) -> None:
+        self.path = path
+        self.who = who
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        if self._fd is not None:
+            return
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("%s waits for another process of its flow to finish with the run (%s)", self.who,
+                         self.path)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    @contextlib.contextmanager
+    def released(self, release: bool = True) -> Iterator[None]:
+        """Let go of the lock for the block (when ``release``), taking it again after."""
+        if release:
+            self.release()
+        try:
+            yield
+        finally:
+            self.acquire()
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 def hold(flow: str, path: PathLike = LOCK_FILE) -> NoReturn:
+
     logsetup.setup()
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)

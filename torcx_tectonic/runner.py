@@ -11,7 +11,14 @@ is a bug and is recorded as one, with its traceback in the journal.
 Network steps try again with a doubling pause before they give up, so a
 fixed ConfigMap, manifest or bucket heals the node while the flow waits;
 systemd's own Restart= cannot do that for a step inside a chain (its
-dependents fail at the first failure).
+dependents fail at the first failure). The first failure already says in
+the journal what is wrong and how long the step will keep trying.
+
+A step holds its flow's run lock (lock.RunLock) while it works, so two
+copies of it never interleave; it sweeps the temporary files of writers that
+are gone before it begins. ``stopped`` runs after every step's unit
+(``ExecStopPost=``): when the step did not succeed (killed, timed out, a
+crash) it removes what the step left and records how it ended.
 """
 
 from __future__ import annotations
@@ -22,14 +29,16 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from . import cleanup
 from . import config as configuration
 from . import log as logsetup
-from .errors import ConfigError, TorcxTectonicError
-from .flows import ENTRY_POINTS, Flow, Step, find_step
+from .errors import ConfigError, TorcxTectonicError, VerificationError
+from .flows import ENTRY_POINTS, LABEL_WAIT, Flow, Step, find_step, timeout_secs
+from .lock import RunLock
 from .paths import NodePaths
 from .state import FlowState, Record
 
@@ -63,8 +72,20 @@ def step_function(entry: str) -> Callable[..., Record]:
     return function
 
 
+#: What a failed verification adds to the first message: it is retried (a
+#: bucket that publishes a manifest and its signature one after the other, or
+#: a cache that serves an old copy of one of them, heals within minutes), but
+#: it is the failure least likely to heal by itself.
+VERIFICATION_HINT = ("a signature or hash that does not verify rarely fixes itself: it heals when the bucket "
+                     "publishes a matching manifest, signature and addon, or when [torcx] keyring trusts the key "
+                     "that signed them")
+
+
 def attempt(func: Callable[..., Record], ctx: Context, sleep: Sleep = time.sleep) -> Record:
-    """Run the step, again after each failure while attempts remain."""
+    """Run the step, again after each failure while attempts remain. Each
+    failure says, in the journal and on the run record, what went wrong and
+    how long the step keeps trying: the attempts left, the pauses before
+    them and the unit's time limit."""
     delays = configuration.retry_delays(ctx.config.units) if ctx.step.retry else []
     for number, delay in enumerate([*delays, None], start=1):
         try:
@@ -74,8 +95,18 @@ def attempt(func: Callable[..., Record], ctx: Context, sleep: Sleep = time.sleep
         except TorcxTectonicError as err:
             if delay is None:
                 raise
-            log.error("%s/%s failed (attempt %d of %d), trying again in %gs: %s", ctx.flow.name, ctx.step.name,
-                      number, len(delays) + 1, delay, err)
+            left = delays[number - 1:]
+            plan = (f"{len(left)} more attempt{'s' if len(left) > 1 else ''} over the next {sum(left):g}s of pauses "
+                    f"({', '.join(f'{d:g}s' for d in left)}), within the unit's limit of "
+                    f"{timeout_secs(ctx.step, ctx.config)}s")
+            hint = f"; {VERIFICATION_HINT}" if isinstance(err, VerificationError) else ""
+            log.error("%s/%s failed (attempt %d of %d), trying again in %gs: %s; %s%s", ctx.flow.name,
+                      ctx.step.name, number, len(delays) + 1, delay, err, plan, hint)
+            try:
+                ctx.state.attempt_failed(ctx.step.name, f"attempt {number} of {len(delays) + 1} failed: {err}; "
+                                                        f"{plan}")
+            except (OSError, TorcxTectonicError) as note_err:  # the note is for the operator; the retry goes on
+                log.warning("cannot note the failed attempt on the run record: %s", note_err)
             sleep(delay)
     raise AssertionError("unreachable: the last attempt returns or raises")
 
@@ -132,20 +163,46 @@ def run(entry: str, argv: Sequence[str] | None = None, paths: NodePaths | None =
     sys.exit(code)
 
 
+def run_lock(paths: NodePaths, flow: Flow, step: Step) -> RunLock:
+    return RunLock(paths.state_dir / f"{flow.name}.lock", f"{flow.name}/{step.name}")
+
+
+def waits_for_others(step: Step) -> bool:
+    """A step that waits for someone else (the update operator's label, up
+    to an hour) holds its run's lock only while it records: its function
+    takes the node-wide flow lock itself, which a step of the same flow may
+    hold while it waits for the run lock."""
+    return step.timeout == LABEL_WAIT
+
+
 def run_step(flow: Flow, step: Step, config: configuration.Config | None, config_error: ConfigError | None,
              paths: NodePaths) -> int:
     """Run one step within its flow's run and record how it ended; the exit status."""
+    with run_lock(paths, flow, step) as lock:
+        return _run_locked(flow, step, config, config_error, paths, lock)
+
+
+def _run_locked(flow: Flow, step: Step, config: configuration.Config | None, config_error: ConfigError | None,
+                paths: NodePaths, lock: RunLock) -> int:
     state = FlowState(paths, flow.name)
     ends_run = not flow.follows_run(step)
     try:
+        if config is not None:
+            swept = cleanup.sweep(config, paths)
+            if swept:
+                log.info("removed temporary files that writers which no longer run left: %s",
+                         ", ".join(str(p) for p in swept))
         if flow.begins_run(step):
             state.begin(step.name)
         else:
-            state.resume(step.name)
+            # a step of the run started again (its flow run again while the steps
+            # before it skip) continues a run that failed; a follower joins it as it is
+            state.resume(step.name, reopen=not flow.follows_run(step))
         if config_error is not None:
             raise config_error
         assert config is not None
-        record = attempt(step_function(step.entry), Context(config, paths, state, flow, step))
+        with lock.released(waits_for_others(step)):
+            record = attempt(step_function(step.entry), Context(config, paths, state, flow, step))
         state.save(record)
         reason = record.reboot_reason()
         if reason is None:
@@ -181,6 +238,59 @@ def run_step(flow: Flow, step: Step, config: configuration.Config | None, config
         _record_failure(state, step, f"internal error: {err!r}", ends_run)
     update_metrics(config, paths)
     return 1
+
+
+def stopped(argv: Sequence[str] | None = None, paths: NodePaths | None = None,
+            environ: Mapping[str, str] | None = None) -> NoReturn:
+    """``step-stopped``, after every step's unit (``ExecStopPost=``): when the
+    step did not succeed, remove what it left (temporary files, a GC's or a
+    Docker reset's moved-aside trees) and, if its process ended without
+    recording a result (killed, a crash), record how it ended. Always exits
+    0: the unit's result is the step's."""
+    logsetup.setup()
+    args = parse_args("step-stopped", argv)
+    env = os.environ if environ is None else environ
+    result = env.get("SERVICE_RESULT", "")
+    if result in ("", "success"):
+        sys.exit(0)
+    try:
+        config = configuration.load()
+    except ConfigError:
+        config = configuration.build({})
+    found = find_step(config, args.flow, args.step)
+    if found is None:
+        sys.stderr.write(f"step-stopped: flow {args.flow!r} has no step {args.step!r}\n")
+        sys.exit(USAGE)
+    flow, step = found
+    node = paths or NodePaths()
+    try:
+        with run_lock(node, flow, step):
+            for path in cleanup.leftovers(config, node):
+                log.warning("removed %s, which %s/%s left when it did not end", path, flow.name, step.name)
+            how = ended_how(result, env.get("EXIT_CODE", ""), env.get("EXIT_STATUS", ""))
+            if FlowState(node, flow.name).step_interrupted(step.name, how, ends_run=not flow.follows_run(step)):
+                log.error("%s/%s: %s", flow.name, step.name, how)
+    except (OSError, TorcxTectonicError) as err:
+        log.error("cannot clean up after %s/%s: %s", flow.name, step.name, err)
+    sys.exit(0)
+
+
+def ended_how(result: str, exit_code: str, exit_status: str) -> str:
+    """In words, how a step's process ended without a result, from what
+    systemd tells ``ExecStopPost=`` ($SERVICE_RESULT, $EXIT_CODE, $EXIT_STATUS)."""
+    if exit_code == "killed":
+        how = f"its process was killed by signal {exit_status}"
+    elif exit_code == "dumped":
+        how = f"its process crashed (signal {exit_status}, core dumped)"
+    elif exit_code == "exited":
+        how = f"its process exited with status {exit_status} without recording a result"
+    else:
+        how = "its process ended without recording a result"
+    if result == "timeout":
+        return f"{how}: systemd stopped it when its time limit passed"
+    if result == "oom-kill":
+        return f"{how}: the kernel ran out of memory"
+    return f"{how} before the step ended"
 
 
 def _record_failure(state: FlowState, step: Step, message: str, ends_run: bool) -> None:

@@ -452,12 +452,44 @@ class FlowState:
         return self._new(Run(flow=self.flow, id=_run_id(), started=now,
                              steps=(StepRun(step, RUNNING, now),), previous_failure=previous))
 
-    def resume(self, step: str) -> Run:
+    def resume(self, step: str, *, reopen: bool = False) -> Run:
         """This boot's run, now at ``step``; a later step of a run that ended
-        (a follower, or a step started again by hand) joins it as it is."""
+        (a follower, or a step started again by hand) joins it as it is, but
+        with ``reopen`` a run that failed goes on (the flow was started again
+        and the steps before this one had nothing to do: the bootstrap's,
+        once kubelet.env exists), its failure kept as the previous one."""
         self.step = step
         run = self.current()
+        if reopen and run.result == FAILED:
+            run = dataclasses.replace(
+                run, result=RUNNING, finished=None, failed_step=None, failure=None,
+                previous_failure=f"this run failed at {run.failed_step}: {run.failure}; {step} continues it")
         return self._save_run(run.with_step(StepRun(step, RUNNING, self.clock())))
+
+    def attempt_failed(self, step: str, message: str) -> Run:
+        """Note on the running step why its last attempt failed (it tries again)."""
+        run = self.current()
+        started = next((s.started for s in run.steps if s.step == step), self.clock())
+        return self._save_run(run.with_step(StepRun(step, RUNNING, started, None, message)))
+
+    def step_interrupted(self, step: str, message: str, *, ends_run: bool = True) -> bool:
+        """Record that ``step``'s process ended without the step's result
+        (killed, crashed) while its run still runs; returns whether it did.
+        A run that already ended keeps its result; a step that recorded its
+        result before it was killed still stops its run (the unit failed, so
+        the steps after it do not start), and the message says so."""
+        try:
+            run = load_run(self.paths, self.flow)
+        except StateError:
+            run = None
+        if run is not None and self.this_boot(run):
+            entry = next((s for s in run.steps if s.step == step), None)
+            if run.result != RUNNING and (entry is None or entry.result != RUNNING):
+                return False
+            if entry is not None and entry.result == OK:
+                message = f"{message} (after it had recorded its result)"
+        self.step_failed(step, message, ends_run=ends_run)
+        return True
 
     def _ended_step(self, run: Run, step: str, result: str, message: str | None) -> StepRun:
         started = next((s.started for s in run.steps if s.step == step), self.clock())

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from .atomic import atomic_writer, fsync_dir
+from .atomic import atomic_writer, fsync_dir, make_dirs
 from .errors import VerificationError
 from .inputfile import OS_VERSION
 from .manifest import check_name, file_sha512, read_chunks
@@ -135,9 +135,7 @@ def gc_versioned_stores(user_store: Path, current_os: str) -> list[str]:
     if not user_store.is_dir():
         return []
     # What an interrupted GC left behind goes first, so no rename below collides with it.
-    for trash in user_store.iterdir():
-        if trash.name.startswith(TRASH_PREFIX) and trash.is_dir() and not trash.is_symlink():
-            shutil.rmtree(trash)
+    remove_trash(user_store)
     names = [p.name for p in user_store.iterdir() if p.is_dir() and not p.is_symlink()]
     removed = select_gc(names, current_os)
     for name in removed:
@@ -145,8 +143,34 @@ def gc_versioned_stores(user_store: Path, current_os: str) -> list[str]:
     if removed:
         fsync_dir(user_store)
     for name in removed:
-        shutil.rmtree(user_store / f"{TRASH_PREFIX}{name}")
+        _remove_tree(user_store / f"{TRASH_PREFIX}{name}")
     return removed
+
+
+def remove_trash(user_store: Path) -> list[Path]:
+    """Delete the stores an interrupted GC had moved aside (hidden names
+    torcx never reads); returns them."""
+    try:
+        entries = sorted(user_store.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    removed = []
+    for trash in entries:
+        if trash.name.startswith(TRASH_PREFIX) and trash.is_dir() and not trash.is_symlink():
+            _remove_tree(trash)
+            removed.append(trash)
+    return removed
+
+
+def _remove_tree(path: Path) -> None:
+    """``rm -r``, untroubled by entries that are already gone (another
+    clean-up removing the same trash)."""
+
+    def gone_already(function: object, name: str, exc_info: tuple[type[BaseException], BaseException, object]) -> None:
+        if not isinstance(exc_info[1], FileNotFoundError):
+            raise exc_info[1]
+
+    shutil.rmtree(path, onerror=gone_already)
 
 
 def link_addon(store: Path, name: str, reference: str, sha512: str, source: Path) -> str:
@@ -155,7 +179,7 @@ def link_addon(store: Path, name: str, reference: str, sha512: str, source: Path
     is verified again when the stores are on different filesystems. Returns
     which of the two it did."""
     target = store / addon_filename(name, reference)
-    store.mkdir(parents=True, exist_ok=True)
+    make_dirs(store)
     tmp = store / f".{target.name}.{os.getpid()}.link"
     tmp.unlink(missing_ok=True)
     try:

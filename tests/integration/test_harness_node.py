@@ -133,11 +133,16 @@ def test_engine_restart_with_marker_reports_need_reboot(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    [{"mode": "upgrade"}, {"mode": []}, {"new_version": ""}, {"step_seconds": -1}, {"modes": "update"}],
+    [{"mode": "upgrade"}, {"mode": []}, {"new_version": 1688}, {"step_seconds": -1}, {"modes": "update"}],
 )
 def test_bad_scenarios_are_rejected(raw: dict[str, object]) -> None:
     with pytest.raises(ScenarioError):
         parse_scenario(raw)
+
+
+def test_an_empty_new_version_is_a_fault_a_scenario_may_ask_for() -> None:
+    # update_engine reporting UPDATED_NEED_REBOOT with an empty version (the fault campaign's case)
+    assert parse_scenario({"mode": "update", "new_version": ""}).new_version == ""
 
 
 # ---------------------------------------------------------------- real nodes

@@ -6,6 +6,7 @@ import datetime
 import hashlib
 import http.server
 import ipaddress
+import os
 import ssl
 import subprocess
 import threading
@@ -182,3 +183,12 @@ def gpg_run(home: Path, *args: str, data: bytes | None = None) -> bytes:
 def gpg_fingerprint(home: Path, uid: str) -> str:
     listing = gpg_run(home, "--with-colons", "--list-keys", uid).decode()
     return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended (reaped): a writer that is gone."""
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid

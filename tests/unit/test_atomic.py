@@ -9,6 +9,8 @@ import pytest
 
 from torcx_tectonic import atomic
 
+from .helpers import dead_pid
+
 
 def test_write_atomic_creates_parents_and_sets_the_mode(tmp_path: Path) -> None:
     target = tmp_path / "a" / "b" / "file"
@@ -71,3 +73,57 @@ def test_write_if_changed_fixes_a_wrong_mode(tmp_path: Path) -> None:
     atomic.write_atomic(target, "same\n", mode=0o600)
     assert atomic.write_if_changed(target, "same\n", mode=0o644) is True
     assert target.stat().st_mode & 0o7777 == 0o644
+
+
+# --- what a killed writer leaves ---------------------------------------------------------------------
+
+def test_a_temporary_name_carries_the_writers_pid(tmp_path: Path) -> None:
+    target = tmp_path / "file"
+    with atomic.atomic_writer(target) as handle:
+        handle.write(b"x")
+        (name,) = [p.name for p in tmp_path.iterdir()]
+        match = atomic.TEMPORARY.fullmatch(name)
+        assert match is not None and int(match["pid"]) == os.getpid() and name.startswith(".file.")
+    assert [p.name for p in tmp_path.iterdir()] == ["file"]
+
+
+def test_remove_stale_removes_temporaries_of_writers_that_are_gone_only(tmp_path: Path) -> None:
+    dead = dead_pid()
+    stale = [f".tectonic.json.{dead}.ab12cd34.tmp", f".docker:17.03.torcx.tgz.{dead}.link"]
+    live = [f".next-profile.{os.getpid()}.zz99yy88.tmp", f".kubelet.env.{os.getpid()}.link"]
+    others = ["tectonic.json", ".hidden", "notes.tmp", f".x.{dead}.tmp", "docker:17.03.torcx.tgz"]
+    for name in [*stale, *live, *others]:
+        (tmp_path / name).write_text("x")
+    (tmp_path / f".dir.{dead}.ab12cd34.tmp").mkdir()  # a directory is not a writer's temporary file
+    assert atomic.remove_stale(tmp_path) == sorted(stale)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*live, *others, f".dir.{dead}.ab12cd34.tmp"])
+
+
+def test_remove_stale_of_a_missing_directory_is_nothing(tmp_path: Path) -> None:
+    assert atomic.remove_stale(tmp_path / "missing") == []
+
+
+def test_make_dirs_syncs_each_new_directory_into_its_parent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[Path] = []
+    monkeypatch.setattr(atomic, "fsync_dir", synced.append)
+    (tmp_path / "a").mkdir()
+    atomic.make_dirs(tmp_path / "a" / "b" / "c")
+    assert (tmp_path / "a" / "b" / "c").is_dir()
+    assert synced == [tmp_path / "a", tmp_path / "a" / "b"]
+    atomic.make_dirs(tmp_path / "a" / "b" / "c")  # already there: nothing to sync
+    assert synced == [tmp_path / "a", tmp_path / "a" / "b"]
+
+
+def test_a_refused_write_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    target = tmp_path / "store" / "docker:17.03.torcx.tgz"
+    target.parent.mkdir()
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left on device") as raised:
+        atomic.write_atomic(target, b"addon")
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(target)
+    assert list(target.parent.iterdir()) == []

@@ -4,6 +4,8 @@ stand-in."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from torcx_tectonic import flows
@@ -25,11 +27,14 @@ class Systemd:
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.enabled: list[str] = []
         self.started: list[str] = []
+        self.on_enable: Callable[[], None] | None = None
         monkeypatch.setattr("torcx_tectonic.systemd.enable", self.enable)
         monkeypatch.setattr("torcx_tectonic.systemd.start", self.started.append)
 
     def enable(self, unit: str) -> bool:
         self.enabled.append(unit)
+        if self.on_enable is not None:
+            self.on_enable()
         return True
 
 
@@ -44,31 +49,39 @@ def _kubelet_env_step(env: StepEnv) -> KubeletEnvWritten:
     return write_kubelet_env(env.context("bootstrap", "kubelet-env"))
 
 
-def test_kubelet_env_is_written_from_the_installer_copy_once(env: StepEnv) -> None:
+def test_kubelet_env_is_written_from_the_installer_copy_once(env: StepEnv, systemd: Systemd) -> None:
     env.write(env.installer_env, INSTALLER_ENV)
     env.begin("bootstrap", KubernetesVersion(KUBE, "api-server"))
+    # the kubelet is enabled first: kubelet.env ends bootstrapping, at this boot and every later one
+    def enabled_first() -> None:
+        assert not env.kubelet_env.exists(), "kubelet.env was written first"
+
+    systemd.on_enable = enabled_first
     assert _kubelet_env_step(env) == KubeletEnvWritten(path=str(env.kubelet_env), written=True, kube_version=KUBE)
+    assert systemd.enabled == ["kubelet.service"]
     assert env.kubelet_env.read_text() == ("# from the installer\nKUBELET_IMAGE_URL=quay.io/coreos/hyperkube\n"
                                            "KUBELET_IMAGE_TAG=v1.8.4_coreos.0\n")
     inode, mtime = env.kubelet_env.stat().st_ino, env.kubelet_env.stat().st_mtime_ns
     assert _kubelet_env_step(env).written is False
     assert (env.kubelet_env.stat().st_ino, env.kubelet_env.stat().st_mtime_ns) == (inode, mtime)
+    assert systemd.enabled == ["kubelet.service"]  # not again
 
 
 @pytest.mark.parametrize(("template", "expected"), [
     (None, "installer/kubelet.env: missing; expected a kubelet environment file with KUBELET_IMAGE_TAG"),
     ("KUBELET_IMAGE_TAG=v1\nbroken line\n", "installer/kubelet.env:2: expected KEY=value"),
 ], ids=["missing", "malformed"])
-def test_a_bad_installer_kubelet_env_writes_nothing(env: StepEnv, template: str | None, expected: str) -> None:
+def test_a_bad_installer_kubelet_env_writes_nothing(env: StepEnv, systemd: Systemd, template: str | None,
+                                                    expected: str) -> None:
     if template is not None:
         env.write(env.installer_env, template)
     env.begin("bootstrap", KubernetesVersion(KUBE, "api-server"))
     with pytest.raises(InputError, match=expected):
         _kubelet_env_step(env)
-    assert not env.kubelet_env.exists()
+    assert not env.kubelet_env.exists() and systemd.enabled == []
 
 
-def test_kubelet_env_needs_the_kubernetes_version(env: StepEnv) -> None:
+def test_kubelet_env_needs_the_kubernetes_version(env: StepEnv, systemd: Systemd) -> None:
     env.write(env.installer_env, INSTALLER_ENV)
     env.begin("bootstrap")
     with pytest.raises(StateError, match="no kubernetes-version recorded"):
@@ -80,6 +93,7 @@ def test_kubelet_env_needs_the_kubernetes_version(env: StepEnv) -> None:
 
 def _until_finish(env: StepEnv, next_os: str | None = None, previous: str = "17.03",
                   addons: bool = True) -> None:
+    env.write(env.kubelet_env, "KUBELET_IMAGE_TAG=v1.8.4_coreos.0\n")
     records = [OsVersions(BOARD, CURRENT_OS, next_os, "update_engine"), KubernetesVersion(KUBE, "x"),
                KubeletEnvWritten(str(env.kubelet_env), True, KUBE)]
     if addons:
@@ -145,9 +159,19 @@ def test_finish_needs_the_addons_record(env: StepEnv, systemd: Systemd) -> None:
 
 def test_finish_needs_kubelet_env(env: StepEnv, systemd: Systemd) -> None:
     env.begin("bootstrap", OsVersions(BOARD, CURRENT_OS, None, "x"))
-    with pytest.raises(StateError, match="no kubelet-env recorded in this run"):
+    with pytest.raises(InputError, match="kubelet.env: missing; the kubelet-env step writes it"):
         _finish(env)
     assert (systemd.enabled, systemd.started) == ([], [])
+
+
+def test_finish_after_a_kill_that_left_kubelet_env_without_its_record(env: StepEnv, systemd: Systemd) -> None:
+    # the kubelet-env step was killed after the rename, before its record: started again, the
+    # bootstrap skips it (kubelet.env exists) and its last step finishes the node
+    env.write(env.kubelet_env, "KUBELET_IMAGE_TAG=v1.8.4_coreos.0\n")
+    env.begin("bootstrap", OsVersions(BOARD, CURRENT_OS, None, "x"), KubernetesVersion(KUBE, "x"),
+              AddonsInstalled("docker", "17.03", previous="17.03"))
+    assert _finish(env) == BootstrapFinished(kubelet_enabled=True, reboot=False, reboot_reasons=())
+    assert systemd.started[0] == "kubelet.service"
 
 
 def test_finish_of_a_run_that_already_ended_does_nothing(env: StepEnv, systemd: Systemd) -> None:

@@ -83,6 +83,28 @@ def test_reset_finishes_an_interrupted_reset(tmp_path: Path) -> None:
     assert not node.marker.exists()
 
 
+def test_reset_after_an_interrupted_reset_and_a_docker_that_started_meanwhile(tmp_path: Path) -> None:
+    # killed while deleting the moved-aside data; the unit failed, so Docker started and made a new data
+    # directory: the next reset removes both (a rename onto the leftover would have failed, every boot)
+    node = Node(tmp_path)
+    dockerreset.arrange(node.marker, "1.12", "17.03")
+    old = node.data.with_name("docker" + dockerreset.OLD_SUFFIX)
+    os.rename(node.data, old)
+    (node.data / "containers").mkdir(parents=True)
+    assert dockerreset.reset(node.marker, node.data, "17.03") == ["containers", "engine-id", "image", "overlay2"]
+    assert not old.exists() and node.data.is_dir() and node.contents() == []
+    assert not node.marker.exists()
+
+
+def test_remove_moved_aside_deletes_only_that_directory(tmp_path: Path) -> None:
+    node = Node(tmp_path)
+    assert dockerreset.remove_moved_aside(node.data) == []
+    old = node.data.with_name("docker" + dockerreset.OLD_SUFFIX)
+    (old / "image").mkdir(parents=True)
+    assert dockerreset.remove_moved_aside(node.data) == [old]
+    assert not old.exists() and node.data.is_dir()
+
+
 def test_reset_without_a_data_directory_creates_it(tmp_path: Path) -> None:
     marker, data = tmp_path / "marker", tmp_path / "docker"
     dockerreset.arrange(marker, None, "17.03")

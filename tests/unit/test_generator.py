@@ -344,7 +344,8 @@ def test_every_step_writes_only_what_the_table_declares() -> None:
 def test_only_the_steps_that_ask_the_service_manager_keep_a_capability() -> None:
     config = make_config()
     privileged = {f"{f.name}/{s.name}": s.capabilities for f, s in every_step(config) if s.capabilities}
-    assert privileged == {"bootstrap/finish": ("CAP_SYS_ADMIN",), "new-kubelet/recheck": ("CAP_SYS_ADMIN",),
+    assert privileged == {"bootstrap/kubelet-env": ("CAP_SYS_ADMIN",), "bootstrap/finish": ("CAP_SYS_ADMIN",),
+                          "new-kubelet/recheck": ("CAP_SYS_ADMIN",),
                           "docker-reset/data": ("CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER")}
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from torcx_tectonic import http
 from torcx_tectonic.bucket import Bucket
 from torcx_tectonic.errors import NetworkError
 from torcx_tectonic.kube import Credentials, KubeClient
@@ -110,3 +111,13 @@ def test_proxy_variables_still_apply(monkeypatch: pytest.MonkeyPatch) -> None:
         with _bucket(bucket_host, None) as bucket:
             bucket.manifest("amd64-usr", "1632.3.0")
         assert (proxy.requests, bucket_host.requests) == ([url], [MANIFEST_PATH])
+
+
+def test_a_redirect_loop_ends_after_a_few_redirects(bucket: RoutedServer) -> None:
+    bucket.routes = {"/loop": (302, b"", {"Location": "/loop"})}
+    session = http.make_session(make_config({"network.retries": "0"}).network)
+    expected = f"cannot reach {bucket.base}/loop: Exceeded {http.MAX_REDIRECTS} redirects"
+    with pytest.raises(NetworkError, match=expected), \
+            http.request(session, "GET", f"{bucket.base}/loop", "a manifest", timeout=(2, 2)):
+        pass
+    assert len(bucket.requests) == http.MAX_REDIRECTS + 1

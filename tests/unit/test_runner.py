@@ -261,6 +261,7 @@ def test_an_unknown_flow_or_step_exits_2_and_writes_nothing(env: StepEnv, monkey
 # --- systemd stops the step; a reboot ------------------------------------------------------------------
 
 def _bootstrap_until_finish(env: StepEnv, next_os: str | None = None, changed: bool = False) -> None:
+    env.write(env.kubelet_env, "KUBELET_IMAGE_TAG=v1.8.4_coreos.0\n")
     env.begin("bootstrap", OsVersions("amd64-usr", CURRENT_OS, next_os, "update_engine", update="updated"),
               KubernetesVersion(KUBE, "x"),
               AddonsInstalled("docker", "17.03", previous="com.coreos.cl" if changed else "17.03",
