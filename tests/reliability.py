@@ -228,7 +228,7 @@ FAULTS: tuple[Case, ...] = (
     fault(BUCKET, "addon-503", "the addon answers 503",
           "addons fails: `answered 503`; 2 requests per attempt"),
     fault(BUCKET, "refused", "nothing listens where the bucket should be",
-          "docker-version fails: `cannot reach <URL>: ... Connection refused`"),
+          "docker-version fails: `cannot reach <URL>: connection refused`"),
     fault(BUCKET, "manifest-stalls", "the manifest stalls mid-body",
           "docker-version fails after the read timeout: `reading <URL> broke off after 100 bytes: ... Read timed "
           "out`"),
@@ -265,8 +265,8 @@ FAULTS: tuple[Case, ...] = (
           "profile are intact"),
     # the new-OS flow on a bootstrapped node whose update operator already set the before-reboot label
     fault(API, "refused", "nothing listens where the api-server should be",
-          "the ConfigMap falls back to the node-local mappings (`Connection refused; using the node-local runtime "
-          "mappings`); annotate fails: `cannot reach ... Connection refused`; the next OS gets its addon"),
+          "the ConfigMap falls back to the node-local mappings (`connection refused; using the node-local runtime "
+          "mappings`); annotate fails: `cannot reach ... connection refused`; the next OS gets its addon"),
     fault(API, "unauthorized", "the api-server answers 401 (a wrong token)",
           "annotate fails: `answered 401: Unauthorized`; the ConfigMap falls back to the node-local mappings"),
     fault(API, "forbidden", "the api-server answers 403 (node_name names another node)",

@@ -236,7 +236,7 @@ def bucket_refused(bench: Bench) -> None:
     bench.configure({"torcx": {"manifest_url": f"https://localhost:{port}/m/{{{{.Board}}}}/{{{{.OSVersion}}}}/x.json"}})
     bench.run()
     bench.assert_failed("docker-version", f"cannot reach https://localhost:{port}/m/{BOARD}/{CURRENT}/x.json",
-                        "Connection refused")
+                        "connection refused")
     bench.node.run("rm", "-f", CASE_DROPIN)
     _healed_kubelet(bench)
 
@@ -578,7 +578,7 @@ CASES: dict[str, tuple[str, Callable[[Bench], None]]] = {
         lambda raw: b" " * (9 << 20) + raw, "is larger than 8388608 bytes")),
     f"{DISK}/store-full": ("new-kubelet", disk_full),
     f"{API}/refused": ("new-os", api_annotation_fails(
-        _api_down, "cannot reach https://127.0.0.1:", "Connection refused",
+        _api_down, "cannot reach https://127.0.0.1:", "connection refused",
         fallback="using the node-local runtime mappings")),
     f"{API}/unauthorized": ("new-os", api_annotation_fails(
         _wrong_token, "answered 401: Unauthorized", fallback="answered 401")),
