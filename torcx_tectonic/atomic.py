@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-#: A temporary file of a writer: ``.<name>.<pid>.<random>.tmp``, or ``.<name>.<pid>.link`` (store.link_addon).
+#: A temporary file of a writer: ``.<name>.<pid>.<random>.tmp``, or ``.<name>.<pid>.link`` (``placed``).
 TEMPORARY = re.compile(r"\..+\.(?P<pid>[0-9]{1,10})(?:\.[A-Za-z0-9_]{1,16}\.tmp|\.link)", re.ASCII)
 
 
@@ -83,6 +83,23 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise _named(err, path) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def placed(path: Path) -> Iterator[Path]:
+    """Yield a temporary name beside ``path`` for the block to create a link
+    at (a hard link or a symlink); it is renamed over ``path`` when the block
+    ends, so readers see the old file or the new one, and removed on any
+    error. The name carries the pid, as ``remove_stale`` expects."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        yield tmp
+        os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

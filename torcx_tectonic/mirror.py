@@ -42,7 +42,7 @@ from pathlib import Path, PurePosixPath
 from packaging.version import Version
 
 from . import source, strategy, sysext
-from .atomic import atomic_writer, fsync_dir, write_if_changed
+from .atomic import atomic_writer, placed, write_if_changed
 from .bucket import Bucket, FetchedManifest
 from .config import Config, parse_addon_mirror, parse_image_url, parse_manifest_url
 from .errors import ConfigError, InputError, VerificationError, shown
@@ -349,22 +349,15 @@ def link_verified(source_path: Path, target: Path, digest: Digest) -> str:
     """Put a file this run verified at ``target`` too: a hard link made
     atomically, or a verified copy across file systems."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{os.getpid()}.link"
-    tmp.unlink(missing_ok=True)
     try:
-        os.link(source_path, tmp)
+        with placed(target) as tmp:
+            os.link(source_path, tmp)
     except OSError as err:
         if err.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
             raise
         with source_path.open("rb") as handle:
             copy_verified(iter(lambda: handle.read(CHUNK_BYTES), b""), target, digest, str(source_path))
         return "copied"
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(target.parent)
     return "linked"
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from .atomic import atomic_writer, fsync_dir, make_dirs
+from .atomic import atomic_writer, fsync_dir, make_dirs, placed
 from .errors import VerificationError
 from .inputfile import OS_VERSION
 from .manifest import check_name, file_sha512, read_chunks
@@ -180,20 +180,13 @@ def link_addon(store: Path, name: str, reference: str, sha512: str, source: Path
     which of the two it did."""
     target = store / addon_filename(name, reference)
     make_dirs(store)
-    tmp = store / f".{target.name}.{os.getpid()}.link"
-    tmp.unlink(missing_ok=True)
     try:
-        os.link(source, tmp)
+        with placed(target) as tmp:
+            os.link(source, tmp)
     except OSError as err:
         if err.errno != errno.EXDEV:
             raise
         with source.open("rb") as handle:
             install_addon(store, name, reference, sha512, read_chunks(handle), str(source))
         return "copied"
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(store)
     return "linked"

@@ -38,7 +38,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_writer, fsync_dir
+from .atomic import atomic_writer, placed
 from .envfile import parse_env
 from .errors import InputError, VerificationError, shown
 from .inputfile import NAME, read_text
@@ -223,15 +223,8 @@ def link(path: Path, target: str) -> bool:
             raise
         raise InputError(f"{path}: exists and is not a link; expected a link to a runtime image") from err
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.link")
-    tmp.unlink(missing_ok=True)
-    os.symlink(target, tmp)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+    with placed(path) as tmp:
+        os.symlink(target, tmp)
     return True
 
 

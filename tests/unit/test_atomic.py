@@ -127,3 +127,24 @@ def test_a_refused_write_names_the_file(tmp_path: Path, monkeypatch: pytest.Monk
         atomic.write_atomic(target, b"addon")
     assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(target)
     assert list(target.parent.iterdir()) == []
+
+
+def test_a_placed_link_replaces_the_target_only_when_the_block_ends(tmp_path: Path) -> None:
+    target = tmp_path / "docker.raw"
+    target.symlink_to("/opt/old.raw")
+    with atomic.placed(target) as tmp:
+        tmp.symlink_to("/opt/new.raw")
+        assert os.readlink(target) == "/opt/old.raw"  # readers see the old link until the rename
+        assert atomic.TEMPORARY.fullmatch(tmp.name)  # a dead writer's leftover is recognised
+    assert os.readlink(target) == "/opt/new.raw"
+    assert [p.name for p in tmp_path.iterdir()] == ["docker.raw"]
+
+
+def test_a_failed_placement_leaves_the_target_and_no_temporary_name(tmp_path: Path) -> None:
+    target = tmp_path / "addon.tgz"
+    target.write_text("old")
+    with pytest.raises(OSError), atomic.placed(target) as tmp:
+        tmp.write_text("half")
+        raise OSError("the link failed")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["addon.tgz"]
