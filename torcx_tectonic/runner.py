@@ -255,7 +255,8 @@ def stopped(argv: Sequence[str] | None = None, paths: NodePaths | None = None,
         sys.exit(0)
     try:
         config = configuration.load()
-    except ConfigError:
+    except ConfigError as err:  # the step itself failed on it and recorded why
+        log.warning("cleaning up after %s/%s with the default paths: %s", args.flow, args.step, err)
         config = configuration.build({})
     found = find_step(config, args.flow, args.step)
     if found is None:
