@@ -126,15 +126,17 @@ def install_extension(ctx: Context) -> ExtensionInstalled:
     link = paths.extensions_dir / f"{sx.runtime}.raw"
     previous_image = sysext.linked_image(link)
     previous = sysext.version_of(previous_image, sx.runtime, arch) if previous_image else None
-    changed = sysext.link(link, paths.on_node(image))
-    if sx.mask_builtin and sysext.link(paths.extensions_dir / f"{sx.runtime}{sysext.BUILTIN_SUFFIX}.raw",
-                                       "/dev/null"):
-        log.info("masked Flatcar's own %s image", sx.runtime)
     runtime_changed = previous != choice.version
+    # The reset marker first: once the link names the new image, a run after a crash finds it linked and would
+    # no longer know that Docker changes.
     if runtime_changed and sx.runtime == "docker" and dockerreset.arrange(
             paths.docker_reset_marker, previous or "flatcar", choice.version):
         log.warning("docker changes from %s to %s: %s will be emptied before it starts", previous or "Flatcar's",
                     choice.version, paths.docker_data)
+    changed = sysext.link(link, paths.on_node(image))
+    if sx.mask_builtin and sysext.link(paths.extensions_dir / f"{sx.runtime}{sysext.BUILTIN_SUFFIX}.raw",
+                                       "/dev/null"):
+        log.info("masked Flatcar's own %s image", sx.runtime)
     activated = "at the next boot"
     if changed and sx.activate == "refresh":
         for unit in REFRESH_UNITS:

@@ -6,6 +6,7 @@ under a temporary root with a local HTTP server for the images."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -241,6 +242,29 @@ def test_an_image_that_fits_both_os_versions_is_stored_and_linked(env: StepEnv, 
     again = install_extension(env.context("new-os", "extension"))  # nothing to do the second time
     assert (again.action, again.runtime_changed, again.previous) == ("present", False, "24.0.9")
     assert bucket.requests.count(f"/sysext/{raw.name}") == 1
+
+
+@needs_images
+def test_a_kill_right_after_the_link_changed_still_leaves_the_docker_reset_marker(
+        env: StepEnv, bucket: RoutedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run after the kill finds the new image linked: only a marker written
+    before the link says that Docker changes (found by the crash campaign)."""
+    raw = make_image(tmp_path, "docker", "24.0.9", LEVELLED)
+    sysext_env(env, bucket, {raw.name: raw.read_bytes()})
+    chosen(env)
+    link = sysext.link
+
+    def killed_after(path: Path, target: str) -> bool:
+        link(path, target)
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(sysext, "link", killed_after)
+    with pytest.raises(SystemExit):
+        install_extension(env.context("new-os", "extension"))
+    monkeypatch.undo()
+    assert os.readlink(env.paths.extensions_dir / "docker.raw") == f"/opt/extensions/docker/{raw.name}"
+    install_extension(env.context("new-os", "extension"))  # the run after the kill
+    assert json.loads(env.paths.docker_reset_marker.read_text()) == {"from": "flatcar", "to": "24.0.9"}
 
 
 @needs_images
