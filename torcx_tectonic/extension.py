@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import dockerreset, sysext, systemd
+from .atomic import fsync_dir
 from .bucket import Bucket
 from .cluster import runtime_mappings
 from .errors import ConfigError, InputError
@@ -171,8 +172,12 @@ def collect_images(ctx: Context) -> StoresCollected:
                     key=lambda p: p.stat().st_mtime, reverse=True)
     linked = sysext.linked_image(paths.extensions_dir / f"{sx.runtime}.raw")
     removed = sysext.select_gc([p.name for p in images], [linked] if linked else [], sx.keep)
+    cache = checksums(paths.cache_dir)
     for name in removed:
+        # its cached extension-release first: a GC killed between the two finds the image again, and removes both
+        cache.remove(f"{name}.release")
         (store / name).unlink()
-        checksums(paths.cache_dir).remove(f"{name}.release")
+    if removed:
+        fsync_dir(store)
     log.info("removed runtime images beyond the %d kept: %s", sx.keep, ", ".join(removed) or "none")
     return StoresCollected(current_os=current, removed=tuple(removed))
