@@ -23,8 +23,9 @@ The points of the sysext backend run on a Flatcar-like node
 the steps store in /opt/extensions and link from /etc/extensions.
 
 Each flow of each backend gets one node for all its points: a restore is a
-tar of the state directories, much cheaper than a boot. ``TT_CRASH_TRACES=<dir>`` writes each
-step's reference trace there, to choose new points from.
+tar of the state directories, much cheaper than a boot.
+``TT_CRASH_TRACES=<dir>`` writes each step's reference trace there, to
+choose new points from.
 """
 
 from __future__ import annotations
@@ -108,6 +109,11 @@ def flow_steps(backend: str, flow: str) -> tuple[tuple[str, str], ...]:
 def flow_unit(backend: str, flow: str) -> str:
     """What starts a whole run of the flow."""
     return f"torcx-{flow}.target" if flow in TARGET_FLOWS else unit_name(flow, flow_steps(backend, flow)[-1][0])
+
+
+def kube_tag(flow: str) -> str:
+    """The kubelet.env of a bootstrapped node: the new-kubelet campaign's has moved to Kubernetes 1.9."""
+    return "v1.9.1_coreos.0" if flow == "new-kubelet" else "v1.8.4_coreos.0"
 
 
 def update(backend: str) -> dict[str, object]:
@@ -228,8 +234,7 @@ def _torcx_node(stack: contextlib.ExitStack, flow: str, bundle: Path) -> tuple[C
             settings={"bootstrap": {"reboot": "no"}}, files={**NO_START_LIMIT, **PATH_UNITS_IDLE}))
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tt-crash-")))
     cluster = stack.enter_context(Cluster(tmp, RELEASES))
-    files = {**cluster.node_files(), **NO_START_LIMIT, **cluster.bootstrapped_files(
-        CURRENT, kube_tag="v1.9.1_coreos.0" if flow == "new-kubelet" else "v1.8.4_coreos.0")}
+    files = {**cluster.node_files(), **NO_START_LIMIT, **cluster.bootstrapped_files(CURRENT, kube_tag=kube_tag(flow))}
     if flow == "new-os":
         files.update(OLD_STORES)
     if flow == "docker-reset":
@@ -250,8 +255,7 @@ def _sysext_node(stack: contextlib.ExitStack, flow: str, bundle: Path) -> tuple[
     if flow == "bootstrap":
         return cluster, node
     image = f"/opt/extensions/docker/{SYSEXT_IMAGE}"
-    node.write("/etc/kubernetes/kubelet.env", kubelet_env("v1.9.1_coreos.0" if flow == "new-kubelet"
-                                                          else "v1.8.4_coreos.0"))
+    node.write("/etc/kubernetes/kubelet.env", kubelet_env(kube_tag(flow)))
     node.write(image, (cluster.bucket.root / "sysext" / SYSEXT_IMAGE).read_bytes())
     for link, target in (("docker.raw", image), ("docker-flatcar.raw", "/dev/null")):
         node.host_path(f"/etc/extensions/{link}").unlink(missing_ok=True)
