@@ -11,6 +11,7 @@ configuration drop-in pointing at the stand-ins). Then it builds a
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,8 +21,10 @@ from typing import Any
 
 import yaml
 
+from . import flatcar
+from .addons import make_sysext_image
 from .apiserver import ApiServer
-from .bucket import Bucket, Signer
+from .bucket import Bucket, Signer, publish_sysext
 from .closing import Closing
 from .node import Node
 from .pki import Pki, make_pki
@@ -38,6 +41,9 @@ ANNOTATION = f"{CLUO_PREFIX}/tectonic-torcx-pre-hook-ok"
 
 #: Kubernetes minor → Docker versions, best first (the shape of the real mappings).
 DEFAULT_MAPPINGS: dict[str, list[str]] = {"1.8": ["17.03", "1.12"], "1.9": ["17.06", "17.03"]}
+
+#: Kubernetes minor → runtime versions of the system extension images, best first.
+SYSEXT_MAPPINGS: dict[str, list[str]] = {"1.8": ["24.0.9", "20.10.24"], "1.9": ["25.0.3", "24.0.9"]}
 
 #: Settings that keep failing tests quick; each test may override any of them.
 FAST_SETTINGS: dict[str, dict[str, str]] = {
@@ -151,8 +157,7 @@ class Cluster(Closing):
         profile = ('{"kind": "profile-manifest-v0", "value": {"images": '
                    f'[{{"name": "docker", "reference": "{docker}"}}]}}}}\n')
         return {
-            "/etc/kubernetes/kubelet.env":
-                f"KUBELET_IMAGE_URL=quay.io/coreos/hyperkube\nKUBELET_IMAGE_TAG={kube_tag}\n",
+            "/etc/kubernetes/kubelet.env": kubelet_env(kube_tag),
             f"/var/lib/torcx/store/{os_version}/docker:{docker}.torcx.tgz":
                 self.bucket.addon_path(BOARD, os_version, docker).read_bytes(),
             "/etc/torcx/profiles/tectonic.json": profile,
@@ -161,6 +166,11 @@ class Cluster(Closing):
 
     def addon_downloads(self) -> list[str]:
         return [r.path for r in self.bucket.requests_for("/addons/", method="GET")]
+
+
+def kubelet_env(kube_tag: str) -> str:
+    """The kubelet.env a finished bootstrap writes."""
+    return f"KUBELET_IMAGE_URL=quay.io/coreos/hyperkube\nKUBELET_IMAGE_TAG={kube_tag}\n"
 
 
 def enable(node: Node, unit: str, wanted_by: str = "multi-user.target",
@@ -184,4 +194,28 @@ def cluster_node(bundle: Path, releases: Sequence[Release], *, os_version: str,
         with Node(bundle=bundle, os_version=os_version, files=all_files,
                   vendor_addons=cluster.vendor_addons(os_version, vendor),
                   update_engine=update_engine or {"mode": "none"}) as node:
+            yield cluster, node
+
+
+@contextlib.contextmanager
+def flatcar_node(bundle: Path, images: Mapping[str, str], *, os_version: str,
+                 update_engine: Mapping[str, Any] | None = None,
+                 settings: Mapping[str, Mapping[str, str]] | None = None,
+                 files: Mapping[str, bytes | str] | None = None) -> Iterator[tuple[Cluster, Node]]:
+    """A cluster and a Flatcar-like node with the sysext backend (not booted
+    yet); the bucket serves ``images`` (version → extension-release text) as
+    docker images, real squashfs images with a signed SHA256SUMS."""
+    with tempfile.TemporaryDirectory(prefix="tt-sysext-") as tmp, \
+            Cluster(Path(tmp), [], mappings=SYSEXT_MAPPINGS) as cluster:
+        built = [make_sysext_image(Path(tmp), "docker", v, text) for v, text in images.items()]
+        template = publish_sysext(cluster.bucket, built)
+        config = merge({"runtime": {"backend": "sysext"},
+                        "sysext": {"images_url": template, "keyring": KEYRING, "keep": "2"}}, settings or {})
+        all_files = {**cluster.node_files(config), **flatcar.node_files(), **(files or {})}
+        with Node(bundle=bundle, os_version=os_version, os_flavor="flatcar", files=all_files,
+                  nspawn_args=flatcar.nspawn_args(), update_engine=update_engine or {"mode": "none"}) as node:
+            flatcar.enable_sysext(node)
+            os.makedirs(node.host_path("/etc/extensions"), exist_ok=True)
+            builtin = "/usr/share/flatcar/sysext/docker-flatcar.raw"  # Flatcar links its own image
+            os.symlink(builtin, node.host_path("/etc/extensions/docker-flatcar.raw"))
             yield cluster, node

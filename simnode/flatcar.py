@@ -38,6 +38,9 @@ LOOP_DEVICES = 64
 #: Where the host's /usr appears in the node, for the update_engine stand-in only.
 HOST_USR = "/run/simnode/host-usr"
 
+#: An image's extension-release that every Flatcar release of SYSEXT_LEVEL 1.0 merges.
+LEVELLED = "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n"
+
 #: Flatcar's own units for system extensions (the OS's, not the product's).
 ENSURE_SYSEXT_UNIT = """\
 # Stand-in for Flatcar's ensure-sysext.service (same behaviour): after

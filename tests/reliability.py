@@ -20,13 +20,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "reliability.md"
 CURRENT, NEXT = "1632.3.0", "1688.5.3"
+#: The Flatcar releases of the sysext backend's node (without torcx: the runtime is a system extension).
+FLATCAR_CURRENT, FLATCAR_NEXT = "3815.2.0", "3941.1.0"
+#: The runtime backends: torcx addons (Container Linux), system extension images (Flatcar).
+TORCX, SYSEXT = "torcx", "sysext"
 
 
 @dataclass(frozen=True)
 class KillPoint:
     """SIGKILL to a step at the entry of the ``occurrence``-th call of
     ``syscall`` whose strace line matches ``pattern`` (or, for ``stall``,
-    while the bucket holds a download matching ``pattern`` mid-body)."""
+    while the bucket holds a download matching ``pattern`` mid-body), on a
+    node with the runtime ``backend``."""
 
     flow: str
     step: str
@@ -37,11 +42,18 @@ class KillPoint:
     #: which of the files the step changes are already as after
     outcome: str
     occurrence: int = 1
+    backend: str = TORCX
+
+    @property
+    def campaign(self) -> str:
+        """The campaign it belongs to: its flow, on a node of its backend."""
+        return self.flow if self.backend == TORCX else f"{self.flow} ({self.backend})"
 
     @property
     def id(self) -> str:
         words = re.sub(r"[^a-z0-9]+", "-", self.what.lower()).strip("-")
-        return f"{self.flow}.{self.step}.{self.syscall}.{words}"[:90]
+        backend = "" if self.backend == TORCX else f"{self.backend}."
+        return f"{backend}{self.flow}.{self.step}.{self.syscall}.{words}"[:90]
 
 
 @dataclass(frozen=True)
@@ -63,12 +75,12 @@ def _path(path: str) -> str:
 
 
 def kill(flow: str, step: str, syscall: str, path: str, what: str, outcome: str, occurrence: int = 1,
-         raw: bool = False) -> KillPoint:
+         raw: bool = False, backend: str = TORCX) -> KillPoint:
     """A kill point at the call of ``syscall`` on ``path`` (a path prefix;
     temporary names are random, so a prefix such as ``/etc/torcx/.next-profile.``
     names them)."""
     return KillPoint(flow, step, syscall, path if raw else f"{syscall}\\((?:[0-9]+<)?\"?{_path(path)}", what,
-                     outcome, occurrence)
+                     outcome, occurrence, backend)
 
 
 STORE = "/var/lib/torcx/store"
@@ -86,6 +98,24 @@ OLD_ADDONS = "store 1520.3.0/docker:1.12.torcx.tgz, store 1600.0.0/docker:1.12.t
 OLD_DOCKER = ("docker/containers/c1/config.json, docker/image/overlay2/repositories.json, "
               "docker/volumes/metadata.db")
 ADDON_1706_HERE = f"store {CURRENT}/{ADDON_1706}"
+
+IMAGES = "/opt/extensions/docker"
+EXTENSIONS = "/etc/extensions"
+SYSEXT_CACHE = "/var/cache/torcx-tectonic/sysext"
+#: Older images on the sysext node of the new-OS campaign, newest first: the GC keeps the first (``keep = 2``
+#: with the linked one) and removes the others, each with its cached extension-release.
+OLD_IMAGES = ("docker-20.10.24-x86-64.raw", "docker-19.03.15-x86-64.raw", "docker-18.09.9-x86-64.raw")
+IMAGE_2409 = "docker-24.0.9-x86-64.raw"
+IMAGE_2503 = "docker-25.0.3-x86-64.raw"
+IMAGE_2409_HERE = f"image {IMAGE_2409}"
+RELEASE_2409 = f"cached {IMAGE_2409}.release"
+
+
+def sysext_kill(flow: str, step: str, syscall: str, path: str, what: str, outcome: str,
+                occurrence: int = 1) -> KillPoint:
+    """A kill point on a node with the sysext backend."""
+    return kill(flow, step, syscall, path, what, outcome, occurrence, backend=SYSEXT)
+
 
 KILL_POINTS: tuple[KillPoint, ...] = (
     # bootstrap: a fresh node, an OS update to NEXT applied by the first step, docker 17.03 for both OS versions
@@ -196,6 +226,50 @@ KILL_POINTS: tuple[KillPoint, ...] = (
     kill("docker-reset", "data", "unlink", MARKER, "removing the reset marker", f"after: {OLD_DOCKER}"),
     kill("docker-reset", "data", "rename", f"{STATE}/docker-reset/.docker-reset.json.",
          "renaming the reset record", f"after: {OLD_DOCKER}, docker-reset-needed"),
+    # the sysext backend on a Flatcar-like node: docker is a system extension image, stored in /opt/extensions and
+    # linked from /etc/extensions; bootstrap: a fresh node, an OS update applied by the first step, docker 24.0.9
+    sysext_kill("bootstrap", "runtime-version", "write", f"{SYSEXT_CACHE}/.SHA256SUMS.",
+                "writing the verified checksum list into the cache", "as before"),
+    sysext_kill("bootstrap", "extension", "write", f"{IMAGES}/.{IMAGE_2409}.", "writing the downloaded image",
+                "as before"),
+    sysext_kill("bootstrap", "extension", "rename", f"{IMAGES}/.{IMAGE_2409}.", "renaming the image into its store",
+                "as before"),
+    sysext_kill("bootstrap", "extension", "rename", f"{SYSEXT_CACHE}/.{IMAGE_2409}.release.",
+                "renaming the image's extension-release into the cache", f"after: {IMAGE_2409_HERE}"),
+    sysext_kill("bootstrap", "extension", "write", "/var/lib/torcx-tectonic/.docker-reset-needed.",
+                "writing the Docker reset marker", f"after: {IMAGE_2409_HERE}, {RELEASE_2409}"),
+    sysext_kill("bootstrap", "extension", "rename", f"{EXTENSIONS}/.docker.raw.", "renaming the image's link",
+                f"after: {IMAGE_2409_HERE}, {RELEASE_2409}, docker-reset-needed"),
+    sysext_kill("bootstrap", "extension", "rename", f"{EXTENSIONS}/.docker-flatcar.raw.",
+                "renaming the link that masks Flatcar's own image",
+                f"after: link docker.raw, {IMAGE_2409_HERE}, {RELEASE_2409}, docker-reset-needed"),
+    sysext_kill("bootstrap", "extension", "rename", f"{STATE}/bootstrap/.extension.json.",
+                "renaming the extension record",
+                f"after: link docker-flatcar.raw, link docker.raw, {IMAGE_2409_HERE}, {RELEASE_2409}, "
+                "docker-reset-needed"),
+    sysext_kill("bootstrap", "kubelet-env", "rename", "/etc/kubernetes/.kubelet.env.", "renaming kubelet.env",
+                "after: enabled kubelet.service"),
+    # new kubelet: a bootstrapped node (24.0.9 linked) whose kubelet.env moves to Kubernetes 1.9 (docker 25.0.3)
+    sysext_kill("new-kubelet", "extension", "write", f"{IMAGES}/.{IMAGE_2503}.", "writing the downloaded image",
+                "as before"),
+    sysext_kill("new-kubelet", "extension", "rename", f"{IMAGES}/.{IMAGE_2503}.", "renaming the image into its store",
+                "as before"),
+    sysext_kill("new-kubelet", "extension", "rename", "/var/lib/torcx-tectonic/.docker-reset-needed.",
+                "renaming the Docker reset marker", f"after: image {IMAGE_2503}, cached {IMAGE_2503}.release"),
+    sysext_kill("new-kubelet", "extension", "rename", f"{EXTENSIONS}/.docker.raw.", "renaming the image's link",
+                f"after: image {IMAGE_2503}, cached {IMAGE_2503}.release, docker-reset-needed"),
+    # new OS: a bootstrapped node (24.0.9 linked, three older images), the update applied; keep = 2
+    sysext_kill("new-os", "extension", "rename", f"{STATE}/new-os/.extension.json.", "renaming the extension record",
+                f"after: {RELEASE_2409}"),
+    sysext_kill("new-os", "gc", "unlink", f"{SYSEXT_CACHE}/{OLD_IMAGES[1]}.release",
+                "deleting the cached extension-release of the first image beyond the kept", "as before"),
+    sysext_kill("new-os", "gc", "unlink", f"{IMAGES}/{OLD_IMAGES[1]}", "deleting that image",
+                f"after: cached {OLD_IMAGES[1]}.release"),
+    sysext_kill("new-os", "gc", "unlink", f"{IMAGES}/{OLD_IMAGES[2]}", "deleting the second image beyond the kept",
+                f"after: image {OLD_IMAGES[1]}, cached {OLD_IMAGES[2]}.release, cached {OLD_IMAGES[1]}.release"),
+    sysext_kill("new-os", "gc", "rename", f"{STATE}/new-os/.store-gc.json.", "renaming the GC record",
+                f"after: image {OLD_IMAGES[2]}, image {OLD_IMAGES[1]}, cached {OLD_IMAGES[2]}.release, "
+                f"cached {OLD_IMAGES[1]}.release"),
 )
 
 #: Kills that no system call marks: the step is blocked, reading a download the bucket holds mid-body.
@@ -203,6 +277,8 @@ STALL_KILLS: tuple[KillPoint, ...] = (
     KillPoint("bootstrap", "docker-version", "stall", "/manifests/", "while the manifest download stalls mid-body",
               "as before"),
     KillPoint("bootstrap", "addons", "stall", "/addons/", "while the addon download stalls mid-body", "as before"),
+    KillPoint("bootstrap", "extension", "stall", "/sysext/docker-", "while the image download stalls mid-body",
+              "as before", backend=SYSEXT),
 )
 
 BUCKET = "release bucket"
@@ -301,10 +377,11 @@ POWER = "power loss"
 POWER_CASES: tuple[Case, ...] = (
     Case("fault", POWER, "synced-renames", "every write path, traced: is a renamed file synced first?",
          "every file is fsynced before it is renamed into place and not written after; every rename, new "
-         "directory and removal under /etc and /var is followed by an fsync of its directory",
+         "directory and removal under /etc, /var and /opt is followed by an fsync of its directory",
          "the reference traces of every step the crash campaign kills cover addons (downloaded and linked), "
          "profiles, next-profile, kubelet.env, the reset marker, run records, the manifest cache, the metrics, "
-         "GC and the Docker reset",
+         "GC and the Docker reset; with the sysext backend, runtime images, their links, the mask of Flatcar's "
+         "own image, the cached checksum list and the image GC",
          "tests/integration/test_crash.py::test_every_write_is_synced_before_its_rename_and_its_directory_after"),
     Case("fault", POWER, "reader", "a reader beside four new-kubelet runs",
          "no read of a profile, next-profile, run record, reset marker, metrics file or addon is empty or short",
@@ -399,6 +476,22 @@ FINDINGS: tuple[tuple[str, str, str], ...] = (
      "faults release bucket: wrong hash, stranger's signature"),
     ("A full store failed with 'No space left on device' and no file named.",
      "A refused write names the file.", "fault disk: the store is on a full file system"),
+    ("sysext: the Docker reset marker was written after the image's link: a kill between the two left the new "
+     "image linked and no marker, and the next run, finding it linked, wrote none -- the new Docker would have "
+     "started on the old one's data.",
+     "The marker is written before the link changes.",
+     "kill points bootstrap (sysext) and new-kubelet (sysext): the Docker reset marker, the image's link; "
+     "tests/unit/test_sysext.py"),
+    ("sysext: a step killed while caching the verified checksum list or an image's extension-release left its "
+     "temporary file in /var/cache/torcx-tectonic/sysext for good: neither step-stopped nor the sweep at a step's "
+     "start looked there.",
+     "Both clean every kind of the cache, not only the manifests.",
+     "kill points bootstrap (sysext): the checksum list, the extension-release; tests/unit/test_interrupted.py"),
+    ("sysext: the image GC removed an image before its cached extension-release: killed between the two, it left "
+     "the extension-release cached for good (the next GC no longer saw the image); and no removal was synced, so a "
+     "power cut could bring removed images back.",
+     "The extension-release goes first, then the image; each directory is synced after its removals.",
+     "kill points new-os (sysext): GC; power loss: every write path traced; tests/unit/test_sysext.py"),
 )
 
 INTRO = """\
@@ -431,6 +524,14 @@ ptrace): the step dies at the entry of that call, before it acts. Then:
 Stall kills are the same, the step killed while it waits for a download
 the bucket holds mid-body.
 
+The points marked *(sysext)* run on a Flatcar-like node with the sysext
+backend (`[runtime] backend = sysext`): Docker is a system extension image
+that the steps download into `/opt/extensions/docker/`, check against the
+running and the next OS, and link from `/etc/extensions/docker.raw` (a
+temporary link renamed over it), masking Flatcar's own image; the new-OS
+flow's GC removes images beyond `[sysext] keep`. The images, their links
+and cached extension-releases are among the files compared.
+
 ## Decisions
 
 - **Verification failures are retried** (a wrong hash, a bad or stranger's
@@ -462,9 +563,9 @@ def render() -> str:
     out = [INTRO]
     kills = (*KILL_POINTS, *STALL_KILLS)
     out.append(f"## Kill points ({len(kills)})\n")
-    for flow in dict.fromkeys(p.flow for p in kills):
-        points = [p for p in kills if p.flow == flow]
-        out.append(f"### {flow} ({len(points)})\n")
+    for campaign in dict.fromkeys(p.campaign for p in kills):
+        points = [p for p in kills if p.campaign == campaign]
+        out.append(f"### {campaign} ({len(points)})\n")
         out.append("| # | step | killed | at the step's | result: the node right after |")
         out.append("|---|---|---|---|---|")
         for number, point in enumerate(points, start=1):

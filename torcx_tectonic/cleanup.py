@@ -45,8 +45,10 @@ def write_directories(config: Config, paths: NodePaths) -> list[Path]:
         fixed.append(config.metrics.textfile_dir)
     if config.runtime.backend == "sysext":  # the image being downloaded, the link being replaced
         fixed += [paths.extensions_dir, paths.image_store / config.sysext.runtime]
-    nested = [*_subdirectories(paths.user_store), *_subdirectories(paths.state_dir),
-              *_subdirectories(paths.cache_dir / "manifests")]
+    # the cache's kinds (manifests by board, the sysext backend's checksum list and extension-releases)
+    cached = _subdirectories(paths.cache_dir)
+    nested = [*_subdirectories(paths.user_store), *_subdirectories(paths.state_dir), *cached,
+              *(board for kind in cached for board in _subdirectories(kind))]
     return list(dict.fromkeys([*fixed, *nested]))
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import dockerreset, sysext, systemd
+from .atomic import fsync_dir
 from .bucket import Bucket
 from .cluster import runtime_mappings
 from .errors import ConfigError, InputError
@@ -126,15 +127,17 @@ def install_extension(ctx: Context) -> ExtensionInstalled:
     link = paths.extensions_dir / f"{sx.runtime}.raw"
     previous_image = sysext.linked_image(link)
     previous = sysext.version_of(previous_image, sx.runtime, arch) if previous_image else None
-    changed = sysext.link(link, paths.on_node(image))
-    if sx.mask_builtin and sysext.link(paths.extensions_dir / f"{sx.runtime}{sysext.BUILTIN_SUFFIX}.raw",
-                                       "/dev/null"):
-        log.info("masked Flatcar's own %s image", sx.runtime)
     runtime_changed = previous != choice.version
+    # The reset marker first: once the link names the new image, a run after a crash finds it linked and would
+    # no longer know that Docker changes.
     if runtime_changed and sx.runtime == "docker" and dockerreset.arrange(
             paths.docker_reset_marker, previous or "flatcar", choice.version):
         log.warning("docker changes from %s to %s: %s will be emptied before it starts", previous or "Flatcar's",
                     choice.version, paths.docker_data)
+    changed = sysext.link(link, paths.on_node(image))
+    if sx.mask_builtin and sysext.link(paths.extensions_dir / f"{sx.runtime}{sysext.BUILTIN_SUFFIX}.raw",
+                                       "/dev/null"):
+        log.info("masked Flatcar's own %s image", sx.runtime)
     activated = "at the next boot"
     if changed and sx.activate == "refresh":
         for unit in REFRESH_UNITS:
@@ -169,8 +172,12 @@ def collect_images(ctx: Context) -> StoresCollected:
                     key=lambda p: p.stat().st_mtime, reverse=True)
     linked = sysext.linked_image(paths.extensions_dir / f"{sx.runtime}.raw")
     removed = sysext.select_gc([p.name for p in images], [linked] if linked else [], sx.keep)
+    cache = checksums(paths.cache_dir)
     for name in removed:
+        # its cached extension-release first: a GC killed between the two finds the image again, and removes both
+        cache.remove(f"{name}.release")
         (store / name).unlink()
-        checksums(paths.cache_dir).remove(f"{name}.release")
+    if removed:
+        fsync_dir(store)
     log.info("removed runtime images beyond the %d kept: %s", sx.keep, ", ".join(removed) or "none")
     return StoresCollected(current_os=current, removed=tuple(removed))

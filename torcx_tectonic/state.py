@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from .atomic import write_atomic, write_if_changed
+from .atomic import fsync_dir, write_atomic, write_if_changed
 from .errors import TorcxTectonicError
 from .paths import NodePaths, flow_state_dir
 
@@ -606,7 +606,12 @@ class VerifiedCache:
         return raw
 
     def remove(self, name: str) -> None:
-        self.file(name).unlink(missing_ok=True)
+        """Forget a document, durably (a power cut does not bring it back)."""
+        try:
+            self.file(name).unlink()
+        except FileNotFoundError:
+            return
+        fsync_dir(self.dir)
 
 
 class ManifestCache(VerifiedCache):

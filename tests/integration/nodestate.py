@@ -1,8 +1,9 @@
 """What a test node holds that torcx-tectonic may change: observed, saved and restored.
 
-The campaign's tests compare what torcx, the kubelet and Docker would read
-(stores, profiles, next-profile, kubelet.env, the Docker reset marker and
-data, the kubelet's enablement) before and after a step, look for temporary
+The campaign's tests compare what torcx, systemd-sysext, the kubelet and
+Docker would read (stores, profiles, next-profile, runtime images and their
+links, kubelet.env, the Docker reset marker and data, the kubelet's
+enablement) before and after a step, look for temporary
 files anywhere the product writes, and put a node back to a saved state
 between cases instead of booting a new one.
 """
@@ -20,15 +21,16 @@ NO_START_LIMIT = {"/etc/systemd/system.conf.d/90-tt-crash.conf": "[Manager]\nDef
 #: The state a step may change, as one restorable set (relative to /).
 STATE_TREES = ("var/lib/torcx", "etc/torcx", "etc/kubernetes", "var/lib/torcx-tectonic", "var/cache/torcx-tectonic",
                "run/torcx-tectonic", "var/lib/node_exporter", "var/lib/docker", "var/lib/docker.torcx-tectonic-old",
-               "etc/systemd/system/multi-user.target.wants")
+               "etc/systemd/system/multi-user.target.wants", "etc/extensions", "opt/extensions")
 #: What torcx, the kubelet and Docker read: compared file by file, before and after.
 PRODUCT_TREES = ("/var/lib/torcx", "/etc/torcx", "/var/lib/docker", "/var/lib/docker.torcx-tectonic-old",
-                 "/var/cache/torcx-tectonic")
+                 "/var/cache/torcx-tectonic", "/etc/extensions", "/opt/extensions")
 PRODUCT_FILES = ("/etc/kubernetes/kubelet.env", "/var/lib/torcx-tectonic/docker-reset-needed",
                  "/etc/systemd/system/multi-user.target.wants/kubelet.service")
 #: Where a temporary file must never be left (/var/lib: its entries only, for Docker's moved-aside data).
 WATCHED_TREES = ("/var/lib/torcx", "/etc/torcx", "/etc/kubernetes", "/var/lib/torcx-tectonic",
-                 "/var/cache/torcx-tectonic", "/var/lib/node_exporter", "/var/lib")
+                 "/var/cache/torcx-tectonic", "/var/lib/node_exporter", "/var/lib", "/etc/extensions",
+                 "/opt/extensions")
 TEMPORARY_MARKS = (".tmp", ".link", ".gc-", ".torcx-tectonic-old")
 
 #: One call inside the node: this boot's records of a flow, and the temporary files under /run/torcx-tectonic.
@@ -133,7 +135,8 @@ def outcome(before: dict[str, str], after: dict[str, str], found: dict[str, str]
 def _short(key: str) -> str:
     for prefix, short in (("/var/lib/torcx/store/", "store "), ("/etc/torcx/profiles/", "profile "),
                           ("/etc/torcx/", ""), ("/var/cache/torcx-tectonic/manifests/amd64-usr/", "cached manifest "),
-                          ("/var/lib/torcx-tectonic/", ""), ("/etc/kubernetes/", ""),
+                          ("/var/cache/torcx-tectonic/sysext/", "cached "), ("/opt/extensions/docker/", "image "),
+                          ("/etc/extensions/", "link "), ("/var/lib/torcx-tectonic/", ""), ("/etc/kubernetes/", ""),
                           ("/etc/systemd/system/multi-user.target.wants/", "enabled "), ("/var/lib/", "")):
         if key.startswith(prefix):
             return short + key[len(prefix):]

@@ -107,7 +107,7 @@ class StepUnderStrace:
 
 
 #: Where the node keeps what must survive a power cut (/run and the private /tmp do not).
-PERSISTENT = ("/etc/", "/var/")
+PERSISTENT = ("/etc/", "/var/", "/opt/")
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 _FD_PATH = re.compile(r"^[a-z0-9_]+\([0-9]+<([^>]*)>")
 

@@ -13,50 +13,21 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from simnode import flatcar
-from simnode.addons import make_sysext_image
-from simnode.bucket import publish_sysext
-from simnode.cluster import ANNOTATION, CLUO_PREFIX, KEYRING, Cluster, enable
+from simnode.cluster import ANNOTATION, CLUO_PREFIX, SYSEXT_MAPPINGS, enable, flatcar_node
+from simnode.flatcar import LEVELLED
 from simnode.node import REBOOT_EXIT_CODE, Node
 
 from .flows import failure, last_run, record, run_result, status, step_done
 
 CURRENT, NEXT = "3815.2.0", "3941.1.0"  # Flatcar releases without torcx: the runtime is a system extension
-MAPPINGS = {"1.8": ["24.0.9", "20.10.24"], "1.9": ["25.0.3", "24.0.9"]}
-LEVELLED = "ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n"
 UPDATE = {"mode": "update", "new_version": NEXT, "step_seconds": 0.05}
 LINK = "/etc/extensions/docker.raw"
 
 pytestmark = pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="needs mksquashfs (make test installs it)")
-
-
-@contextmanager
-def flatcar_node(bundle: Path, images: Mapping[str, str], *, update_engine: Mapping[str, Any] | None = None,
-                 settings: Mapping[str, Mapping[str, str]] | None = None) -> Iterator[tuple[Cluster, Node]]:
-    """A Flatcar-like node with the sysext backend; the bucket serves ``images``
-    (version → extension-release text) as docker images."""
-    with tempfile.TemporaryDirectory(prefix="tt-sysext-") as tmp, \
-            Cluster(Path(tmp), [], mappings=MAPPINGS) as cluster:
-        built: Sequence[Path] = [make_sysext_image(Path(tmp), "docker", v, text) for v, text in images.items()]
-        template = publish_sysext(cluster.bucket, built)
-        config = {"runtime": {"backend": "sysext"},
-                  "sysext": {"images_url": template, "keyring": KEYRING, "keep": "2"},
-                  **(settings or {})}
-        files = {**cluster.node_files(config), **flatcar.node_files()}
-        with Node(bundle=bundle, os_version=CURRENT, os_flavor="flatcar", files=files,
-                  nspawn_args=flatcar.nspawn_args(), update_engine=update_engine or {"mode": "none"}) as node:
-            flatcar.enable_sysext(node)
-            os.makedirs(node.host_path("/etc/extensions"), exist_ok=True)
-            builtin = "/usr/share/flatcar/sysext/docker-flatcar.raw"  # Flatcar links its own image
-            os.symlink(builtin, node.host_path("/etc/extensions/docker-flatcar.raw"))
-            yield cluster, node
 
 
 def docker_says(node: Node) -> str:
@@ -67,7 +38,7 @@ def docker_says(node: Node) -> str:
 
 def test_a_flatcar_node_bootstraps_follows_kubernetes_and_the_next_os_with_system_extensions(bundle: Path) -> None:
     images = {"24.0.9": LEVELLED, "25.0.3": LEVELLED}
-    with flatcar_node(bundle, images, update_engine=UPDATE) as (cluster, node):
+    with flatcar_node(bundle, images, os_version=CURRENT, update_engine=UPDATE) as (cluster, node):
         enable(node, "torcx-bootstrap.target")
         node.boot(wait_ready=False)  # the first boot bootstraps and reboots into the update
         assert node.wait_exit(180) == REBOOT_EXIT_CODE
@@ -116,7 +87,7 @@ def test_a_flatcar_node_bootstraps_follows_kubernetes_and_the_next_os_with_syste
 
 def test_an_image_the_next_os_would_not_merge_is_refused_and_named(bundle: Path) -> None:
     pinned = f"ID=flatcar\nVERSION_ID={CURRENT}\n"  # an image built for one OS release only
-    with flatcar_node(bundle, {"24.0.9": pinned}, update_engine=UPDATE,
+    with flatcar_node(bundle, {"24.0.9": pinned}, os_version=CURRENT, update_engine=UPDATE,
                       settings={"bootstrap": {"reboot": "no"}}) as (_, node):
         node.boot()
         result = node.systemctl("start", "torcx-bootstrap.target", check=False, timeout=120)
@@ -136,13 +107,13 @@ def test_a_flatcar_node_with_only_a_mirror_of_the_images_bootstraps(bundle: Path
     from simnode.cluster import mappings_yaml
     from torcx_tectonic import command
 
-    with flatcar_node(bundle, {"24.0.9": LEVELLED, "25.0.3": LEVELLED},
+    with flatcar_node(bundle, {"24.0.9": LEVELLED, "25.0.3": LEVELLED}, os_version=CURRENT,
                       settings={"bootstrap": {"reboot": "no", "upgrade_os": "no"}}) as (cluster, node):
         work = Path(tempfile.mkdtemp(prefix="tt-sysext-mirror-"))
         try:
             (work / "keyring.gpg").write_bytes(cluster.signer.export_public())
             (work / "ca.pem").write_bytes(cluster.pki.ca_cert_pem)
-            (work / "mappings.yaml").write_text(mappings_yaml(MAPPINGS))
+            (work / "mappings.yaml").write_text(mappings_yaml(SYSEXT_MAPPINGS))
             template = f"{cluster.bucket.base_url}/sysext/{{{{.Name}}}}-{{{{.Version}}}}-{{{{.Arch}}}}.raw"
             (work / "mirror.conf").write_text(
                 f"[runtime]\nbackend = sysext\n[sysext]\nimages_url = {template}\nkeyring = {work / 'keyring.gpg'}\n"

@@ -230,18 +230,22 @@ def test_a_step_sweeps_what_dead_writers_left_before_it_begins(env: StepEnv) -> 
     assert not stale.exists()
 
 
-def test_a_killed_sysext_step_leaves_no_half_image_and_no_loose_link(env: StepEnv,
-                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_killed_sysext_step_leaves_no_half_image_no_half_cached_file_and_no_loose_link(
+        env: StepEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     env.configure({"runtime.backend": "sysext",
                          "sysext.images_url": "http://127.0.0.1:9/{{.Name}}-{{.Version}}-{{.Arch}}.raw"})
     env.begin("bootstrap")
     dead = dead_pid()
     half = env.write(env.paths.image_store / "docker" / f".docker-24.0.9-x86-64.raw.{dead}.k2j4h1.tmp", "half")
+    # the verified checksum list and the images' extension-releases are cached beside the manifests
+    cached = [env.write(env.paths.cache_dir / "sysext" / f".SHA256SUMS.{dead}.k2j4h1.tmp", "half"),
+              env.write(env.paths.cache_dir / "sysext" / f".docker-24.0.9-x86-64.raw.release.{dead}.k2j4h1.tmp", "")]
     loose = env.paths.extensions_dir / f".docker.raw.{dead}.link"
     loose.parent.mkdir(parents=True, exist_ok=True)
     os.symlink("/opt/extensions/docker/docker-24.0.9-x86-64.raw", loose)
     assert _stopped(env, monkeypatch, "bootstrap", "extension", **KILLED) == 0
     assert not half.exists() and not loose.is_symlink()
+    assert [p for p in cached if p.exists()] == []
     run = load_run(env.paths, "bootstrap")
     assert run is not None and run.failed_step == "extension"
 

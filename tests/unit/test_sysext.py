@@ -6,6 +6,7 @@ under a temporary root with a local HTTP server for the images."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -16,7 +17,14 @@ import pytest
 from torcx_tectonic import sysext
 from torcx_tectonic.errors import ConfigError, InputError, VerificationError
 from torcx_tectonic.extension import choose_image, collect_images, install_extension
-from torcx_tectonic.state import ExtensionInstalled, KubernetesVersion, OsVersions, RuntimeChoice, StateError
+from torcx_tectonic.state import (
+    ExtensionInstalled,
+    KubernetesVersion,
+    OsVersions,
+    RuntimeChoice,
+    StateError,
+    VerifiedCache,
+)
 from torcx_tectonic.strategy import NoRuntimeVersion
 
 from .helpers import RoutedServer
@@ -244,6 +252,29 @@ def test_an_image_that_fits_both_os_versions_is_stored_and_linked(env: StepEnv, 
 
 
 @needs_images
+def test_a_kill_right_after_the_link_changed_still_leaves_the_docker_reset_marker(
+        env: StepEnv, bucket: RoutedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run after the kill finds the new image linked: only a marker written
+    before the link says that Docker changes (found by the crash campaign)."""
+    raw = make_image(tmp_path, "docker", "24.0.9", LEVELLED)
+    sysext_env(env, bucket, {raw.name: raw.read_bytes()})
+    chosen(env)
+    link = sysext.link
+
+    def killed_after(path: Path, target: str) -> bool:
+        link(path, target)
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(sysext, "link", killed_after)
+    with pytest.raises(SystemExit):
+        install_extension(env.context("new-os", "extension"))
+    monkeypatch.undo()
+    assert os.readlink(env.paths.extensions_dir / "docker.raw") == f"/opt/extensions/docker/{raw.name}"
+    install_extension(env.context("new-os", "extension"))  # the run after the kill
+    assert json.loads(env.paths.docker_reset_marker.read_text()) == {"from": "flatcar", "to": "24.0.9"}
+
+
+@needs_images
 def test_an_image_pinned_to_the_running_os_is_refused_for_the_next_one(env: StepEnv, bucket: RoutedServer,
                                                                        tmp_path: Path) -> None:
     raw = make_image(tmp_path, "docker", "24.0.9", f"ID=flatcar\nVERSION_ID={CURRENT}\n")
@@ -265,7 +296,8 @@ def test_the_install_uses_the_checksum_list_the_runtime_step_verified(env: StepE
         install_extension(env.context("new-os", "extension"))
 
 
-def test_gc_keeps_the_linked_image_and_the_configured_number(env: StepEnv, bucket: RoutedServer) -> None:
+def test_gc_keeps_the_linked_image_and_the_configured_number(env: StepEnv, bucket: RoutedServer,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     sysext_env(env, bucket, {})
     env.configure({"sysext.keep": "2"})
     store = env.paths.image_store / "docker"
@@ -274,10 +306,44 @@ def test_gc_keeps_the_linked_image_and_the_configured_number(env: StepEnv, bucke
         os.utime(image, (1000 - age, 1000 - age))
     env.paths.extensions_dir.mkdir(parents=True)
     os.symlink("/opt/extensions/docker/docker-20.10.24-x86-64.raw", env.paths.extensions_dir / "docker.raw")
+    env.write(env.paths.cache_dir / "sysext/docker-24.0.9-x86-64.raw.release", LEVELLED)
     env.begin("new-os", OsVersions("amd64-usr", CURRENT, NEXT, "update_engine"))
+    synced: list[Path] = []
+    for module in ("extension", "state"):  # the removals are durable: each directory is synced after them
+        monkeypatch.setattr(f"torcx_tectonic.{module}.fsync_dir", synced.append)
     collected = collect_images(env.context("new-os", "gc"))
     assert collected.removed == ("docker-24.0.9-x86-64.raw", "docker-19.03.15-x86-64.raw")
     assert sorted(p.name for p in store.iterdir()) == ["docker-20.10.24-x86-64.raw", "docker-25.0.3-x86-64.raw"]
+    assert not (env.paths.cache_dir / "sysext/docker-24.0.9-x86-64.raw.release").exists()
+    assert synced == [env.paths.cache_dir / "sysext", store]
+
+
+def test_a_gc_killed_between_an_image_and_its_cached_release_removes_both_when_run_again(
+        env: StepEnv, bucket: RoutedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the crash campaign: the image went first, and a GC killed
+    before its extension-release left that in the cache for good (the next
+    GC no longer saw the image)."""
+    sysext_env(env, bucket, {})
+    env.configure({"sysext.keep": "1"})
+    store, cache = env.paths.image_store / "docker", env.paths.cache_dir / "sysext"
+    for age, version in enumerate(("24.0.9", "20.10.24")):
+        os.utime(env.write(store / f"docker-{version}-x86-64.raw", version), (1000 - age, 1000 - age))
+        env.write(cache / f"docker-{version}-x86-64.raw.release", LEVELLED)
+    env.begin("new-os", OsVersions("amd64-usr", CURRENT, NEXT, "update_engine"))
+    removed: list[str] = []
+
+    def killed(cached: VerifiedCache, name: str) -> None:
+        removed.append(name)
+        raise SystemExit("killed")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(VerifiedCache, "remove", killed)
+        with pytest.raises(SystemExit):
+            collect_images(env.context("new-os", "gc"))
+    assert removed == ["docker-20.10.24-x86-64.raw.release"]
+    assert collect_images(env.context("new-os", "gc")).removed == ("docker-20.10.24-x86-64.raw",)
+    assert sorted(p.name for p in store.iterdir()) == ["docker-24.0.9-x86-64.raw"]
+    assert sorted(p.name for p in cache.iterdir()) == ["docker-24.0.9-x86-64.raw.release"]
 
 
 def test_the_sysext_record_is_what_the_finish_reads(env: StepEnv) -> None:
