@@ -479,7 +479,10 @@ FINDINGS: tuple[tuple[str, str, str], ...] = (
     ("sysext: the Docker reset marker was written after the image's link: a kill between the two left the new "
      "image linked and no marker, and the next run, finding it linked, wrote none -- the new Docker would have "
      "started on the old one's data.",
-     "The marker is written before the link changes.",
+     "The marker is written before the link changes. The run after a kill past the link still reports the change "
+     "(from the marker: the bootstrap reboots for it), and the reset empties the data only at a boot whose link "
+     "names the Docker the marker expects (a marker written before a kill that came before the link changed "
+     "waited for nothing otherwise).",
      "kill points bootstrap (sysext) and new-kubelet (sysext): the Docker reset marker, the image's link; "
      "tests/unit/test_sysext.py"),
     ("sysext: a step killed while caching the verified checksum list or an image's extension-release left its "

@@ -45,6 +45,22 @@ def arrange(marker: Path, previous: str | None, new: str) -> bool:
     return True
 
 
+def pending(marker: Path) -> tuple[str | None, str] | None:
+    """The change a marker records, (from, to); None without a marker or
+    with one that is not well-formed (``arrange`` replaces it)."""
+    text = read_text_if_exists(marker, MARKER_FORMAT)
+    if text is None:
+        return None
+    try:
+        document = parse_json(text, str(marker), MARKER_FORMAT)
+    except InputError:
+        return None
+    if not isinstance(document, dict) or not isinstance(document.get("to"), str) or \
+            not isinstance(document.get("from"), (str, type(None))):
+        return None
+    return document["from"], document["to"]
+
+
 def cancel(marker: Path) -> bool:
     """Forget a pending reset: the selected Docker is again the one that
     booted (e.g. a kubelet upgrade was rolled back before the reboot)."""
@@ -114,7 +130,14 @@ def remove_moved_aside(data_dir: Path) -> list[Path]:
 def reset_step(ctx: Context) -> DockerReset:
     """Step: empty Docker's data at the boot where a different Docker starts."""
     paths = ctx.paths
-    booted = profile.booted_reference(paths.torcx_metadata, ctx.config.torcx.addon)
+    if ctx.config.runtime.backend == "sysext":
+        # systemd-sysext merged, at this boot, the image the link names; this step runs before Docker starts
+        from . import sysext
+
+        booted = sysext.linked_version(paths.extensions_dir / f"{ctx.config.sysext.runtime}.raw",
+                                       ctx.config.sysext.runtime)
+    else:
+        booted = profile.booted_reference(paths.torcx_metadata, ctx.config.torcx.addon)
     removed = reset(paths.docker_reset_marker, paths.docker_data, booted)
     log.info("emptied %s (%d entries)", paths.docker_data, len(removed))
     return DockerReset(removed=tuple(removed), booted=booted)

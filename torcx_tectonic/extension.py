@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUMS = "SHA256SUMS"
+#: The reset marker's "from" for Flatcar's own Docker image (it has no version of ours).
+FLATCAR_DOCKER = "flatcar"
 #: Restarting these merges the images anew (Flatcar's way on systemd 252: not `systemd-sysext refresh`).
 REFRESH_UNITS = ("systemd-sysext.service", "ensure-sysext.service")
 
@@ -127,11 +129,16 @@ def install_extension(ctx: Context) -> ExtensionInstalled:
     link = paths.extensions_dir / f"{sx.runtime}.raw"
     previous_image = sysext.linked_image(link)
     previous = sysext.version_of(previous_image, sx.runtime, arch) if previous_image else None
+    under_way = dockerreset.pending(paths.docker_reset_marker) if sx.runtime == "docker" else None
+    if previous == choice.version and under_way is not None and under_way[1] == choice.version:
+        # linked already, but not booted yet (a run killed after the link changed, or a second run
+        # before the reboot): the marker written before the link says where Docker comes from
+        previous = None if under_way[0] in (None, FLATCAR_DOCKER) else under_way[0]
     runtime_changed = previous != choice.version
     # The reset marker first: once the link names the new image, a run after a crash finds it linked and would
     # no longer know that Docker changes.
     if runtime_changed and sx.runtime == "docker" and dockerreset.arrange(
-            paths.docker_reset_marker, previous or "flatcar", choice.version):
+            paths.docker_reset_marker, previous or FLATCAR_DOCKER, choice.version):
         log.warning("docker changes from %s to %s: %s will be emptied before it starts", previous or "Flatcar's",
                     choice.version, paths.docker_data)
     changed = sysext.link(link, paths.on_node(image))

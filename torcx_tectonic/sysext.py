@@ -237,6 +237,15 @@ def linked_image(path: Path) -> str | None:
     return None if target == "/dev/null" else Path(target).name
 
 
+def linked_version(link: Path, runtime: str) -> str | None:
+    """The runtime version of the bakery image ``link`` names, whatever its
+    architecture (None: no link, masked, or not a bakery image's name)."""
+    image = linked_image(link)
+    if image is None:
+        return None
+    return next((v for arch in sorted(set(ARCH_BY_BOARD.values())) if (v := version_of(image, runtime, arch))), None)
+
+
 def version_of(image: str, runtime: str, arch: str) -> str | None:
     """The runtime version in a bakery image name, None when it is not one."""
     prefix, suffix = f"{runtime}-", f"-{arch}.raw"

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from torcx_tectonic import sysext
+from torcx_tectonic.bootstrap import reboot_reasons
+from torcx_tectonic.dockerreset import reset_step
 from torcx_tectonic.errors import ConfigError, InputError, VerificationError
 from torcx_tectonic.extension import choose_image, collect_images, install_extension
 from torcx_tectonic.state import (
@@ -246,8 +248,11 @@ def test_an_image_that_fits_both_os_versions_is_stored_and_linked(env: StepEnv, 
     assert os.readlink(env.paths.extensions_dir / "docker-flatcar.raw") == "/dev/null"  # masked
     assert (env.paths.image_store / "docker" / raw.name).read_bytes() == raw.read_bytes()
     assert env.paths.docker_reset_marker.is_file()
-    again = install_extension(env.context("new-os", "extension"))  # nothing to do the second time
-    assert (again.action, again.runtime_changed, again.previous) == ("present", False, "24.0.9")
+    again = install_extension(env.context("new-os", "extension"))  # nothing to do the second time,
+    assert (again.action, again.runtime_changed, again.previous) == ("present", True, None)  # the change pending
+    env.paths.docker_reset_marker.unlink()  # the next boot's reset, before Docker started
+    booted = install_extension(env.context("new-os", "extension"))
+    assert (booted.action, booted.runtime_changed, booted.previous) == ("present", False, "24.0.9")
     assert bucket.requests.count(f"/sysext/{raw.name}") == 1
 
 
@@ -270,8 +275,33 @@ def test_a_kill_right_after_the_link_changed_still_leaves_the_docker_reset_marke
         install_extension(env.context("new-os", "extension"))
     monkeypatch.undo()
     assert os.readlink(env.paths.extensions_dir / "docker.raw") == f"/opt/extensions/docker/{raw.name}"
-    install_extension(env.context("new-os", "extension"))  # the run after the kill
+    again = install_extension(env.context("new-os", "extension"))  # the run after the kill
     assert json.loads(env.paths.docker_reset_marker.read_text()) == {"from": "flatcar", "to": "24.0.9"}
+    # the change is still reported (the bootstrap reboots for it), from the marker, not the link
+    assert (again.previous, again.runtime_changed) == (None, True)
+    assert reboot_reasons(OsVersions("amd64-usr", CURRENT, None, "update_engine"), again) == (
+        "docker changes from the OS's own to 24.0.9",)
+
+
+def test_the_docker_reset_of_a_sysext_node_waits_for_the_image_it_expects_to_be_linked(env: StepEnv) -> None:
+    """systemd-sysext merged at boot what the link named: a marker written just
+    before a kill that came before the link changed must not empty the data of
+    the Docker that still runs (found by the crash campaign)."""
+    env.configure({"runtime.backend": "sysext"})
+    env.write(env.paths.docker_reset_marker, '{"from": "20.10.24", "to": "24.0.9"}\n')
+    env.write(env.paths.docker_data / "containers" / "c1", "old data")
+    link = env.paths.extensions_dir / "docker.raw"
+    link.parent.mkdir(parents=True)
+    link.symlink_to("/opt/extensions/docker/docker-20.10.24-x86-64.raw")
+    kept = reset_step(env.context("docker-reset", "data"))
+    assert (kept.booted, kept.removed) == ("20.10.24", ())
+    assert (env.paths.docker_data / "containers" / "c1").is_file() and env.paths.docker_reset_marker.is_file()
+
+    link.unlink()
+    link.symlink_to("/opt/extensions/docker/docker-24.0.9-arm64.raw")  # the boot after the link changed
+    emptied = reset_step(env.context("docker-reset", "data"))
+    assert (emptied.booted, emptied.removed) == ("24.0.9", ("containers",))
+    assert list(env.paths.docker_data.iterdir()) == [] and not env.paths.docker_reset_marker.exists()
 
 
 @needs_images
