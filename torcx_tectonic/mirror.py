@@ -35,7 +35,7 @@ import errno
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -216,6 +216,18 @@ def choices(kubernetes: str, preferred: Sequence[str], mapping_source: str, os_v
     return found, problems
 
 
+def _accepted(request: Request, mappings: RuntimeMappings, runtime: str,
+              problems: list[str]) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """Each requested Kubernetes version with the runtime versions the
+    mappings accept for it, best first; a version the mappings have nothing
+    for becomes a problem (the others are still mirrored)."""
+    for kubernetes in request.kubernetes:
+        try:
+            yield kubernetes, mappings.versions_for(kubernetes, runtime)
+        except InputError as err:
+            problems.append(str(err))
+
+
 def plan_torcx(manifests: Mapping[str, FetchedManifest], request: Request, mappings: RuntimeMappings,
                runtime: str) -> Plan:
     """The documents and addons a mirror needs, from verified manifests."""
@@ -226,12 +238,7 @@ def plan_torcx(manifests: Mapping[str, FetchedManifest], request: Request, mappi
     offered = {os_version: fetched.packages.versions_of(runtime) for os_version, fetched in manifests.items()}
     all_choices: list[Choice] = []
     problems: list[str] = []
-    for kubernetes in request.kubernetes:
-        try:
-            preferred = mappings.versions_for(kubernetes, runtime)
-        except InputError as err:
-            problems.append(str(err))
-            continue
+    for kubernetes, preferred in _accepted(request, mappings, runtime, problems):
         found, failed = choices(kubernetes, preferred, mappings.source, request.os_versions, offered, runtime)
         all_choices += found
         problems += failed
@@ -272,12 +279,7 @@ def plan_sysext(raw: bytes, signature: bytes, sums_url: str, images_url: str, re
     found: list[Choice] = []
     problems: list[str] = []
     artefacts: dict[str, Artefact] = {}
-    for kubernetes in request.kubernetes:
-        try:
-            preferred = mappings.versions_for(kubernetes, runtime)
-        except InputError as err:
-            problems.append(str(err))
-            continue
+    for kubernetes, preferred in _accepted(request, mappings, runtime, problems):
         version = next((v for v in preferred if v in available), None)
         if version is None:
             problems.append(f"no {runtime} version for Kubernetes {kubernetes}: the mappings from {mappings.source} "
