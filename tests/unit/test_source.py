@@ -159,12 +159,23 @@ def test_a_file_larger_than_the_cap_is_refused(tmp_path: Path) -> None:
 
 
 def test_an_unreadable_file_names_the_reason(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads any file")
     (tmp_path / "m.json").write_text("x")
     (tmp_path / "m.json").chmod(0)
-    with pytest.raises(NetworkError, match="cannot open .*Permission denied"):
-        source.read_file_url(f"file://{tmp_path}/m.json", "manifest", limit=100)
+    root = os.geteuid() == 0
+    if root:  # root reads any file: read as nobody (the real and saved uid stay root, to come back)
+        os.seteuid(65534)
+    try:
+        with pytest.raises(NetworkError, match="cannot open .*Permission denied"):
+            source.read_file_url(f"file://{tmp_path}/m.json", "manifest", limit=100)
+    finally:
+        if root:
+            os.seteuid(0)
+
+
+def test_a_name_the_kernel_refuses_names_the_reason(tmp_path: Path) -> None:
+    long_name = tmp_path / ("m" * 300)
+    with pytest.raises(NetworkError, match="cannot open .*File name too long"):
+        source.read_file_url(f"file://{long_name}", "manifest", limit=100)
 
 
 # --- the bucket over file:// ------------------------------------------------------------------------------------
