@@ -59,6 +59,9 @@ def addon_files(name: str, reference: str) -> dict[str, tuple[bytes, int]]:
         f"# torcx-tectonic test addon {name}:{reference}\n"
         f'echo "{name.capitalize()} version {reference}, build torcx-test"\n'
     )
+    # Started, it notes what it found in its data directory and which version it is, as the
+    # tests' stand-ins for the OS's own Docker do: a test can tell that the addon torcx applied
+    # started, and on what data.
     unit = (
         "[Unit]\n"
         f"Description=Test addon {name}:{reference} (torcx-tectonic integration tests)\n"
@@ -66,7 +69,8 @@ def addon_files(name: str, reference: str) -> dict[str, tuple[bytes, int]]:
         "[Service]\n"
         "Type=oneshot\n"
         "RemainAfterExit=yes\n"
-        f"ExecStart=/run/torcx/bin/{name}\n"
+        f"ExecStart=/bin/sh -c 'test -d /var/lib/{name} && ls -A /var/lib/{name} > /run/{name}-saw; "
+        f"/run/torcx/bin/{name} > /run/{name}-version'\n"
         "\n"
         "[Install]\n"
         "WantedBy=multi-user.target\n"

@@ -31,19 +31,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .addons import addon_filename, make_addon
 from .cluster import ANNOTATION, CLUO_PREFIX, Cluster, Release, build_bundle, enable
 from .node import REBOOT_EXIT_CODE, Node, NodeError
 
 FIRST, SECOND, THIRD = "1632.3.0", "1688.5.3", "1745.7.0"
 DOCKERS = ["1.12", "17.03", "17.06"]
-#: A stand-in Docker that notes what it found in its data directory when it started.
-DOCKER = {
-    "/usr/lib/systemd/system/docker.service":
-        "[Unit]\nDescription=Docker (stand-in)\n[Service]\n"
-        "ExecStart=/bin/sh -c 'ls -A /var/lib/docker > /run/docker-saw; exec sleep infinity'\n"
-        "[Install]\nWantedBy=multi-user.target\n",
-    "/var/lib/docker/containers/written-by-docker-1.12": "old",
-}
+#: What the OS's own Docker (1.12, the vendor addon com.coreos.cl) left in its data directory.
+DOCKER_DATA = {"/var/lib/docker/containers/written-by-docker-1.12": "old"}
+#: The OS image's Docker: an addon in the vendor store, which the vendor profile selects. Like every
+#: test addon, the unit it brings notes in /run/docker-saw and /run/docker-version what it found and
+#: which version it is; torcx (the nodes' stand-in for its generator) applies it at boot.
+VENDOR_DOCKER = addon_filename("docker", "com.coreos.cl")
 RUNS = "/var/lib/torcx-tectonic/runs"
 
 
@@ -122,9 +121,11 @@ def main() -> int:
         with Cluster(work / "cluster", releases) as cluster:
             story.say(f"release bucket: {cluster.bucket.base_url} (manifests signed by {cluster.signer.fingerprint})")
             story.say(f"api-server:     {cluster.api.url} (Kubernetes v1.8.4+coreos.0, client-certificate auth)")
-            files = {**cluster.node_files({"bootstrap": {"os_update_attempts": "3"}}), **DOCKER}
+            files = {**cluster.node_files({"bootstrap": {"os_update_attempts": "3"}}), **DOCKER_DATA}
             update = {"mode": "update", "new_version": SECOND, "step_seconds": 0.1}
-            with Node(bundle=bundle, os_version=FIRST, files=files, update_engine=update) as node:
+            make_addon(work / VENDOR_DOCKER, "docker", "com.coreos.cl")
+            with Node(bundle=bundle, os_version=FIRST, files=files, update_engine=update,
+                      vendor_addons={VENDOR_DOCKER: work / VENDOR_DOCKER}) as node:
                 enable(node, "torcx-bootstrap.target")
                 enable(node, "docker.service")
                 live(story, cluster, node)
@@ -134,6 +135,15 @@ def main() -> int:
     for what in failed:
         print(f"  FAILED: {what}")
     return 1 if failed else 0
+
+
+def docker_started(story: Story, node: Node, version: str, why: str = "") -> None:
+    """The Docker torcx applied at this boot started, and on what data."""
+    story.wait(node, lambda: node.exists("/run/docker-version"), "Docker to start")
+    started = node.read("/run/docker-version").strip()
+    saw = node.read("/run/docker-saw") if node.exists("/run/docker-saw") else None
+    story.check(started == f"Docker version {version}, build torcx-test" and saw == "",
+                f"torcx applied Docker {version} and it started on an emptied /var/lib/docker {why}".rstrip())
 
 
 def live(story: Story, cluster: Cluster, node: Node) -> None:
@@ -161,12 +171,10 @@ def live(story: Story, cluster: Cluster, node: Node) -> None:
 
     story.phase(f"2. second boot, into Container Linux {SECOND}")
     node.boot_again(os_version=SECOND, update_engine={"mode": "none"})
-    story.wait(node, lambda: node.exists("/run/docker-saw"), "Docker to start")
+    docker_started(story, node, "17.03", "(the data of Docker 1.12 cannot be read by another version)")
     kubelet = node.systemctl("is-active", "kubelet.service", check=False).stdout.strip()
     story.check(kubelet == "active", "the kubelet runs")
     story.check(not node.exists("/run/torcx-tectonic/bootstrap"), "the bootstrap did nothing: kubelet.env exists")
-    story.check(node.read("/run/docker-saw") == "", "Docker 17.03 started on an emptied /var/lib/docker "
-                "(the data of Docker 1.12 cannot be read by another version)")
     tell_run(story, node, "docker-reset", "torcx-docker-reset")
     tell_status(story, node, healthy=True)
 
@@ -199,9 +207,8 @@ def live(story: Story, cluster: Cluster, node: Node) -> None:
     story.phase(f"5. the operator reboots the node into Container Linux {THIRD}")
     node.shutdown()
     node.boot_again(os_version=THIRD, update_engine={"mode": "none"})
-    story.wait(node, lambda: node.exists("/run/docker-saw"), "Docker to start")
+    docker_started(story, node, "17.06")
     tell_run(story, node, "docker-reset", "torcx-docker-reset")
-    story.check(node.read("/run/docker-saw") == "", "Docker 17.06 started on an emptied /var/lib/docker")
     story.check(node.systemctl("is-active", "kubelet.service", check=False).stdout.strip() == "active",
                 "the kubelet runs")
     tell_status(story, node, healthy=True)

@@ -17,8 +17,11 @@ How a node is built (everything below one temporary directory):
   ``--overlay-ro`` source wins (checked on this machine), so the order is
   host ``/usr`` (lowest), the product bundle's ``usr/``, then the per-test
   layer ``layer/usr`` (highest): Container Linux ``os-release``, the vendor
-  torcx profile and store, the update_engine stand-in and a ``kubelet``
-  stand-in.  ``/usr`` is read-only, as on Container Linux.
+  torcx profile and store, the update_engine stand-in, the stand-in for
+  torcx's boot-time generator (:mod:`simnode.torcx_generator`: it applies the
+  next profile at every boot and seals ``/run/metadata/torcx``, so a test
+  knows which Docker booted) and a ``kubelet`` stand-in.  ``/usr`` is
+  read-only, as on Container Linux.
 - ``/run`` and ``/tmp`` are tmpfs inside the container: only visible through
   :meth:`Node.run`.
 
@@ -48,6 +51,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .addons import addon_filename, build_addon
 from .closing import Closing
 from .update_engine import MARKER as UPDATE_MARKER
 from .update_engine import STATE_DIR as UPDATE_STATE_DIR
@@ -63,6 +67,8 @@ VENDOR_PROFILE = {
 
 UPDATE_ENGINE_DIR = "/usr/lib/fake-update-engine"
 UPDATE_ENGINE_SCRIPT = Path(__file__).with_name("update_engine.py")
+#: The stand-in for torcx's boot-time generator (Container Linux nodes only: Flatcar's sysext nodes have no torcx).
+TORCX_GENERATOR_SCRIPT = Path(__file__).with_name("torcx_generator.py")
 
 UPDATE_ENGINE_UNIT = f"""\
 # Stand-in for Container Linux's update_engine (integration tests only).
@@ -430,8 +436,13 @@ class Node(Closing):
             if "/" in fname or fname in ("", ".", ".."):
                 raise ValueError(f"vendor addon name must be a plain file name: {fname!r}")
             shutil.copyfile(src, store / fname)
+        vendor_docker = store / addon_filename("docker", "com.coreos.cl")
+        if self.os_flavor == "coreos" and not vendor_docker.exists():  # the OS image's Docker, which the vendor
+            vendor_docker.write_bytes(build_addon("docker", "com.coreos.cl"))  # profile selects
         ue_dir = usr / UPDATE_ENGINE_DIR.removeprefix("/usr/")
         _write(ue_dir / "update_engine.py", UPDATE_ENGINE_SCRIPT.read_bytes(), 0o755)
+        if self.os_flavor == "coreos":
+            _write(usr / "lib/systemd/system-generators/torcx-generator", TORCX_GENERATOR_SCRIPT.read_bytes(), 0o755)
         self._write_scenario(update_engine)
         _write(usr / "lib/systemd/system/update-engine.service", UPDATE_ENGINE_UNIT)
         _write(usr / "lib/systemd/system/kubelet.service", KUBELET_UNIT)

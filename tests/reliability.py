@@ -214,7 +214,7 @@ KILL_POINTS: tuple[KillPoint, ...] = (
          f"after: profile tectonic.json, docker-reset-needed, {ADDON_1706_HERE}"),
     kill("new-kubelet", "addons", "rename", f"{RUNS}/.new-kubelet.json.", "renaming the run record: step ok",
          "as after", occurrence=3),
-    # Docker reset: the marker says 17.03 -> 17.06, /var/lib/docker holds the old Docker's data
+    # Docker reset: the marker says 17.03 -> 17.06, torcx applied 17.06 at boot, /var/lib/docker holds 17.03's data
     kill("docker-reset", "data", "rename", "/var/lib/docker", "moving the data directory aside", "as before"),
     kill("docker-reset", "data", "fsync", "/var/lib>", "syncing /var/lib after moving it", f"after: {OLD_DOCKER}"),
     kill("docker-reset", "data", "unlinkat", "/var/lib/docker.torcx-tectonic-old/", "deleting the old data",

@@ -234,7 +234,10 @@ def _torcx_node(stack: contextlib.ExitStack, flow: str, bundle: Path) -> tuple[C
             settings={"bootstrap": {"reboot": "no"}}, files={**NO_START_LIMIT, **PATH_UNITS_IDLE}))
     tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tt-crash-")))
     cluster = stack.enter_context(Cluster(tmp, RELEASES))
-    files = {**cluster.node_files(), **NO_START_LIMIT, **cluster.bootstrapped_files(CURRENT, kube_tag=kube_tag(flow))}
+    # the Docker reset's node booted the 17.06 the profile selects (torcx applied it), on 17.03's data
+    docker = "17.06" if flow == "docker-reset" else "17.03"
+    files = {**cluster.node_files(), **NO_START_LIMIT,
+             **cluster.bootstrapped_files(CURRENT, docker=docker, kube_tag=kube_tag(flow))}
     if flow == "new-os":
         files.update(OLD_STORES)
     if flow == "docker-reset":

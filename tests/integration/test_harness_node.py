@@ -9,11 +9,13 @@ nothing.  The state-machine tests run anywhere; the node tests need root and
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from simnode.addons import make_addon
 from simnode.node import REBOOT_EXIT_CODE, Node, NodeError, missing_requirements, mounts_under
 from simnode.update_engine import (
     CHECKING_FOR_UPDATE,
@@ -236,3 +238,43 @@ def test_boot_timeout_is_clear_and_cleans_up(empty_bundle: Path) -> None:
         assert "COREOS_BOARD" not in node.read("/etc/os-release")
         tree = node.tmpdir
     assert not tree.exists() and mounts_under(tree) == []
+
+
+@pytest.mark.integration
+@needs_nspawn
+def test_the_torcx_stand_in_applies_the_next_profile_at_boot_and_seals_only_a_whole_apply(
+        empty_bundle: Path, tmp_path: Path) -> None:
+    make_addon(tmp_path / "vendor.tgz", "docker", "com.coreos.cl")
+    profile = '{"kind": "profile-manifest-v1", "value": {"images": [{"name": "docker", "reference": "%s"}]}}\n'
+    with Node(bundle=empty_bundle, os_version="1632.3.0",
+              vendor_addons={"docker:com.coreos.cl.torcx.tgz": tmp_path / "vendor.tgz"}) as node:
+        # First boot: no next-profile, so the vendor profile, from the vendor store.
+        node.boot()
+        assert node.read("/run/metadata/torcx") == (
+            'TORCX_LOWER_PROFILES="vendor"\nTORCX_UPPER_PROFILE="vendor"\n'
+            'TORCX_PROFILE_PATH="/run/torcx/profile.json"\nTORCX_BINDIR="/run/torcx/bin"\n'
+            'TORCX_UNPACKDIR="/run/torcx/unpack"\n')
+        assert json.loads(node.read("/run/torcx/profile.json"))["value"]["images"] == [
+            {"name": "docker", "reference": "com.coreos.cl"}]
+        assert node.run("/run/torcx/bin/docker").stdout == "Docker version com.coreos.cl, build torcx-test\n"
+        assert "Test addon docker:com.coreos.cl" in node.read("/run/systemd/system/docker.service")
+
+        # A user profile named with torcx's tolerated .json suffix, its addon in the OS's versioned store.
+        make_addon(node.host_path("/var/lib/torcx/store/1632.3.0/docker:17.03.torcx.tgz"), "docker", "17.03")
+        node.write("/etc/torcx/profiles/tectonic.json", profile % "17.03")
+        node.write("/etc/torcx/next-profile", "tectonic.json\n")
+        node.shutdown()
+        node.boot_again()
+        assert 'TORCX_UPPER_PROFILE="tectonic"\n' in node.read("/run/metadata/torcx")
+        assert node.run("/run/torcx/bin/docker").stdout == "Docker version 17.03, build torcx-test\n"
+
+        # The addon only in another OS's versioned store: torcx looks at the booting OS's only, so the
+        # apply fails and nothing is sealed (what booted is then unknown, as on a real node).
+        make_addon(node.host_path("/var/lib/torcx/store/1688.5.3/docker:17.06.torcx.tgz"), "docker", "17.06")
+        node.write("/etc/torcx/profiles/tectonic.json", profile % "17.06")
+        node.shutdown()
+        node.boot_again()
+        assert not node.exists("/run/metadata/torcx") and not node.exists("/run/torcx/profile.json")
+        node.shutdown()
+        node.boot_again(os_version="1688.5.3")
+        assert node.run("/run/torcx/bin/docker").stdout == "Docker version 17.06, build torcx-test\n"
