@@ -134,7 +134,7 @@ def reset_step(ctx: Context) -> DockerReset:
         # systemd-sysext merged, at this boot, the image the link names; this step runs before Docker starts
         from . import sysext
 
-        booted = sysext.linked_version(paths.extensions_dir / f"{ctx.config.sysext.runtime}.raw",
+        booted = sysext.linked_version(paths.extension_link(ctx.config.sysext.runtime),
                                        ctx.config.sysext.runtime)
     else:
         booted = profile.booted_reference(paths.torcx_metadata, ctx.config.torcx.addon)

@@ -122,11 +122,11 @@ def install_extension(ctx: Context) -> ExtensionInstalled:
         problem = sysext.misfit(release, host, arch)
         if problem is not None:
             raise InputError(f"{name} does not fit OS {os_version}: {problem}; systemd-sysext would not merge it, "
-                             f"so it is not linked (the node keeps what {paths.extensions_dir / (sx.runtime + '.raw')} "
+                             f"so it is not linked (the node keeps what {paths.extension_link(sx.runtime)} "
                              "links to)")
         fits[os_version] = _fit(release, host)
     checksums(paths.cache_dir).store(f"{name}.release", _release_text(release).encode())
-    link = paths.extensions_dir / f"{sx.runtime}.raw"
+    link = paths.extension_link(sx.runtime)
     previous_image = sysext.linked_image(link)
     previous = sysext.version_of(previous_image, sx.runtime, arch) if previous_image else None
     under_way = dockerreset.pending(paths.docker_reset_marker) if sx.runtime == "docker" else None
@@ -142,8 +142,7 @@ def install_extension(ctx: Context) -> ExtensionInstalled:
         log.warning("docker changes from %s to %s: %s will be emptied before it starts", previous or "Flatcar's",
                     choice.version, paths.docker_data)
     changed = sysext.link(link, paths.on_node(image))
-    if sx.mask_builtin and sysext.link(paths.extensions_dir / f"{sx.runtime}{sysext.BUILTIN_SUFFIX}.raw",
-                                       "/dev/null"):
+    if sx.mask_builtin and sysext.link(paths.extension_link(sx.runtime + sysext.BUILTIN_SUFFIX), "/dev/null"):
         log.info("masked Flatcar's own %s image", sx.runtime)
     activated = "at the next boot"
     if changed and sx.activate == "refresh":
@@ -177,7 +176,7 @@ def collect_images(ctx: Context) -> StoresCollected:
         return StoresCollected(current_os=current)
     images = sorted((p for p in store.iterdir() if p.is_file() and p.name.endswith(".raw")),
                     key=lambda p: p.stat().st_mtime, reverse=True)
-    linked = sysext.linked_image(paths.extensions_dir / f"{sx.runtime}.raw")
+    linked = sysext.linked_image(paths.extension_link(sx.runtime))
     removed = sysext.select_gc([p.name for p in images], [linked] if linked else [], sx.keep)
     cache = checksums(paths.cache_dir)
     for name in removed:

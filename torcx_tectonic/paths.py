@@ -123,6 +123,11 @@ class NodePaths:
     def extensions_dir(self) -> Path:
         return self._at(EXTENSIONS_DIR)
 
+    def extension_link(self, name: str) -> Path:
+        """The link in /etc/extensions that makes systemd-sysext merge the
+        image ``name`` names (``docker``; Flatcar's own is ``docker-flatcar``)."""
+        return self.extensions_dir / f"{name}.raw"
+
     @property
     def image_store(self) -> Path:
         return self._at(IMAGE_STORE)

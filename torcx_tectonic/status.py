@@ -443,7 +443,7 @@ def _sysext_view(config: Config, paths: NodePaths, board: str | None, current: s
                      Verdict, Verdict | None, list[Store], list[str]]:
     """The verdicts of the running and the next OS, and the image store."""
     runtime = config.sysext.runtime
-    link = paths.extensions_dir / f"{runtime}.raw"
+    link = paths.extension_link(runtime)
     arch = sysext.ARCH_BY_BOARD.get(board or "", "")
     image = sysext.linked_image(link)
     version = sysext.version_of(image, runtime, arch) if image else None
