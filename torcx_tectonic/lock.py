@@ -53,13 +53,18 @@ def notify(state: str) -> None:
         sock.sendall(state.encode())
 
 
+def _open(path: PathLike) -> int:
+    """A descriptor of the lock file to ``flock`` (created, with its directory, if need be)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
 @contextlib.contextmanager
 def held(path: PathLike = LOCK_FILE) -> Iterator[None]:
     """Hold the lock for a moment, waiting for the flow that has it: for a
     step that runs outside its flow's lock (the annotation, which may wait an
     hour for the operator) but must not act while another flow is half done."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = _open(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -79,8 +84,7 @@ class RunLock:
     def acquire(self) -> None:
         if self._fd is not None:
             return
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = _open(self.path)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -117,10 +121,8 @@ class RunLock:
 
 
 def hold(flow: str, path: PathLike = LOCK_FILE) -> NoReturn:
-
     logsetup.setup()
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = _open(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
