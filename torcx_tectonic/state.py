@@ -620,11 +620,15 @@ class ManifestCache(VerifiedCache):
     def __init__(self, cache_dir: Path) -> None:
         super().__init__(cache_dir, "manifests")
 
+    @staticmethod
+    def _name(board: str, os_version: str) -> str:
+        return f"{board}/{os_version}.json"
+
     def path(self, board: str, os_version: str) -> Path:
-        return self.file(f"{board}/{os_version}.json")
+        return self.file(self._name(board, os_version))
 
     def put(self, board: str, os_version: str, raw: bytes) -> str:
-        return self.store(f"{board}/{os_version}.json", raw)
+        return self.store(self._name(board, os_version), raw)
 
     def get(self, board: str, os_version: str, digest: str | None = None) -> bytes:
-        return self.read(f"{board}/{os_version}.json", f"manifest for {board} {os_version}", digest)
+        return self.read(self._name(board, os_version), f"manifest for {board} {os_version}", digest)
