@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from . import dockerreset, profile, source, store
 from .config import Config
 from .errors import InputError
-from .manifest import PackageVersion, file_sha512, parse_package_list
+from .manifest import PackageVersion, file_digest, parse_package_list
 from .state import AddonPlacement, AddonsInstalled, ManifestCache, OsVersions, RuntimeChoice, StoresCollected
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def place(ctx: Context, downloads: Downloads, os_version: str, current: str, fou
     if vendor is not None:
         # the next OS has its own /usr with that file; the running OS's must be checked
         here = ctx.paths.vendor_store / vendor.name
-        if os_version != current or (here.is_file() and file_sha512(here) == found.sha512):
+        if os_version != current or (here.is_file() and file_digest(here) == found.sha512):
             return AddonPlacement(os=os_version, action="vendor", path=str(vendor))
         log.warning("%s is listed but not present with the right hash: downloading instead", vendor)
     target_store = store.versioned_store(ctx.paths.user_store, os_version)
@@ -93,7 +93,7 @@ def place(ctx: Context, downloads: Downloads, os_version: str, current: str, fou
     if store.has_addon(target_store, addon, found.version, found.sha512):
         return AddonPlacement(os=os_version, action="present", path=str(target))
     same = next((Path(p.path) for p in earlier if p.action != "vendor" and Path(p.path).name == target.name
-                 and Path(p.path).is_file() and file_sha512(Path(p.path)) == found.sha512), None)
+                 and Path(p.path).is_file() and file_digest(Path(p.path)) == found.sha512), None)
     if same is not None:
         how = store.link_addon(target_store, addon, found.version, found.sha512, same)
         log.info("%s for OS %s: %s from %s (no second download)", target.name, os_version, how, same)

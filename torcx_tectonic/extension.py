@@ -21,6 +21,7 @@ from .bucket import Bucket
 from .cluster import runtime_mappings
 from .errors import ConfigError, InputError
 from .inputfile import decode_text, read_text
+from .manifest import file_digest
 from .state import ExtensionInstalled, KubernetesVersion, OsVersions, RuntimeChoice, StoresCollected, VerifiedCache
 from .strategy import NoRuntimeVersion
 
@@ -110,7 +111,7 @@ def install_extension(ctx: Context) -> ExtensionInstalled:
     store = paths.image_store / sx.runtime
     image = store / name
     action, size = "present", 0
-    if not (image.is_file() and sysext.file_sha256(image) == sums[name]):
+    if not (image.is_file() and file_digest(image, "sha256") == sums[name]):
         url = sysext.fill(_images_url(config), sx.runtime, choice.version, arch)
         log.info("downloading %s from %s", name, url)
         with Bucket(config) as bucket:

@@ -162,9 +162,10 @@ def manifest_url(template: str, board: str, os_version: str) -> str:
     return template.replace("{{.Board}}", board_segment).replace("{{.OSVersion}}", version_segment)
 
 
-def sha512_of_stream(chunks: Iterable[bytes]) -> str:
-    """Hash a stream chunk by chunk (an addon never sits in memory whole)."""
-    digest = hashlib.sha512()
+def stream_digest(chunks: Iterable[bytes], algorithm: str = "sha512") -> str:
+    """Hash a stream chunk by chunk (an addon never sits in memory whole);
+    sha512 unless ``algorithm`` names another of hashlib's."""
+    digest = hashlib.new(algorithm)
     for chunk in chunks:
         digest.update(chunk)
     return digest.hexdigest()
@@ -175,7 +176,7 @@ def read_chunks(handle: BinaryIO) -> Iterable[bytes]:
         yield chunk
 
 
-def file_sha512(path: Path) -> str:
+def file_digest(path: Path, algorithm: str = "sha512") -> str:
     with path.open("rb") as handle:
-        return sha512_of_stream(read_chunks(handle))
+        return stream_digest(read_chunks(handle), algorithm)
 

@@ -32,7 +32,6 @@ signed SHA256SUMS) needs another planner, not another copier.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -47,9 +46,9 @@ from .bucket import Bucket, FetchedManifest
 from .config import Config, parse_addon_mirror, parse_image_url, parse_manifest_url
 from .errors import ConfigError, InputError, VerificationError, shown
 from .inputfile import BOARD, OS_VERSION, decode_text
-from .manifest import CHUNK_BYTES, manifest_url
+from .manifest import manifest_url, read_chunks, stream_digest
 from .mappings import RuntimeMappings, kube_minor
-from .store import addon_filename
+from .store import addon_filename, write_hashing
 
 DEFAULT_MANIFEST_PATH = "manifests/{{.Board}}/{{.OSVersion}}/torcx_manifest.json"
 ADDONS = source.ADDONS_DIR
@@ -324,27 +323,19 @@ def file_digest(path: Path, algorithm: str) -> str | None:
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        digest = hashlib.new(algorithm)
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return stream_digest(read_chunks(handle), algorithm)
 
 
 def copy_verified(chunks: Iterable[bytes], target: Path, digest: Digest, origin: str) -> int:
     """Stream ``chunks`` into ``target``; it appears only when they hash to
     ``digest``. Returns the size."""
-    size = 0
     with atomic_writer(target, 0o644) as handle:
-        hashed = hashlib.new(digest.algorithm)
-        for chunk in chunks:
-            handle.write(chunk)
-            hashed.update(chunk)
-            size += len(chunk)
-        if hashed.hexdigest() != digest.hex:
+        actual = write_hashing(handle, chunks, digest.algorithm)
+        if actual != digest.hex:
             raise VerificationError(
                 f"{origin}: {digest.algorithm} mismatch for {target.name}: expected {digest.hex[:16]}…, the "
-                f"download has {hashed.hexdigest()[:16]}…; nothing was written")
-    return size
+                f"download has {actual[:16]}…; nothing was written")
+        return handle.tell()
 
 
 def link_verified(source_path: Path, target: Path, digest: Digest) -> str:
@@ -358,7 +349,7 @@ def link_verified(source_path: Path, target: Path, digest: Digest) -> str:
         if err.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
             raise
         with source_path.open("rb") as handle:
-            copy_verified(iter(lambda: handle.read(CHUNK_BYTES), b""), target, digest, str(source_path))
+            copy_verified(read_chunks(handle), target, digest, str(source_path))
         return "copied"
     return "linked"
 

@@ -23,7 +23,7 @@ from .config import Config, runtime_name
 from .errors import TorcxTectonicError
 from .flows import all_flows, path_units
 from .inputfile import decode_text
-from .manifest import PackageList, file_sha512, parse_package_list
+from .manifest import PackageList, file_digest, parse_package_list
 from .mappings import kube_minor
 from .osrelease import os_release_from_text, parse_os_version
 from .paths import NodePaths
@@ -249,7 +249,7 @@ def _hash_state(manifest: PackageList | None, runtime: str, reference: str, path
     if not check:
         return "present (hash not checked)"
     try:
-        return VERIFIED if file_sha512(path) == version.sha512 else MISMATCH
+        return VERIFIED if file_digest(path) == version.sha512 else MISMATCH
     except OSError:
         return MISMATCH
 

@@ -25,7 +25,7 @@ from typing import BinaryIO
 from .atomic import atomic_writer, fsync_dir, make_dirs, placed
 from .errors import VerificationError
 from .inputfile import OS_VERSION
-from .manifest import check_name, file_sha512, read_chunks
+from .manifest import check_name, file_digest, read_chunks
 from .osrelease import parse_os_version
 
 ADDON_SUFFIX = ".torcx.tgz"
@@ -52,7 +52,7 @@ def versioned_store(user_store: Path, os_version: str) -> Path:
 def has_addon(store: Path, name: str, reference: str, sha512: str) -> bool:
     """Whether the store already holds this exact addon (so it is not fetched again)."""
     path = store / addon_filename(name, reference)
-    return path.is_file() and file_sha512(path) == sha512
+    return path.is_file() and file_digest(path) == sha512
 
 
 def install_addon(store: Path, name: str, reference: str, sha512: str, chunks: Iterable[bytes], origin: str) -> Path:
@@ -68,14 +68,14 @@ def install_addon(store: Path, name: str, reference: str, sha512: str, chunks: I
     return target
 
 
-def write_hashing(handle: BinaryIO, chunks: Iterable[bytes]) -> str:
+def write_hashing(handle: BinaryIO, chunks: Iterable[bytes], algorithm: str = "sha512") -> str:
     """Write ``chunks`` to ``handle`` as they come, hashing them in another
-    thread meanwhile; the sha512 (hex) of all of them. The disk write-back
+    thread meanwhile; the sha512 (or ``algorithm``'s digest, in hex) of all of them. The disk write-back
     of what was written is started every WRITEBACK_BYTES (an advice to drop
     the pages, which starts writing dirty ones back and keeps them), so the
     fsync that makes the file durable before it is renamed into the store
     waits for the last few MiB only, not for the whole addon."""
-    digest = hashlib.sha512()
+    digest = hashlib.new(algorithm)
     pending: queue.Queue[bytes | None] = queue.Queue(maxsize=HASH_QUEUE_CHUNKS)
     failed: list[BaseException] = []
 

@@ -28,7 +28,6 @@ atomically.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -38,10 +37,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_writer, placed
+from .atomic import atomic_writer, make_dirs, placed
 from .envfile import parse_env
 from .errors import InputError, VerificationError, shown
 from .inputfile import NAME, read_text
+from .store import write_hashing
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +145,7 @@ def parse_sums(text: str, source: str) -> dict[str, str]:
 
 def offered(sums: Mapping[str, str], runtime: str, arch: str) -> tuple[str, ...]:
     """The runtime versions a checksum list has an image of for ``arch``."""
-    prefix, suffix = f"{runtime}-", f"-{arch}.raw"
-    found = [name[len(prefix):-len(suffix)] for name in sums if name.startswith(prefix) and name.endswith(suffix)]
-    return tuple(v for v in found if NAME.matches(v))
+    return tuple(version for name in sums if (version := version_of(name, runtime, arch)))
 
 
 def fill(template: str, runtime: str, version: str, arch: str) -> str:
@@ -190,23 +188,12 @@ def read_release(image: Path, name: str) -> Release:
 def store_image(directory: Path, name: str, sha256: str, chunks: Iterable[bytes], origin: str) -> Path:
     """Stream an image into ``directory``; it appears only when its sha256 matched."""
     target = directory / name
-    digest = hashlib.sha256()
     with atomic_writer(target, 0o644) as handle:
-        for chunk in chunks:
-            digest.update(chunk)
-            handle.write(chunk)
-        if digest.hexdigest() != sha256:
+        actual = write_hashing(handle, chunks, "sha256")
+        if actual != sha256:
             raise VerificationError(f"{origin}: sha256 mismatch for {name}: the checksum list says {sha256[:16]}…, "
-                                    f"the download has {digest.hexdigest()[:16]}…; nothing was stored")
+                                    f"the download has {actual[:16]}…; nothing was stored")
     return target
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def link(path: Path, target: str) -> bool:
@@ -222,7 +209,7 @@ def link(path: Path, target: str) -> bool:
         if not path.exists() or path.is_symlink():
             raise
         raise InputError(f"{path}: exists and is not a link; expected a link to a runtime image") from err
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     with placed(path) as tmp:
         os.symlink(target, tmp)
     return True

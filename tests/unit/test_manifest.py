@@ -210,9 +210,9 @@ def test_sha512_of_a_stream_and_a_file(tmp_path: Path) -> None:
     data = b"x" * (manifest.CHUNK_BYTES + 17)
     path = tmp_path / "blob"
     path.write_bytes(data)
-    assert manifest.file_sha512(path) == sha512(data)
+    assert manifest.file_digest(path) == sha512(data)
     assert list(manifest.read_chunks(io.BytesIO(data))) == [data[: manifest.CHUNK_BYTES], data[manifest.CHUNK_BYTES :]]
-    assert manifest.sha512_of_stream([b"ab", b"c"]) == sha512(b"abc")
+    assert manifest.stream_digest([b"ab", b"c"]) == sha512(b"abc")
 
 
 
