@@ -58,10 +58,11 @@ def client(config: Config, state: FlowState | None = None) -> KubeClient | None:
     return KubeClient(load_kubeconfig(path), config.network, connect_retries=connect_retries)
 
 
-def _unreachable(state: FlowState | None, api: KubeClient, err: UnreachableError) -> None:
-    """Remember for the run that the api-server is not there (a step run
+def _fell_back(state: FlowState | None, api: KubeClient, err: NetworkError) -> None:
+    """After a failed request: when no connection could be made at all,
+    remember for the run that the api-server is not there (a step run
     outside a run has nowhere to keep it: it only falls back itself)."""
-    if state is None:
+    if state is None or not isinstance(err, UnreachableError):
         return
     from .state import ApiServerUnreachable, StateError
 
@@ -78,11 +79,9 @@ def cluster_version(config: Config, state: FlowState | None = None) -> tuple[str
         with api:
             try:
                 return api.version(), f"api-server {api.creds.server}"
-            except UnreachableError as err:
-                log.warning("%s; using the installer's kubelet version", err)
-                _unreachable(state, api, err)
             except NetworkError as err:
                 log.warning("%s; using the installer's kubelet version", err)
+                _fell_back(state, api, err)
     path = config.kubernetes.installer_kubelet_env
     return kubeletenv.kubelet_version(path), str(path)
 
@@ -98,11 +97,9 @@ def runtime_mappings(config: Config, state: FlowState | None = None) -> RuntimeM
         with api:
             try:
                 text = api.configmap_value(MAPPINGS_NAMESPACE, MAPPINGS_CONFIGMAP, MAPPINGS_KEY)
-            except UnreachableError as err:
-                log.warning("%s; using the node-local runtime mappings", err)
-                _unreachable(state, api, err)
             except NetworkError as err:
                 log.warning("%s; using the node-local runtime mappings", err)
+                _fell_back(state, api, err)
             else:
                 if text is not None:
                     return parse_mappings(text, f"ConfigMap {MAPPINGS_NAMESPACE}/{MAPPINGS_CONFIGMAP}", addon)
