@@ -12,7 +12,6 @@ before it links one.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import dockerreset, sysext, systemd
@@ -22,7 +21,7 @@ from .cluster import runtime_mappings
 from .errors import ConfigError, InputError
 from .inputfile import decode_text, read_text
 from .manifest import file_digest
-from .state import ExtensionInstalled, KubernetesVersion, OsVersions, RuntimeChoice, StoresCollected, VerifiedCache
+from .state import ExtensionInstalled, KubernetesVersion, OsVersions, RuntimeChoice, StoresCollected
 from .strategy import NoRuntimeVersion
 
 if TYPE_CHECKING:
@@ -36,10 +35,6 @@ SUMS = "SHA256SUMS"
 FLATCAR_DOCKER = "flatcar"
 #: Restarting these merges the images anew (Flatcar's way on systemd 252: not `systemd-sysext refresh`).
 REFRESH_UNITS = ("systemd-sysext.service", "ensure-sysext.service")
-
-
-def checksums(cache_dir: Path) -> VerifiedCache:
-    return VerifiedCache(cache_dir, "sysext")
 
 
 def _images_url(config: Config) -> str:
@@ -62,7 +57,7 @@ def choose_image(ctx: Context) -> RuntimeChoice:
         raw = bucket.signed(sx.sums_url, f"checksum list of the {sx.runtime} images", verify=sx.verify_signatures,
                             keyring=sx.keyring)
     sums = sysext.parse_sums(decode_text(raw, sx.sums_url, "a SHA256SUMS list"), sx.sums_url)
-    digest = checksums(ctx.paths.cache_dir).store(SUMS, raw)
+    digest = sysext.verified_cache(ctx.paths.cache_dir).store(SUMS, raw)
     available = sysext.offered(sums, sx.runtime, arch)
     log.info("%s offers %s images %s for %s", sx.sums_url, sx.runtime, ", ".join(available) or "none", arch)
     mappings = runtime_mappings(config)
@@ -102,7 +97,7 @@ def install_extension(ctx: Context) -> ExtensionInstalled:
     os_versions = ctx.state.load(OsVersions)
     assert choice.version is not None  # choose_image always picks one
     arch = sysext.arch_of(os_versions.board)
-    cache = checksums(paths.cache_dir)
+    cache = sysext.verified_cache(paths.cache_dir)
     sums = sysext.parse_sums(decode_text(cache.read(SUMS, "checksum list", choice.manifests.get(SUMS)),
                                          str(cache.file(SUMS)), "a SHA256SUMS list"), str(cache.file(SUMS)))
     name = sysext.image_name(sx.runtime, choice.version, arch)
@@ -126,7 +121,7 @@ def install_extension(ctx: Context) -> ExtensionInstalled:
                              f"so it is not linked (the node keeps what {paths.extension_link(sx.runtime)} "
                              "links to)")
         fits[os_version] = _fit(release, host)
-    checksums(paths.cache_dir).store(f"{name}.release", _release_text(release).encode())
+    cache.store(f"{name}.release", _release_text(release).encode())
     link = paths.extension_link(sx.runtime)
     previous_image = sysext.linked_image(link)
     previous = sysext.version_of(previous_image, sx.runtime, arch) if previous_image else None
@@ -179,7 +174,7 @@ def collect_images(ctx: Context) -> StoresCollected:
                     key=lambda p: p.stat().st_mtime, reverse=True)
     linked = sysext.linked_image(paths.extension_link(sx.runtime))
     removed = sysext.select_gc([p.name for p in images], [linked] if linked else [], sx.keep)
-    cache = checksums(paths.cache_dir)
+    cache = sysext.verified_cache(paths.cache_dir)
     for name in removed:
         # its cached extension-release first: a GC killed between the two finds the image again, and removes both
         cache.remove(f"{name}.release")

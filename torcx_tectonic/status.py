@@ -34,7 +34,6 @@ from .state import (
     OsVersions,
     Run,
     RuntimeChoice,
-    VerifiedCache,
     load_run,
 )
 from .strategy import ADDON_EPOCH, supports_addons
@@ -451,7 +450,7 @@ def _sysext_view(config: Config, paths: NodePaths, board: str | None, current: s
     release = None
     if image:
         try:
-            text = decode_text(VerifiedCache(paths.cache_dir, "sysext").read(f"{image}.release", "extension-release"),
+            text = decode_text(sysext.verified_cache(paths.cache_dir).read(f"{image}.release", "extension-release"),
                                image, "an extension-release")
             release = sysext.release_from_text(text, image)
         except TorcxTectonicError as err:

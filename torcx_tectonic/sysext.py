@@ -41,6 +41,7 @@ from .atomic import atomic_writer, make_dirs, placed
 from .envfile import parse_env
 from .errors import InputError, VerificationError, shown
 from .inputfile import NAME, read_text
+from .state import VerifiedCache
 from .store import write_hashing
 
 log = logging.getLogger(__name__)
@@ -167,6 +168,12 @@ def select_gc(images: Sequence[str], keep: Sequence[str], limit: int) -> list[st
 
 
 # --- the edges -----------------------------------------------------------------------------------
+
+def verified_cache(cache_dir: Path) -> VerifiedCache:
+    """Where the verified checksum list and the extension-releases of stored
+    images are kept (``SHA256SUMS``, ``<image>.release``)."""
+    return VerifiedCache(cache_dir, "sysext")
+
 
 def read_release(image: Path, name: str) -> Release:
     """The extension-release inside an image, read with systemd-dissect
