@@ -40,23 +40,25 @@ def _addon(bucket: Bucket) -> tuple[str, bytes]:
     return f"/addons/{BOARD}/{OS}/{path.name}", path.read_bytes()
 
 
-def test_a_truncated_body_announces_it_all_and_sends_a_part(bucket: Bucket) -> None:
-    url, body = _addon(bucket)
-    bucket.set_fault("/addons/", body_bytes=10)
+def _with_fault(bucket: Bucket, url: str, **fault: int) -> tuple[bytes, bytes]:
+    """The head and the body the bucket sends for ``url`` with ``fault`` set on its addons."""
+    bucket.set_fault("/addons/", **fault)
     try:
         head, _, sent = _raw(bucket, url).partition(b"\r\n\r\n")
     finally:
         bucket.clear_faults()
+    return head, sent
+
+
+def test_a_truncated_body_announces_it_all_and_sends_a_part(bucket: Bucket) -> None:
+    url, body = _addon(bucket)
+    head, sent = _with_fault(bucket, url, body_bytes=10)
     assert f"Content-Length: {len(body)}".encode() in head and sent == body[:10]
 
 
 def test_a_body_longer_than_announced(bucket: Bucket) -> None:
     url, body = _addon(bucket)
-    bucket.set_fault("/addons/", content_length=10)
-    try:
-        head, _, sent = _raw(bucket, url).partition(b"\r\n\r\n")
-    finally:
-        bucket.clear_faults()
+    head, sent = _with_fault(bucket, url, content_length=10)
     assert b"Content-Length: 10\r\n" in head and sent == body
 
 

@@ -91,24 +91,24 @@ def test_a_reader_never_sees_an_empty_or_short_file(bundle: Path) -> None:
         assert len(seen["/var/lib/torcx-tectonic/runs/new-kubelet.json"]) >= 4
 
 
-def _hold(node: Node, unit: str, command: str, syscall: str, nth: int) -> None:
-    """Hold the step, from its next start, at the entry of its ``nth`` call of
-    ``syscall`` (strace's delay injection, from a test drop-in)."""
+def _bootstrap_held(node: Node, unit: str, command: str, syscall: str, nth: int) -> None:
+    """Start the bootstrap with the step ``unit`` held at the entry of its
+    ``nth`` call of ``syscall`` (strace's delay injection, from a test drop-in)."""
     node.write(f"/etc/systemd/system/{unit}.d/90-tt-hold.conf", (
         "# integration test only: the step held at a system call, so the test can cut the power there\n"
         "[Service]\nSystemCallFilter=\nExecStart=\n"
         f"ExecStart=/usr/bin/strace -qq -o /dev/null -e trace={syscall} "
         f"-e inject={syscall}:delay_enter=600000000:when={nth} {command}\n"))
+    node.systemctl("daemon-reload")
+    node.systemctl("start", "--no-block", "torcx-bootstrap.target")
 
 
 def test_a_power_cut_right_after_kubelet_env_still_starts_the_kubelet(bundle: Path) -> None:
     with cluster_node(bundle, RELEASES, os_version=CURRENT, settings=NO_REBOOT) as (cluster, node):
         node.boot()
         # the kubelet-env step renames its run record, then kubelet.env, then its record: held at the third
-        _hold(node, "torcx-bootstrap-kubelet-env.service",
-              "/usr/libexec/torcx-tectonic/kubelet-env --flow bootstrap --step kubelet-env", "rename", 3)
-        node.systemctl("daemon-reload")
-        node.systemctl("start", "--no-block", "torcx-bootstrap.target")
+        _bootstrap_held(node, "torcx-bootstrap-kubelet-env.service",
+                        "/usr/libexec/torcx-tectonic/kubelet-env --flow bootstrap --step kubelet-env", "rename", 3)
         node.wait_for(lambda: node.exists("/etc/kubernetes/kubelet.env"), timeout=120, what="kubelet.env")
         assert not node.exists("/run/torcx-tectonic/bootstrap/kubelet-env.json")  # held before its record
         node.cut_power()
@@ -126,10 +126,8 @@ def test_a_power_cut_before_the_addon_is_renamed_is_completed_by_the_next_boot(b
     with cluster_node(bundle, RELEASES, os_version=CURRENT, settings=NO_REBOOT) as (cluster, node):
         node.boot()
         # the addon step renames its run record, then the addon: held at the addon's rename
-        _hold(node, "torcx-bootstrap-addons.service",
-              "/usr/libexec/torcx-tectonic/install-addons --flow bootstrap --step addons", "rename", 2)
-        node.systemctl("daemon-reload")
-        node.systemctl("start", "--no-block", "torcx-bootstrap.target")
+        _bootstrap_held(node, "torcx-bootstrap-addons.service",
+                        "/usr/libexec/torcx-tectonic/install-addons --flow bootstrap --step addons", "rename", 2)
         store = node.host_path(f"/var/lib/torcx/store/{CURRENT}")
         node.wait_for(lambda: store.is_dir() and any(p.name.endswith(".tmp") for p in store.iterdir()),
                       timeout=120, what="the addon's temporary file")
