@@ -9,8 +9,6 @@ mirror) is read by source.py, with the same checks; everything else is HTTP.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,51 +21,11 @@ from .errors import NetworkError, VerificationError
 from .http import check_complete, content_length, make_session, read_body, request, timeouts
 from .inputfile import read_bytes
 from .manifest import CHUNK_BYTES, PackageList, manifest_url, parse_package_list
+from .progress import Progress
 
 log = logging.getLogger(__name__)
 
 MAX_MANIFEST_BYTES = 8 << 20
-#: A progress line at least every 5 s, counted from the step's start (a second early, not late).
-PROGRESS_EVERY_SECS = 4.0
-MIB = 1 << 20
-
-
-class Progress:
-    """Logs how a download goes (bytes so far, of how many, and the rate
-    since the last line) every ``every`` seconds from a thread of its own,
-    so that a download that stalls says so too. ``done`` is what the
-    downloading thread has received."""
-
-    def __init__(self, what: str, total: int | None, every: float | None = None) -> None:
-        self.what = what
-        self.total = total
-        self.every = PROGRESS_EVERY_SECS if every is None else every
-        self.done = 0
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._report, name="progress", daemon=True)
-
-    def __enter__(self) -> Progress:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stopped.set()
-        self._thread.join()
-
-    def line(self, done: int, seconds: float, received: int) -> str:
-        """One progress line: ``received`` bytes came in the last ``seconds``."""
-        of = f"{self.total} bytes ({done * 100 // self.total}%)" if self.total else "? bytes"
-        rate = received / seconds / MIB if seconds > 0 else 0.0
-        return f"{self.what}: {done} of {of}, {rate:.1f} MiB/s"
-
-    def _report(self) -> None:
-        last_time, last_done = time.monotonic(), 0
-        while not self._stopped.wait(self.every):
-            now, done = time.monotonic(), self.done
-            log.info("%s", self.line(done, now - last_time, done - last_done))
-            last_time, last_done = now, done
-
-
 @dataclass(frozen=True)
 class FetchedManifest:
     """A verified manifest and its raw bytes (kept so later steps can use
@@ -135,7 +93,7 @@ class Bucket:
         return FetchedManifest(url=url, raw=raw, packages=parse_package_list(raw, url), signature=signature)
 
     def download(self, url: str, what: str) -> Iterator[bytes]:
-        """Stream a file, logging its progress every PROGRESS_EVERY_SECS while it lasts."""
+        """Stream a file, logging its progress while it lasts (progress.py)."""
         if source.is_file_url(url):
             yield from source.stream_file_url(url, what)
             return

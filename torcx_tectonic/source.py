@@ -21,7 +21,7 @@ Keep one under ``/srv``, ``/var/lib``, ``/opt``, ``/media`` or ``/mnt``.
 
 The layout of an addon mirror (``[torcx] addon_mirror``) is said here too, in
 one place, for the node that reads it and the ``mirror`` command that writes it.
-This module imports nothing heavy (logging only when a file is streamed):
+This module imports nothing heavy (logging and threading only when a file is streamed):
 config.py uses it at every generator run.
 """
 
@@ -31,7 +31,6 @@ import errno
 import os
 import re
 import stat
-import time
 from collections.abc import Iterator
 from pathlib import Path, PurePath
 
@@ -41,7 +40,6 @@ from .inputfile import BOARD, OS_VERSION
 FILE_PREFIX = "file://"
 HTTP_SCHEMES = ("https", "http")
 CHUNK_BYTES = 1 << 20
-PROGRESS_EVERY_SECS = 5.0
 MAX_PATH_CHARS = 4096
 #: What a file:// URL may look like (said once: config, manifests and the mirror command check it).
 FILE_URL_EXPECTED = (
@@ -164,23 +162,19 @@ def stream_file_url(url: str, what: str) -> Iterator[bytes]:
     """The file a file:// URL names, chunk by chunk (an addon never sits in
     memory whole), logging progress for long copies. The file is checked
     when the first chunk is asked for, as an HTTP download starts then."""
-    import logging
+    from .progress import Progress  # loads threading and logging: not at every generator run
 
-    log = logging.getLogger(__name__)
     path = file_url_path(url, what)
     fd = _open(path, url, what, None)
-    done, last = 0, time.monotonic()
+    progress = Progress(what, None)
     try:
-        total = os.fstat(fd).st_size
-        with os.fdopen(fd, "rb", closefd=False) as handle:
+        progress.total = os.fstat(fd).st_size
+        with progress, os.fdopen(fd, "rb", closefd=False) as handle:
             while chunk := handle.read(CHUNK_BYTES):
-                done += len(chunk)
-                if time.monotonic() - last > PROGRESS_EVERY_SECS:
-                    last = time.monotonic()
-                    log.info("%s: %d of %d bytes", what, done, total)
+                progress.done += len(chunk)
                 yield chunk
     except OSError as err:
-        raise NetworkError(f"{what}: reading {path} ({url}) broke off after {done} bytes: "
+        raise NetworkError(f"{what}: reading {path} ({url}) broke off after {progress.done} bytes: "
                            f"{err.strerror or err}") from None
     finally:
         os.close(fd)

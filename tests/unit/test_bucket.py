@@ -14,6 +14,7 @@ import pytest
 from requests.adapters import HTTPAdapter
 
 from torcx_tectonic import bucket as bucket_module
+from torcx_tectonic import progress as progress_module
 from torcx_tectonic.bucket import Bucket, load_manifest
 from torcx_tectonic.config import Config
 from torcx_tectonic.errors import InputError, NetworkError, VerificationError
@@ -273,7 +274,7 @@ class _Stalling(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_stalled_download_still_reports_its_progress(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bucket_module, "PROGRESS_EVERY_SECS", 0.01)
+    monkeypatch.setattr(progress_module, "PROGRESS_EVERY_SECS", 0.01)
     lines: list[str] = []
 
     class Seen(logging.Handler):
@@ -285,7 +286,7 @@ def test_a_stalled_download_still_reports_its_progress(monkeypatch: pytest.Monke
                 _Stalling.go_on.set()
 
     seen = Seen(logging.INFO)
-    logger = logging.getLogger("torcx_tectonic.bucket")
+    logger = logging.getLogger("torcx_tectonic.progress")
     logger.addHandler(seen)
     monkeypatch.setattr(logger, "level", logging.INFO)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stalling)
@@ -305,7 +306,7 @@ def test_a_stalled_download_still_reports_its_progress(monkeypatch: pytest.Monke
 
 
 def test_a_progress_line_names_bytes_total_and_rate() -> None:
-    progress = bucket_module.Progress("docker:17.03.torcx.tgz", 4 * bucket_module.MIB)
-    assert progress.line(bucket_module.MIB, 2.0, 3 * bucket_module.MIB) == (
-        f"docker:17.03.torcx.tgz: {bucket_module.MIB} of {4 * bucket_module.MIB} bytes (25%), 1.5 MiB/s")
-    assert bucket_module.Progress("x", None).line(10, 0.0, 10) == "x: 10 of ? bytes, 0.0 MiB/s"
+    progress = progress_module.Progress("docker:17.03.torcx.tgz", 4 * progress_module.MIB)
+    assert progress.line(progress_module.MIB, 2.0, 3 * progress_module.MIB) == (
+        f"docker:17.03.torcx.tgz: {progress_module.MIB} of {4 * progress_module.MIB} bytes (25%), 1.5 MiB/s")
+    assert progress_module.Progress("x", None).line(10, 0.0, 10) == "x: 10 of ? bytes, 0.0 MiB/s"
