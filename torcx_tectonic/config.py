@@ -195,8 +195,6 @@ def parse_no_proxy(value: str) -> str:
 def parse_manifest_url(value: str) -> str:
     """An http(s) or file:// URL template, or nothing (there is no working
     default: the step that needs it says what to set)."""
-    from .source import FILE_URL_EXPECTED, file_url_problem, is_file_url
-
     if not value:
         return value
     filled = value
@@ -204,13 +202,9 @@ def parse_manifest_url(value: str) -> str:
         filled = filled.replace(placeholder, example)
     if "{{" in filled or "}}" in filled:
         raise ValueError("expected no placeholders but {{.Board}} and {{.OSVersion}}")
-    if is_file_url(filled):
-        problem = file_url_problem(filled)
-        if problem is not None:
-            raise ValueError(f"{problem}; expected {FILE_URL_EXPECTED} with {{{{.Board}}}} and {{{{.OSVersion}}}}")
-    elif not is_url(filled, ("https", "http")):
-        raise ValueError("expected an http(s) URL template with {{.Board}} and {{.OSVersion}}, or a file:// one "
-                         f"such as {MIRROR_MANIFEST_URL_EXAMPLE}")
+    _location(filled, "with {{.Board}} and {{.OSVersion}}", forbidden="",
+              http_expected="expected an http(s) URL template with {{.Board}} and {{.OSVersion}}, or a file:// one "
+                            f"such as {MIRROR_MANIFEST_URL_EXAMPLE}")
     if "{{.OSVersion}}" not in value:
         raise ValueError("expected the placeholder {{.OSVersion}} in the URL template")
     return value
@@ -218,18 +212,12 @@ def parse_manifest_url(value: str) -> str:
 
 def parse_addon_mirror(value: str) -> str:
     """The base URL of an addon mirror (https, http or file), or nothing."""
-    from .source import FILE_URL_EXPECTED, file_url_problem, is_file_url
-
     if not value:
         return value
-    if is_file_url(value):
-        problem = file_url_problem(value, directory=True)
-        if problem is not None:
-            raise ValueError(f"{problem}; expected {FILE_URL_EXPECTED} (or nothing)")
-    elif not is_url(value, ("https", "http")) or any(c in value for c in "?#{}"):
-        raise ValueError("expected the https://, http:// or file:// URL of a mirror's addons directory without "
-                         f"placeholders, query or fragment, e.g. {MIRROR_ADDONS_EXAMPLE} (or nothing)")
-    return value
+    return _location(value, "(or nothing)", directory=True,
+                     http_expected="expected the https://, http:// or file:// URL of a mirror's addons directory "
+                                   "without placeholders, query or fragment, "
+                                   f"e.g. {MIRROR_ADDONS_EXAMPLE} (or nothing)")
 
 
 def parse_image_url(value: str) -> str:
@@ -248,16 +236,19 @@ def parse_optional_url(value: str) -> str:
     return _location(value, "(or nothing)") if value else value
 
 
-def _location(filled: str, what: str) -> str:
-    """A URL the bucket can read: https, http or a file:// mirror."""
+def _location(filled: str, what: str, *, directory: bool = False, forbidden: str = "?#{}",
+              http_expected: str | None = None) -> str:
+    """A URL the bucket can read: https or http (none of ``forbidden`` in it),
+    or a file:// mirror (a directory's, with ``directory``); ``what`` ends
+    the error, ``http_expected`` replaces the one about the http form."""
     from .source import FILE_URL_EXPECTED, file_url_problem, is_file_url
 
     if is_file_url(filled):
-        problem = file_url_problem(filled)
+        problem = file_url_problem(filled, directory=directory)
         if problem is not None:
             raise ValueError(f"{problem}; expected {FILE_URL_EXPECTED} {what}")
-    elif not is_url(filled, ("https", "http")) or any(c in filled for c in "?#{}"):
-        raise ValueError(f"expected an https://, http:// or file:// URL {what}")
+    elif not is_url(filled, ("https", "http")) or any(c in filled for c in forbidden):
+        raise ValueError(http_expected or f"expected an https://, http:// or file:// URL {what}")
     return filled
 
 
