@@ -29,7 +29,7 @@ BUILD = build
 # On a host without an RPM database (Debian) the build dependencies cannot be checked.
 RPMBUILD_FLAGS ?= $(shell rpm -q rpm >/dev/null 2>&1 || echo --nodeps)
 SCRIPTS = $(wildcard libexec/*)
-PACKAGE_FILES = $(wildcard torcx_tectonic/*.py)
+PACKAGE_FILES = $(wildcard torcx_tectonic/*.py torcx_tectonic/*/*.py)
 
 .PHONY: all install deps test lint compat unit integration node bench rpm sysext clean
 
@@ -73,7 +73,7 @@ install: all
 	for src in $(SCRIPTS); do dest=$(DESTDIR)$(LIBEXECDIR)/$$(basename $$src); $(INSTALL_SCRIPT) || exit 1; done
 	for unit in units/*; do $(SUBSTITUTE) $$unit > $(DESTDIR)$(SYSTEMD_UNITDIR)/$$(basename $$unit) || exit 1; done
 	chmod 644 $(DESTDIR)$(SYSTEMD_UNITDIR)/*
-	install -m 644 $(filter-out %/installdirs.py,$(PACKAGE_FILES)) $(DESTDIR)$(PYTHON_SITELIB)/torcx_tectonic/
+	for f in $(filter-out %/installdirs.py,$(PACKAGE_FILES)); do install -D -m 644 $$f $(DESTDIR)$(PYTHON_SITELIB)/$$f || exit 1; done
 	$(INSTALLDIRS) torcx_tectonic/installdirs.py > $(DESTDIR)$(PYTHON_SITELIB)/torcx_tectonic/installdirs.py
 	@# Byte-compiled here: /usr is read-only on the nodes, so the interpreter could never cache them.
 	$(PYTHON) -m compileall -q -d $(PYTHON_SITELIB)/torcx_tectonic $(DESTDIR)$(PYTHON_SITELIB)/torcx_tectonic

@@ -232,8 +232,9 @@ INTAKE = r'''
 import sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from torcx_tectonic import log, store
-from torcx_tectonic.bucket import Bucket
+from torcx_tectonic import log
+from torcx_tectonic.torcx import store
+from torcx_tectonic.torcx.bucket import Bucket
 from torcx_tectonic.config import build
 log.setup()
 url, sha512, directory = sys.argv[2:5]

@@ -28,8 +28,8 @@ import io
 import os
 import stat
 
+from .edges.inputfile import DNS_SUBDOMAIN, KUBE_VERSION, NAME, NODE_NAME, Grammar, grammar, is_url, read_text
 from .errors import ConfigError, shown
-from .inputfile import DNS_SUBDOMAIN, KUBE_VERSION, NAME, NODE_NAME, Grammar, grammar, is_url, read_text
 from .paths import (
     CONFIG_DROPIN_DIR,
     CONFIG_FILE,
@@ -241,7 +241,7 @@ def _location(filled: str, what: str, *, directory: bool = False, forbidden: str
     """A URL the bucket can read: https or http (none of ``forbidden`` in it),
     or a file:// mirror (a directory's, with ``directory``); ``what`` ends
     the error, ``http_expected`` replaces the one about the http form."""
-    from .source import FILE_URL_EXPECTED, file_url_problem, is_file_url
+    from .edges.source import FILE_URL_EXPECTED, file_url_problem, is_file_url
 
     if is_file_url(filled):
         problem = file_url_problem(filled, directory=directory)

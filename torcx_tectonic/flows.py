@@ -65,7 +65,7 @@ MARGIN_SECS = 300
 #: Requests one network step makes at most per attempt (manifests, signatures, ConfigMap, version).
 REQUESTS_PER_ATTEMPT = 4
 
-#: The function behind each libexec entry point ("module:function" in this package).
+#: The function behind each libexec entry point ("module:function" in torcx_tectonic.steps).
 ENTRY_POINTS = {
     "next-os": "nextos:os_versions",
     "kubelet-version": "kubeversion:kubernetes_version",

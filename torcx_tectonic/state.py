@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from .atomic import fsync_dir, write_atomic, write_if_changed
+from .edges.atomic import fsync_dir, write_atomic, write_if_changed
 from .errors import TorcxTectonicError
 from .paths import NodePaths, flow_state_dir
 

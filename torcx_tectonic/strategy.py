@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import InputError
-from .osrelease import parse_os_version
+from .node.osrelease import parse_os_version
 
 #: Addons from a remote bucket exist only from this OS version on.
 ADDON_EPOCH = "1520.3.0"

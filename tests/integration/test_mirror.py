@@ -17,7 +17,7 @@ import pytest
 
 from simnode.cluster import BOARD, DEFAULT_MAPPINGS, Cluster, Release, mappings_yaml
 from simnode.node import Node
-from torcx_tectonic import command
+from torcx_tectonic.commands import cli as command
 
 from .flows import bootstrap_journal, failure, record, start_bootstrap, unit_result
 

@@ -13,7 +13,9 @@ import pytest
 
 from simnode.cluster import REPO, Release, build_bundle, cluster_node, enable
 from simnode.node import REBOOT_EXIT_CODE, missing_requirements
-from torcx_tectonic import config, envfile, mappings
+from torcx_tectonic import config
+from torcx_tectonic.cluster import mappings
+from torcx_tectonic.edges import envfile
 
 PYTHON = "/usr/bin/python3.11"
 

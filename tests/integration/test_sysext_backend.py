@@ -105,7 +105,7 @@ def test_a_flatcar_node_with_only_a_mirror_of_the_images_bootstraps(bundle: Path
     Kubernetes minors need from the stand-in bucket; the bucket is stopped and
     the node, with the mirror under /srv, bootstraps from it alone."""
     from simnode.cluster import mappings_yaml
-    from torcx_tectonic import command
+    from torcx_tectonic.commands import cli as command
 
     with flatcar_node(bundle, {"24.0.9": LEVELLED, "25.0.3": LEVELLED}, os_version=CURRENT,
                       settings={"bootstrap": {"reboot": "no", "upgrade_os": "no"}}) as (cluster, node):

@@ -16,9 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from torcx_tectonic.addons import collect_stores, install_addons
 from torcx_tectonic.errors import InputError, VerificationError
-from torcx_tectonic.runtime import choose_runtime
 from torcx_tectonic.state import (
     AddonPlacement,
     AddonsInstalled,
@@ -29,6 +27,8 @@ from torcx_tectonic.state import (
     StateError,
     StoresCollected,
 )
+from torcx_tectonic.steps.addons import collect_stores, install_addons
+from torcx_tectonic.steps.runtime import choose_runtime
 from torcx_tectonic.strategy import NoRuntimeVersion
 
 from .helpers import Keys, RoutedServer

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from torcx_tectonic import runner
-from torcx_tectonic.addons import install_addons
+from torcx_tectonic.edges.source import mirrored_addon_url
 from torcx_tectonic.errors import ConfigError, NetworkError, VerificationError
-from torcx_tectonic.runtime import choose_runtime
-from torcx_tectonic.source import mirrored_addon_url
 from torcx_tectonic.state import AddonPlacement, KubernetesVersion, ManifestCache, OsVersions, RuntimeChoice
+from torcx_tectonic.steps import runner
+from torcx_tectonic.steps.addons import install_addons
+from torcx_tectonic.steps.runtime import choose_runtime
 
 from .helpers import Keys, RoutedServer
 from .stepenv import ADDON, ADDON_NAME, BOARD, CURRENT_OS, KUBE, MAPPINGS, NEXT_OS, StepEnv, addon_manifest

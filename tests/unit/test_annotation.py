@@ -1,6 +1,6 @@
 """Step annotate-node: wait for the update operator's before-reboot label,
 then annotate. The api-server (a stand-in for KubeClient, replacing
-``torcx_tectonic.annotation.client``) and the clock (``annotation.time``)
+``torcx_tectonic.steps.annotation.client``) and the clock (``annotation.time``)
 are stand-ins; the flow state and the lock file are real."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import threading
 
 import pytest
 
-from torcx_tectonic.annotation import annotate
 from torcx_tectonic.errors import InputError, TorcxTectonicError
 from torcx_tectonic.state import AddonsInstalled, NodeAnnotated, OsVersions, Record, StateError
+from torcx_tectonic.steps.annotation import annotate
 
 from .stepenv import BOARD, CURRENT_OS, NEXT_OS, FakeKube, FakeTime, StepEnv
 
@@ -26,8 +26,8 @@ def _setup(env: StepEnv, monkeypatch: pytest.MonkeyPatch, label_after: int | Non
     env.configure({f"kubernetes.{k}": v for k, v in settings.items()})
     prefix = env.config.kubernetes.annotation.rpartition("/")[0]
     kube, clock = FakeKube(f"{prefix}/before-reboot", label_after), FakeTime()
-    monkeypatch.setattr("torcx_tectonic.annotation.client", lambda config: kube)
-    monkeypatch.setattr("torcx_tectonic.annotation.time", clock)
+    monkeypatch.setattr("torcx_tectonic.steps.annotation.client", lambda config: kube)
+    monkeypatch.setattr("torcx_tectonic.steps.annotation.time", clock)
     records: list[Record] = [OsVersions(BOARD, CURRENT_OS, NEXT_OS, "update_engine")]
     if addons:
         records.append(AddonsInstalled("docker", "17.03"))
@@ -77,7 +77,7 @@ def test_the_annotation_needs_the_addons_record(env: StepEnv, monkeypatch: pytes
 
 def test_without_kubeconfig_the_step_fails_naming_it(env: StepEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     _setup(env, monkeypatch, label_after=0)
-    monkeypatch.setattr("torcx_tectonic.annotation.client", lambda config: None)
+    monkeypatch.setattr("torcx_tectonic.steps.annotation.client", lambda config: None)
     with pytest.raises(InputError, match=f"no kubeconfig at {env.config.kubernetes.kubeconfig}: cannot annotate "
                                          "node node-1"):
         _annotate(env)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from torcx_tectonic import atomic
+from torcx_tectonic.edges import atomic
 
 from .helpers import dead_pid
 

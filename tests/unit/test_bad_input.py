@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
-from torcx_tectonic import config, dockerreset, kube, kubeletenv, mappings, osrelease, profile, signature, store
-from torcx_tectonic.bucket import Bucket, load_manifest
+from torcx_tectonic import config
+from torcx_tectonic.cluster import kube, mappings
+from torcx_tectonic.edges import signature
 from torcx_tectonic.errors import (
     ConfigError,
     InputError,
@@ -27,6 +28,10 @@ from torcx_tectonic.errors import (
     TorcxTectonicError,
     VerificationError,
 )
+from torcx_tectonic.node import kubeletenv, osrelease
+from torcx_tectonic.steps import dockerreset
+from torcx_tectonic.torcx import profile, store
+from torcx_tectonic.torcx.bucket import Bucket, load_manifest
 
 from .helpers import RoutedServer, http_server, make_config, sha512
 

@@ -9,7 +9,6 @@ from collections.abc import Callable
 import pytest
 
 from torcx_tectonic import flows
-from torcx_tectonic.bootstrap import finish, reboot_reasons, write_kubelet_env
 from torcx_tectonic.errors import InputError
 from torcx_tectonic.state import (
     AddonsInstalled,
@@ -19,6 +18,7 @@ from torcx_tectonic.state import (
     OsVersions,
     StateError,
 )
+from torcx_tectonic.steps.bootstrap import finish, reboot_reasons, write_kubelet_env
 
 from .stepenv import BOARD, CURRENT_OS, INSTALLER_ENV, KUBE, NEXT_OS, StepEnv
 
@@ -28,8 +28,8 @@ class Systemd:
         self.enabled: list[str] = []
         self.started: list[str] = []
         self.on_enable: Callable[[], None] | None = None
-        monkeypatch.setattr("torcx_tectonic.systemd.enable", self.enable)
-        monkeypatch.setattr("torcx_tectonic.systemd.start", self.started.append)
+        monkeypatch.setattr("torcx_tectonic.node.systemd.enable", self.enable)
+        monkeypatch.setattr("torcx_tectonic.node.systemd.start", self.started.append)
 
     def enable(self, unit: str) -> bool:
         self.enabled.append(unit)

@@ -11,9 +11,9 @@ from contextlib import contextmanager
 import pytest
 import urllib3
 
-from torcx_tectonic import http
-from torcx_tectonic.bucket import Bucket
+from torcx_tectonic.edges import http
 from torcx_tectonic.errors import NetworkError
+from torcx_tectonic.torcx.bucket import Bucket
 
 from .helpers import make_config
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from requests.adapters import HTTPAdapter
 
-from torcx_tectonic import bucket as bucket_module
-from torcx_tectonic import progress as progress_module
-from torcx_tectonic.bucket import Bucket, load_manifest
 from torcx_tectonic.config import Config
+from torcx_tectonic.edges import progress as progress_module
+from torcx_tectonic.edges.http import make_session, request, timeouts
 from torcx_tectonic.errors import InputError, NetworkError, VerificationError
-from torcx_tectonic.http import make_session, request, timeouts
+from torcx_tectonic.torcx import bucket as bucket_module
+from torcx_tectonic.torcx.bucket import Bucket, load_manifest
 
 from .helpers import Keys, RoutedServer, http_server, make_config, sha512
 
@@ -286,7 +286,7 @@ def test_a_stalled_download_still_reports_its_progress(monkeypatch: pytest.Monke
                 _Stalling.go_on.set()
 
     seen = Seen(logging.INFO)
-    logger = logging.getLogger("torcx_tectonic.progress")
+    logger = logging.getLogger("torcx_tectonic.edges.progress")
     logger.addHandler(seen)
     monkeypatch.setattr(logger, "level", logging.INFO)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Stalling)

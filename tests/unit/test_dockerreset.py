@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from torcx_tectonic import dockerreset
 from torcx_tectonic.errors import InputError
+from torcx_tectonic.steps import dockerreset
 
 
 class Node:

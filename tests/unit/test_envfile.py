@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from torcx_tectonic.envfile import parse_env
+from torcx_tectonic.edges.envfile import parse_env
 from torcx_tectonic.errors import InputError
 
 

@@ -8,7 +8,8 @@ import json
 import urllib.parse
 from pathlib import Path
 
-from torcx_tectonic import mappings, signature
+from torcx_tectonic.cluster import mappings
+from torcx_tectonic.edges import signature
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ignition.json"
 BASE64_DATA = "data:text/plain;charset=utf-8;base64,"

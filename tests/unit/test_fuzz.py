@@ -19,8 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from torcx_tectonic import config, kube, kubeletenv, manifest, mappings, osrelease, profile, signature
+from torcx_tectonic import config
+from torcx_tectonic.cluster import kube, mappings
+from torcx_tectonic.edges import signature
 from torcx_tectonic.errors import ConfigError, TorcxTectonicError
+from torcx_tectonic.node import kubeletenv, osrelease
+from torcx_tectonic.torcx import manifest, profile
 
 #: Each property: enough examples to find what a person would not try, and a
 #: whole file that stays well under 20 seconds.

@@ -19,7 +19,7 @@ from torcx_tectonic import directives as unit_directives
 from torcx_tectonic.config import Config
 from torcx_tectonic.errors import ConfigError
 from torcx_tectonic.flows import Flow, Step, all_flows, timeout_secs
-from torcx_tectonic.runner import step_function
+from torcx_tectonic.steps.runner import step_function
 
 from .helpers import make_config, tree
 
@@ -565,7 +565,7 @@ def test_the_generator_imports_nothing_but_what_rendering_needs(tmp_path: Path, 
     imported = set(result.stdout.split())
     ours = {m for m in imported if m.startswith("torcx_tectonic")}
     assert ours == {"torcx_tectonic", *(f"torcx_tectonic.{m}" for m in (
-        "config", "directives", "errors", "flows", "generator", "inputfile", "installdirs", "paths"))}
+        "config", "directives", "edges", "edges.inputfile", "errors", "flows", "generator", "installdirs", "paths"))}
     others = {m.split(".")[0] for m in imported - ours}
     if configured == "shipped":  # all comments: neither iniparse nor the regular expressions it needs
         assert not others & {"iniparse", "re", "enum"}, sorted(others)

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from torcx_tectonic import http
-from torcx_tectonic.bucket import Bucket
+from torcx_tectonic.cluster.kube import Credentials, KubeClient
+from torcx_tectonic.edges import http
 from torcx_tectonic.errors import NetworkError
-from torcx_tectonic.kube import Credentials, KubeClient
+from torcx_tectonic.torcx.bucket import Bucket
 
 from .helpers import RoutedServer, TlsFiles, http_server, make_config, self_signed
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from torcx_tectonic import inputfile
+from torcx_tectonic.edges import inputfile
+from torcx_tectonic.edges.inputfile import KUBE_VERSION, NAME, NODE_NAME, OS_VERSION
 from torcx_tectonic.errors import ConfigError, InputError, shown
-from torcx_tectonic.inputfile import KUBE_VERSION, NAME, NODE_NAME, OS_VERSION
 
 
 def test_reads_a_regular_file(tmp_path: Path) -> None:

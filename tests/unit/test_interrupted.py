@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 
 from torcx_tectonic import config as configuration
-from torcx_tectonic import flows, runner
+from torcx_tectonic import flows
 from torcx_tectonic.errors import NetworkError, VerificationError
 from torcx_tectonic.state import FAILED, OK, RUNNING, KubernetesVersion, OsVersions, Record, load_run
+from torcx_tectonic.steps import runner
 
 from .helpers import dead_pid
 from .stepenv import CURRENT_OS, KUBE, StepEnv

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
-from torcx_tectonic import kube
+from torcx_tectonic.cluster import kube
+from torcx_tectonic.cluster.kube import Credentials, KubeClient
 from torcx_tectonic.config import NetworkSettings
 from torcx_tectonic.errors import InputError, NetworkError, UnreachableError
-from torcx_tectonic.kube import Credentials, KubeClient
 
 from .helpers import http_server, make_config
 

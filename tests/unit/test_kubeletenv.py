@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from torcx_tectonic import kubeletenv
-from torcx_tectonic.envfile import parse_env
+from torcx_tectonic.edges.envfile import parse_env
 from torcx_tectonic.errors import InputError
+from torcx_tectonic.node import kubeletenv
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,10 @@ import socket
 
 import pytest
 
-from torcx_tectonic.cluster import runtime_mappings
+from torcx_tectonic.cluster.view import runtime_mappings
 from torcx_tectonic.errors import ConfigError, InputError
-from torcx_tectonic.kubeversion import kubernetes_version, recheck
 from torcx_tectonic.state import ApiServerUnreachable, KubeletRechecked, KubernetesVersion, StateError
+from torcx_tectonic.steps.kubeversion import kubernetes_version, recheck
 
 from .stepenv import MAPPINGS, StepEnv
 
@@ -102,7 +102,7 @@ def _recheck(env: StepEnv) -> KubeletRechecked:
 def test_recheck_runs_the_flow_again_only_when_kubelet_env_moved_on(env: StepEnv, monkeypatch: pytest.MonkeyPatch,
                                                                     now: str, rerun: bool) -> None:
     started: list[str] = []
-    monkeypatch.setattr("torcx_tectonic.systemd.start", started.append)
+    monkeypatch.setattr("torcx_tectonic.node.systemd.start", started.append)
     env.begin("new-kubelet", KubernetesVersion("v1.9.1+coreos.0", str(env.kubelet_env)))
     env.write(env.kubelet_env, f"KUBELET_IMAGE_TAG={now}\n")
     record = _recheck(env)
@@ -112,7 +112,7 @@ def test_recheck_runs_the_flow_again_only_when_kubelet_env_moved_on(env: StepEnv
 
 def test_recheck_with_a_forced_version_never_reruns(env: StepEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[str] = []
-    monkeypatch.setattr("torcx_tectonic.systemd.start", started.append)
+    monkeypatch.setattr("torcx_tectonic.node.systemd.start", started.append)
     env.configure({"kubernetes.force_version": "v1.9.1+coreos.0"})
     env.begin("new-kubelet", KubernetesVersion("v1.9.1+coreos.0", "[kubernetes] force_version"))
     env.write(env.kubelet_env, "KUBELET_IMAGE_TAG=v1.10.0_coreos.0\n")
@@ -122,7 +122,7 @@ def test_recheck_with_a_forced_version_never_reruns(env: StepEnv, monkeypatch: p
 
 def test_recheck_needs_the_version_the_run_used(env: StepEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     started: list[str] = []
-    monkeypatch.setattr("torcx_tectonic.systemd.start", started.append)
+    monkeypatch.setattr("torcx_tectonic.node.systemd.start", started.append)
     env.write(env.kubelet_env, "KUBELET_IMAGE_TAG=v1.10.0_coreos.0\n")
     env.begin("new-kubelet")
     with pytest.raises(StateError, match="no kubernetes-version recorded in this run"):

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from torcx_tectonic import manifest, strategy
+from torcx_tectonic import strategy
 from torcx_tectonic.errors import InputError
+from torcx_tectonic.torcx import manifest
 
 from .helpers import sha512
 

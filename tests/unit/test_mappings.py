@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from torcx_tectonic import mappings
+from torcx_tectonic.cluster import mappings
 from torcx_tectonic.errors import InputError
 
 DOCUMENT = """\

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from torcx_tectonic import command, config, mirror
+from torcx_tectonic import config
+from torcx_tectonic.cluster.mappings import parse_mappings
+from torcx_tectonic.commands import cli as command
+from torcx_tectonic.commands import mirror
 from torcx_tectonic.errors import InputError, NetworkError, VerificationError
-from torcx_tectonic.mappings import parse_mappings
 
 from .helpers import Keys, RoutedServer, make_config, sha512
 

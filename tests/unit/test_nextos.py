@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from torcx_tectonic import updateengine
 from torcx_tectonic.errors import InputError, TorcxTectonicError
-from torcx_tectonic.nextos import os_versions, update_with_retries
+from torcx_tectonic.node import updateengine
+from torcx_tectonic.node.updateengine import Outcome, Status, UpdateEngineError
 from torcx_tectonic.state import OsVersions
-from torcx_tectonic.updateengine import Outcome, Status, UpdateEngineError
+from torcx_tectonic.steps.nextos import os_versions, update_with_retries
 
 from .stepenv import BOARD, CURRENT_OS, NEXT_OS, StepEnv
 
@@ -28,9 +28,9 @@ class FakeEngine:
         self.attempts, self.status, self.resets = list(attempts), status, 0
         self.timeouts: list[float] = []
         self.status_reads = 0
-        monkeypatch.setattr("torcx_tectonic.updateengine.attempt_update", self.attempt_update)
-        monkeypatch.setattr("torcx_tectonic.updateengine.get_status", self.get_status)
-        monkeypatch.setattr("torcx_tectonic.updateengine.reset_status", self.reset_status)
+        monkeypatch.setattr("torcx_tectonic.node.updateengine.attempt_update", self.attempt_update)
+        monkeypatch.setattr("torcx_tectonic.node.updateengine.get_status", self.get_status)
+        monkeypatch.setattr("torcx_tectonic.node.updateengine.reset_status", self.reset_status)
 
     def attempt_update(self, timeout: float) -> Any:
         self.timeouts.append(timeout)
@@ -134,7 +134,7 @@ def test_a_failing_reset_does_not_stop_the_retries(env: StepEnv, monkeypatch: py
         engine.resets += 1
         raise UpdateEngineError("ResetStatus failed")
 
-    monkeypatch.setattr("torcx_tectonic.updateengine.reset_status", reset_fails)
+    monkeypatch.setattr("torcx_tectonic.node.updateengine.reset_status", reset_fails)
     assert _bootstrap(env).next == NEXT_OS
 
 

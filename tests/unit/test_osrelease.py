@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from torcx_tectonic import osrelease
 from torcx_tectonic.errors import InputError
+from torcx_tectonic.node import osrelease
 
 COREOS = """\
 NAME="Container Linux by CoreOS"

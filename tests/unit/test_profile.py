@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from torcx_tectonic import profile
 from torcx_tectonic.errors import InputError
-from torcx_tectonic.profile import Image, Profile
+from torcx_tectonic.torcx import profile
+from torcx_tectonic.torcx.profile import Image, Profile
 
 V0 = "profile-manifest-v0"
 V1 = "profile-manifest-v1"

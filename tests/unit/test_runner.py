@@ -2,7 +2,7 @@
 node under a temporary root.
 
 The stand-ins are the outside world only: PID 1 over D-Bus
-(``torcx_tectonic.systemd``), update_engine's D-Bus calls, the api-server
+(``torcx_tectonic.node.systemd``), update_engine's D-Bus calls, the api-server
 for the annotation, and where the entry point finds its configuration file
 (the real loader reads a file in the temporary directory).
 """
@@ -21,8 +21,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from torcx_tectonic import config as configuration
-from torcx_tectonic import flows, metrics, runner, updateengine
+from torcx_tectonic import flows
+from torcx_tectonic.commands import metrics
 from torcx_tectonic.errors import ConfigError, InputError, NetworkError, TorcxTectonicError
+from torcx_tectonic.node import updateengine
 from torcx_tectonic.paths import METRICS_DIR
 from torcx_tectonic.state import (
     FAILED,
@@ -43,6 +45,7 @@ from torcx_tectonic.state import (
     StoresCollected,
     load_run,
 )
+from torcx_tectonic.steps import runner
 
 from .helpers import Keys, RoutedServer, make_config
 from .stepenv import (
@@ -86,9 +89,9 @@ class Systemd:
         self.reboots = 0
         self.on_enable: Any = None
         self.on_reboot: Any = None
-        monkeypatch.setattr("torcx_tectonic.systemd.enable", self.enable)
-        monkeypatch.setattr("torcx_tectonic.systemd.start", self.started.append)
-        monkeypatch.setattr("torcx_tectonic.systemd.reboot", self.reboot)
+        monkeypatch.setattr("torcx_tectonic.node.systemd.enable", self.enable)
+        monkeypatch.setattr("torcx_tectonic.node.systemd.start", self.started.append)
+        monkeypatch.setattr("torcx_tectonic.node.systemd.reboot", self.reboot)
 
     def enable(self, unit: str) -> bool:
         self.enabled.append(unit)
@@ -220,7 +223,7 @@ def test_an_internal_error_is_recorded_as_one_and_exits_1(env: StepEnv, monkeypa
     def broken(*args: object, **kwargs: object) -> None:
         raise KeyError("a bug")
 
-    monkeypatch.setattr("torcx_tectonic.kubeversion.kube_minor", broken)
+    monkeypatch.setattr("torcx_tectonic.steps.kubeversion.kube_minor", broken)
     assert entry_point(env, monkeypatch, "kubelet-version", "new-kubelet", "kubelet-version") == 1
     run = _run(env, "new-kubelet")
     assert run.result == FAILED and run.failure == "internal error: KeyError('a bug')"
@@ -395,10 +398,10 @@ def test_a_new_os_run_end_to_end_with_metrics(env: StepEnv, monkeypatch: pytest.
     for os_version in (NEXT_OS, CURRENT_OS):
         serve_manifest(bucket, os_version, addon_manifest(url), keys)
     bucket.routes["/" + ADDON_NAME] = (200, ADDON)
-    monkeypatch.setattr("torcx_tectonic.updateengine.get_status",
+    monkeypatch.setattr("torcx_tectonic.node.updateengine.get_status",
                         lambda: updateengine.Status(0, 1.0, updateengine.NEED_REBOOT, NEXT_OS, 0))
     kube = FakeKube("example.com/before-reboot", label_after=0)
-    monkeypatch.setattr("torcx_tectonic.annotation.client", lambda config: kube)
+    monkeypatch.setattr("torcx_tectonic.steps.annotation.client", lambda config: kube)
 
     written = []
     for step in ("os-version", "kubelet-version", "docker-version", "addons", "gc", "annotate"):
@@ -546,7 +549,7 @@ def test_the_lock_tells_systemd_it_is_ready_with_sd_notify(tmp_path: Path, monke
                                                            abstract: bool) -> None:
     import socket
 
-    from torcx_tectonic import lock
+    from torcx_tectonic.steps import lock
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
         if abstract:

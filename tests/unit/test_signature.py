@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from torcx_tectonic import signature
+from torcx_tectonic.edges import signature
 from torcx_tectonic.errors import InputError, VerificationError
 
 from .helpers import SIGNED_DATA, Keys

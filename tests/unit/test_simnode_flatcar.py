@@ -8,7 +8,8 @@ import pytest
 
 from simnode import flatcar
 from simnode.node import os_release
-from torcx_tectonic import envfile, osrelease
+from torcx_tectonic.edges import envfile
+from torcx_tectonic.node import osrelease
 
 
 def test_a_flatcar_os_release_is_matched_by_sysext_and_read_by_the_product() -> None:

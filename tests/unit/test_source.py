@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from torcx_tectonic import bucket as bucket_module
-from torcx_tectonic import source
-from torcx_tectonic.bucket import Bucket
 from torcx_tectonic.config import Config
+from torcx_tectonic.edges import source
 from torcx_tectonic.errors import InputError, NetworkError, VerificationError
-from torcx_tectonic.manifest import parse_package_list
+from torcx_tectonic.torcx import bucket as bucket_module
+from torcx_tectonic.torcx.bucket import Bucket
+from torcx_tectonic.torcx.manifest import parse_package_list
 
 from .helpers import Keys, make_config, sha512
 
@@ -244,7 +244,7 @@ def test_a_file_a_unit_may_not_open_in_a_hidden_place_says_why(monkeypatch: pyte
     def denied(path: object, flags: int) -> int:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr("torcx_tectonic.source.os.open", denied)
+    monkeypatch.setattr("torcx_tectonic.edges.source.os.open", denied)
     with pytest.raises(NetworkError) as caught:
         source.read_file_url("file:///home/ops/m.json", "manifest", limit=100)
     assert str(caught.value) == (

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from torcx_tectonic import command, metrics, status
+from torcx_tectonic.commands import cli as command
+from torcx_tectonic.commands import metrics, status
 from torcx_tectonic.config import Config
 from torcx_tectonic.paths import NodePaths
 from torcx_tectonic.state import FlowState, ManifestCache, OsVersions, RuntimeChoice

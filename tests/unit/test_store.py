@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from torcx_tectonic import store
 from torcx_tectonic.errors import InputError, NetworkError, VerificationError
+from torcx_tectonic.torcx import store
 
 from .helpers import sha512
 

@@ -14,11 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from torcx_tectonic import sysext
-from torcx_tectonic.bootstrap import reboot_reasons
-from torcx_tectonic.dockerreset import reset_step
 from torcx_tectonic.errors import ConfigError, InputError, VerificationError
-from torcx_tectonic.extension import choose_image, collect_images, install_extension
 from torcx_tectonic.state import (
     ExtensionInstalled,
     KubernetesVersion,
@@ -27,7 +23,11 @@ from torcx_tectonic.state import (
     StateError,
     VerifiedCache,
 )
+from torcx_tectonic.steps.bootstrap import reboot_reasons
+from torcx_tectonic.steps.dockerreset import reset_step
+from torcx_tectonic.steps.extension import choose_image, collect_images, install_extension
 from torcx_tectonic.strategy import NoRuntimeVersion
+from torcx_tectonic.sysext import images as sysext
 
 from .helpers import RoutedServer
 from .stepenv import StepEnv
@@ -339,7 +339,7 @@ def test_gc_keeps_the_linked_image_and_the_configured_number(env: StepEnv, bucke
     env.write(env.paths.cache_dir / "sysext/docker-24.0.9-x86-64.raw.release", LEVELLED)
     env.begin("new-os", OsVersions("amd64-usr", CURRENT, NEXT, "update_engine"))
     synced: list[Path] = []
-    for module in ("extension", "state"):  # the removals are durable: each directory is synced after them
+    for module in ("steps.extension", "state"):  # the removals are durable: each directory is synced after them
         monkeypatch.setattr(f"torcx_tectonic.{module}.fsync_dir", synced.append)
     collected = collect_images(env.context("new-os", "gc"))
     assert collected.removed == ("docker-24.0.9-x86-64.raw", "docker-19.03.15-x86-64.raw")
@@ -393,7 +393,7 @@ def test_the_sysext_record_is_what_the_finish_reads(env: StepEnv) -> None:
     ({"kube_version": None}, False, "no Kubernetes version is known"),
 ], ids=["ok", "no-link", "foreign-name", "misfit", "not-accepted", "no-kubernetes"])
 def test_the_sysext_verdicts(changes: dict[str, object], ok: bool, reason: str) -> None:
-    from torcx_tectonic.status import sysext_verdict
+    from torcx_tectonic.commands.status import sysext_verdict
 
     facts: dict[str, object] = {"os_version": CURRENT, "runtime": "docker", "image": "docker-24.0.9-x86-64.raw",
                                 "version": "24.0.9", "link": "/etc/extensions/docker.raw", "misfit": None,
@@ -405,7 +405,7 @@ def test_the_sysext_verdicts(changes: dict[str, object], ok: bool, reason: str) 
 
 
 def test_the_status_of_a_sysext_node_says_what_each_os_merges(env: StepEnv, bucket: RoutedServer) -> None:
-    from torcx_tectonic import status
+    from torcx_tectonic.commands import status
 
     sysext_env(env, bucket, {})
     env.write(env.kubelet_env, "KUBELET_IMAGE_TAG=v1.8.4_coreos.0\n")

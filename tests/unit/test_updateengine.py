@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from torcx_tectonic import updateengine
-from torcx_tectonic.updateengine import (
+from torcx_tectonic.node import updateengine
+from torcx_tectonic.node.updateengine import (
     CHECKING,
     ERROR_EVENT,
     IDLE,

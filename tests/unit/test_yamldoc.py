@@ -7,8 +7,8 @@ import tracemalloc
 
 import pytest
 
+from torcx_tectonic.edges.yamldoc import LiteralLoader, load_mapping
 from torcx_tectonic.errors import InputError
-from torcx_tectonic.yamldoc import LiteralLoader, load_mapping
 
 #: Nine levels of nine aliases: 9^9 strings once built, 400-odd bytes as text.
 ALIAS_BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(

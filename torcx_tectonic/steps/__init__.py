@@ -1,0 +1,1 @@
+"""The flows' steps: one function each, run by the step runner."""

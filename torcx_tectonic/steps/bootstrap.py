@@ -1,0 +1,80 @@
+"""Steps 5 and 6 of bootstrap: write kubelet.env, then enable the kubelet
+and decide whether the node reboots (the step runner queues the reboot once
+the run says so).
+
+kubelet.env marks a bootstrapped node: once it exists, no bootstrap step
+runs at a later boot. So the kubelet is enabled before kubelet.env is
+written: a node that loses power (or the step its process) right after the
+rename still starts its kubelet at the next boot. A bootstrap started again
+in the same boot continues the run (every step before the last one skips)
+and the last step starts the kubelet or reboots; it needs no record of the
+kubelet.env step, which a kill right after the rename leaves unwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ..edges.atomic import write_if_changed
+from ..errors import InputError
+from ..flows import path_units
+from ..node import kubeletenv, systemd
+from ..state import RECORDS, RUNNING, BootstrapFinished, KubeletEnvWritten, KubernetesVersion, OsVersions, Record
+
+if TYPE_CHECKING:
+    from .runner import Context
+
+log = logging.getLogger(__name__)
+KUBELET_UNIT = "kubelet.service"
+
+
+def write_kubelet_env(ctx: Context) -> KubeletEnvWritten:
+    """kubelet.env from the installer's copy, with the chosen version."""
+    kube = ctx.config.kubernetes
+    version = ctx.state.load(KubernetesVersion).version
+    tag = kubeletenv.version_to_tag(version)
+    text = kubeletenv.with_version(kube.installer_kubelet_env, version)
+    if not kube.kubelet_env.exists() and systemd.enable(KUBELET_UNIT):  # before the file that ends the bootstrap
+        log.info("%s enabled for the next boots", KUBELET_UNIT)
+    written = write_if_changed(kube.kubelet_env, text)
+    log.info("%s %s with %s=%s", kube.kubelet_env, "written" if written else "already right",
+             kubeletenv.IMAGE_TAG_KEY, tag)
+    return KubeletEnvWritten(path=str(kube.kubelet_env), written=written, kube_version=version)
+
+
+def reboot_reasons(os_versions: OsVersions, installed: Record | None) -> tuple[str, ...]:
+    """Why the node must reboot before the kubelet runs: a new OS waits, or
+    the selected runtime changed (the torcx addon or the system extension)."""
+    reasons = []
+    if os_versions.next:
+        reasons.append(f"OS {os_versions.next} is installed")
+    if installed is not None and getattr(installed, "runtime_changed", False):
+        runtime, previous, version = (getattr(installed, k) for k in ("runtime", "previous", "version"))
+        before = previous if previous is not None else "the OS's own"
+        reasons.append(f"{runtime} changes from {before} to {version}")
+    return tuple(reasons)
+
+
+def finish(ctx: Context, *, installs: str | None) -> BootstrapFinished:
+    """Enable the kubelet; reboot when the OS or the runtime changed, else
+    start the kubelet and the path units that follow a bootstrapped node.
+    ``installs`` names the record of the step that put the runtime in place
+    (none when the bootstrap leaves the runtime alone)."""
+    if ctx.state.current().result != RUNNING:
+        log.info("this boot's bootstrap already ended: nothing to do")
+        return BootstrapFinished(kubelet_enabled=False, reboot=False, already_finished=True)
+    kubelet_env = ctx.config.kubernetes.kubelet_env
+    if not kubelet_env.exists():
+        raise InputError(f"{kubelet_env}: missing; the kubelet-env step writes it before the bootstrap finishes")
+    installed = None if installs is None else ctx.state.load(RECORDS[installs])
+    reasons = reboot_reasons(ctx.state.load(OsVersions), installed)
+    enabled = systemd.enable(KUBELET_UNIT)
+    reboot = bool(reasons) and ctx.config.bootstrap.reboot
+    if not reboot:
+        if reasons:
+            log.warning("a reboot is needed (%s) but [bootstrap] reboot=no", ", ".join(reasons))
+        systemd.start(KUBELET_UNIT)
+        for unit in path_units(ctx.config):  # the node is bootstrapped: follow OS and kubelet changes from now on
+            systemd.start(unit)
+    return BootstrapFinished(kubelet_enabled=enabled, reboot=reboot, reboot_reasons=reasons)

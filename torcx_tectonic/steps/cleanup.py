@@ -1,0 +1,80 @@
+"""What a step that did not end leaves behind, and how it is removed.
+
+A step that is killed (SIGKILL, the OOM killer, its stop timeout) or loses
+power cannot clean up after itself: its temporary files stay (hidden names
+that torcx, the kubelet and Docker never read, but litter in their
+directories), a GC it interrupted leaves versioned stores moved aside, a
+Docker reset leaves the old data moved aside, and its run record still says
+it runs. Every step's unit runs ``step-stopped`` after it (``ExecStopPost=``);
+when the step did not succeed, that removes all of this and records how the
+step ended. Every step also sweeps temporary files at its start (what a
+power cut left). Only temporary files of writers that no longer exist are
+removed, so a clean-up never races a writer, whichever flow it belongs to.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..edges.atomic import remove_stale
+from ..paths import NodePaths
+from ..torcx import store
+from . import dockerreset
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+log = logging.getLogger(__name__)
+
+
+def _subdirectories(directory: Path) -> list[Path]:
+    try:
+        return sorted(Path(e.path) for e in os.scandir(directory) if e.is_dir(follow_symlinks=False))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def write_directories(config: Config, paths: NodePaths) -> list[Path]:
+    """Every directory torcx-tectonic writes files into (atomically, through
+    temporary files beside the target)."""
+    fixed = [paths.user_store, paths.user_profiles, paths.next_profile.parent, config.kubernetes.kubelet_env.parent,
+             paths.docker_reset_marker.parent, paths.runs_dir, paths.state_dir, paths.cache_dir / "manifests"]
+    if config.metrics.textfile_dir is not None:
+        fixed.append(config.metrics.textfile_dir)
+    if config.runtime.backend == "sysext":  # the image being downloaded, the link being replaced
+        fixed += [paths.extensions_dir, paths.image_store / config.sysext.runtime]
+    # the cache's kinds (manifests by board, the sysext backend's checksum list and extension-releases)
+    cached = _subdirectories(paths.cache_dir)
+    nested = [*_subdirectories(paths.user_store), *_subdirectories(paths.state_dir), *cached,
+              *(board for kind in cached for board in _subdirectories(kind))]
+    return list(dict.fromkeys([*fixed, *nested]))
+
+
+def sweep(config: Config, paths: NodePaths) -> list[Path]:
+    """Remove the temporary files of writers that are gone; returns them.
+    A directory this step may not write (its sandbox) is left for a step
+    that may."""
+    removed = []
+    for directory in write_directories(config, paths):
+        try:
+            removed += [directory / name for name in remove_stale(directory)]
+        except OSError as err:  # read-only for this step, or gone meanwhile
+            log.debug("not sweeping %s: %s", directory, err)
+    return removed
+
+
+def leftovers(config: Config, paths: NodePaths) -> list[Path]:
+    """Remove everything an interrupted step leaves: temporary files, the
+    stores an interrupted GC moved aside, the data an interrupted Docker reset
+    moved aside. Returns what was removed."""
+    removed = sweep(config, paths)
+    for what, remove, where in (("GC", store.remove_trash, paths.user_store),
+                                ("Docker reset", dockerreset.remove_moved_aside, paths.docker_data)):
+        try:
+            removed += remove(where)
+        except OSError as err:  # read-only for this step
+            log.debug("not removing what an interrupted %s left beside %s: %s", what, where, err)
+    return removed

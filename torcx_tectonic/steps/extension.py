@@ -1,0 +1,187 @@
+"""Steps of the sysext backend: the runtime image for the Kubernetes version,
+stored, checked against the running and the next OS, and linked for
+systemd-sysext; GC of older images.
+
+The same guarantee as with torcx: the node runs the runtime version its
+Kubernetes accepts, and will still after it boots the next OS. Flatcar's own
+update path renews only its own and OEM extensions for the next OS; an image
+an operator chose is never checked against it, which is what this does
+before it links one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ..cluster.view import runtime_mappings
+from ..edges.atomic import fsync_dir
+from ..edges.inputfile import decode_text, read_text
+from ..errors import ConfigError, InputError
+from ..node import systemd
+from ..state import ExtensionInstalled, KubernetesVersion, OsVersions, RuntimeChoice, StoresCollected
+from ..strategy import NoRuntimeVersion
+from ..sysext import images as sysext
+from ..torcx.bucket import Bucket
+from ..torcx.manifest import file_digest
+from . import dockerreset
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from .runner import Context
+
+log = logging.getLogger(__name__)
+
+SUMS = "SHA256SUMS"
+#: The reset marker's "from" for Flatcar's own Docker image (it has no version of ours).
+FLATCAR_DOCKER = "flatcar"
+#: Restarting these merges the images anew (Flatcar's way on systemd 252: not `systemd-sysext refresh`).
+REFRESH_UNITS = ("systemd-sysext.service", "ensure-sysext.service")
+
+
+def _images_url(config: Config) -> str:
+    if not config.sysext.images_url:
+        raise ConfigError("[sysext] images_url is not set; expected the URL template of the runtime images, e.g. "
+                          "https://mirror.example/sysext/{{.Name}}-{{.Version}}-{{.Arch}}.raw",
+                          hint="set it in /etc/torcx-tectonic/conf.d/, with [runtime] backend = sysext")
+    return config.sysext.images_url
+
+
+def choose_image(ctx: Context) -> RuntimeChoice:
+    """The runtime version: the first one the Kubernetes version accepts that
+    the checksum list has an image of, for this node's architecture."""
+    config, sx = ctx.config, ctx.config.sysext
+    _images_url(config)
+    os_versions = ctx.state.load(OsVersions)
+    kube = ctx.state.load(KubernetesVersion).version
+    arch = sysext.arch_of(os_versions.board)
+    with Bucket(config) as bucket:
+        raw = bucket.signed(sx.sums_url, f"checksum list of the {sx.runtime} images", verify=sx.verify_signatures,
+                            keyring=sx.keyring)
+    sums = sysext.parse_sums(decode_text(raw, sx.sums_url, "a SHA256SUMS list"), sx.sums_url)
+    digest = sysext.verified_cache(ctx.paths.cache_dir).store(SUMS, raw)
+    available = sysext.offered(sums, sx.runtime, arch)
+    log.info("%s offers %s images %s for %s", sx.sums_url, sx.runtime, ", ".join(available) or "none", arch)
+    mappings = runtime_mappings(config)
+    try:
+        preferred = mappings.versions_for(kube, sx.runtime)
+    except InputError as err:
+        raise NoRuntimeVersion(f"no {sx.runtime} version for Kubernetes {kube}: {err}; {sx.sums_url} offers "
+                               f"{', '.join(available) or 'none'}") from None
+    version = next((v for v in preferred if v in available), None)
+    if version is None:
+        raise NoRuntimeVersion(
+            f"no {sx.runtime} version for Kubernetes {kube}: the mappings from {mappings.source} accept "
+            f"{', '.join(preferred)}, {sx.sums_url} offers {', '.join(available) or 'none'} for {arch}")
+    targets = tuple(dict.fromkeys(v for v in (os_versions.next, os_versions.current) if v))
+    log.info("%s %s for Kubernetes %s, for OS %s", sx.runtime, version, kube, ", ".join(targets))
+    return RuntimeChoice(runtime=sx.runtime, version=version, os_versions=targets, kube_version=kube,
+                         preferred=tuple(preferred), mapping_source=mappings.source,
+                         offered=dict.fromkeys(targets, available), manifests={SUMS: digest})
+
+
+def host_releases(ctx: Context, os_versions: OsVersions) -> dict[str, sysext.Release]:
+    """The release of each OS version the image must fit: the running OS's
+    os-release, and the next OS as update_engine names it."""
+    path = ctx.paths.os_release
+    current = sysext.release_from_text(read_text(path, "os-release"), str(path))
+    releases = {os_versions.current: current}
+    if os_versions.next:
+        releases[os_versions.next] = sysext.next_release(current, os_versions.next)
+    return releases
+
+
+def install_extension(ctx: Context) -> ExtensionInstalled:
+    """Store the chosen image (downloaded once, sha256 checked), check that
+    the running and the next OS would merge it, then link it for systemd-sysext."""
+    config, sx, paths = ctx.config, ctx.config.sysext, ctx.paths
+    choice = ctx.state.load(RuntimeChoice)
+    os_versions = ctx.state.load(OsVersions)
+    assert choice.version is not None  # choose_image always picks one
+    arch = sysext.arch_of(os_versions.board)
+    cache = sysext.verified_cache(paths.cache_dir)
+    sums = sysext.parse_sums(decode_text(cache.read(SUMS, "checksum list", choice.manifests.get(SUMS)),
+                                         str(cache.file(SUMS)), "a SHA256SUMS list"), str(cache.file(SUMS)))
+    name = sysext.image_name(sx.runtime, choice.version, arch)
+    if name not in sums:
+        raise InputError(f"{cache.file(SUMS)}: no sum of {name}, which the runtime step chose from it")
+    store = paths.image_store / sx.runtime
+    image = store / name
+    action, size = "present", 0
+    if not (image.is_file() and file_digest(image, "sha256") == sums[name]):
+        url = sysext.fill(_images_url(config), sx.runtime, choice.version, arch)
+        log.info("downloading %s from %s", name, url)
+        with Bucket(config) as bucket:
+            sysext.store_image(store, name, sums[name], bucket.download(url, name), url)
+        action, size = "downloaded", image.stat().st_size
+    release = sysext.read_release(image, sx.runtime)
+    fits = {}
+    for os_version, host in host_releases(ctx, os_versions).items():
+        problem = sysext.misfit(release, host, arch)
+        if problem is not None:
+            raise InputError(f"{name} does not fit OS {os_version}: {problem}; systemd-sysext would not merge it, "
+                             f"so it is not linked (the node keeps what {paths.extension_link(sx.runtime)} "
+                             "links to)")
+        fits[os_version] = _fit(release, host)
+    cache.store(f"{name}.release", _release_text(release).encode())
+    link = paths.extension_link(sx.runtime)
+    previous_image = sysext.linked_image(link)
+    previous = sysext.version_of(previous_image, sx.runtime, arch) if previous_image else None
+    under_way = dockerreset.pending(paths.docker_reset_marker) if sx.runtime == "docker" else None
+    if previous == choice.version and under_way is not None and under_way[1] == choice.version:
+        # linked already, but not booted yet (a run killed after the link changed, or a second run
+        # before the reboot): the marker written before the link says where Docker comes from
+        previous = None if under_way[0] in (None, FLATCAR_DOCKER) else under_way[0]
+    runtime_changed = previous != choice.version
+    # The reset marker first: once the link names the new image, a run after a crash finds it linked and would
+    # no longer know that Docker changes.
+    if runtime_changed and sx.runtime == "docker" and dockerreset.arrange(
+            paths.docker_reset_marker, previous or FLATCAR_DOCKER, choice.version):
+        log.warning("docker changes from %s to %s: %s will be emptied before it starts", previous or "Flatcar's",
+                    choice.version, paths.docker_data)
+    changed = sysext.link(link, paths.on_node(image))
+    if sx.mask_builtin and sysext.link(paths.extension_link(sx.runtime + sysext.BUILTIN_SUFFIX), "/dev/null"):
+        log.info("masked Flatcar's own %s image", sx.runtime)
+    activated = "at the next boot"
+    if changed and sx.activate == "refresh":
+        for unit in REFRESH_UNITS:
+            systemd.restart(unit)
+        activated = "now"
+    log.info("%s links %s%s; merged %s", link, name, "" if changed else " (unchanged)", activated)
+    return ExtensionInstalled(runtime=sx.runtime, version=choice.version, image=str(image), link=str(link),
+                              action=action, bytes=size, previous=previous, runtime_changed=runtime_changed,
+                              fits=fits, activated=activated)
+
+
+def _fit(image: sysext.Release, host: sysext.Release) -> str:
+    if image.sysext_level is not None and host.sysext_level is not None:
+        return f"SYSEXT_LEVEL={image.sysext_level} matches"
+    return f"VERSION_ID={image.version_id} matches"
+
+
+def _release_text(release: sysext.Release) -> str:
+    fields = (("ID", release.id), ("VERSION_ID", release.version_id), ("SYSEXT_LEVEL", release.sysext_level),
+              ("ARCHITECTURE", release.architecture))
+    return "".join(f"{key}={value}\n" for key, value in fields if value is not None)
+
+
+def collect_images(ctx: Context) -> StoresCollected:
+    """Remove runtime images beyond ``[sysext] keep``; never the linked one."""
+    sx, paths = ctx.config.sysext, ctx.paths
+    current = ctx.state.load(OsVersions).current
+    store = paths.image_store / sx.runtime
+    if not store.is_dir():
+        return StoresCollected(current_os=current)
+    images = sorted((p for p in store.iterdir() if p.is_file() and p.name.endswith(".raw")),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    linked = sysext.linked_image(paths.extension_link(sx.runtime))
+    removed = sysext.select_gc([p.name for p in images], [linked] if linked else [], sx.keep)
+    cache = sysext.verified_cache(paths.cache_dir)
+    for name in removed:
+        # its cached extension-release first: a GC killed between the two finds the image again, and removes both
+        cache.remove(f"{name}.release")
+        (store / name).unlink()
+    if removed:
+        fsync_dir(store)
+    log.info("removed runtime images beyond the %d kept: %s", sx.keep, ", ".join(removed) or "none")
+    return StoresCollected(current_os=current, removed=tuple(removed))

@@ -1,0 +1,1 @@
+"""The sysext backend: the runtime's system extension image."""

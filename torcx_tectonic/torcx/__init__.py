@@ -1,0 +1,1 @@
+"""The torcx backend: stores, profiles, the signed manifest and the release bucket."""
