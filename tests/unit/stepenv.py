@@ -19,7 +19,7 @@ from torcx_tectonic import flows
 from torcx_tectonic.config import Config
 from torcx_tectonic.paths import NodePaths
 from torcx_tectonic.state import FlowState, ManifestCache, Record
-from torcx_tectonic.steps.runner import Context
+from torcx_tectonic.steps.context import Context
 
 from .helpers import Keys, RoutedServer, make_config, sha512
 

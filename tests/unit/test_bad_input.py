@@ -28,8 +28,7 @@ from torcx_tectonic.errors import (
     TorcxTectonicError,
     VerificationError,
 )
-from torcx_tectonic.node import kubeletenv, osrelease
-from torcx_tectonic.steps import dockerreset
+from torcx_tectonic.node import dockerdata, kubeletenv, osrelease
 from torcx_tectonic.torcx import profile, store
 from torcx_tectonic.torcx.bucket import Bucket, load_manifest
 
@@ -577,7 +576,7 @@ MARKER = "{root}/var/lib/torcx-tectonic/docker-reset-needed"
 def _marker(node: Node, text: str | bytes) -> Thunk:
     marker = node.file("var/lib/torcx-tectonic/docker-reset-needed", text)
     node.file("var/lib/docker/containers/c1", "data")
-    return lambda: dockerreset.reset(marker, node.root / "var/lib/docker", "17.03")
+    return lambda: dockerdata.reset(marker, node.root / "var/lib/docker", "17.03")
 
 
 table(InputError, _marker, [

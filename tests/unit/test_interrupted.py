@@ -24,6 +24,7 @@ from torcx_tectonic import flows
 from torcx_tectonic.errors import NetworkError, VerificationError
 from torcx_tectonic.state import FAILED, OK, RUNNING, KubernetesVersion, OsVersions, Record, load_run
 from torcx_tectonic.steps import runner
+from torcx_tectonic.steps.context import Context
 
 from .helpers import dead_pid
 from .stepenv import CURRENT_OS, KUBE, StepEnv
@@ -140,7 +141,7 @@ def test_how_a_step_ended_in_words(environ: dict[str, str], message: str) -> Non
 def _failing(*errors: Exception) -> Callable[..., Record]:
     pending = list(errors)
 
-    def step(ctx: runner.Context, **params: object) -> Record:
+    def step(ctx: Context, **params: object) -> Record:
         if pending:
             raise pending.pop(0)
         return KubernetesVersion(KUBE, "x")
@@ -192,7 +193,7 @@ def test_a_step_holds_its_flows_run_lock_while_it_works(env: StepEnv, monkeypatc
     lock = env.paths.state_dir / "new-kubelet.lock"
     real = runner.step_function("kubelet-version")
 
-    def step(ctx: runner.Context, **params: object) -> Record:
+    def step(ctx: Context, **params: object) -> Record:
         seen.append(_lock_is_free(lock))
         return real(ctx, **params)
 
@@ -210,7 +211,7 @@ def test_the_annotation_lets_go_of_the_run_lock_while_it_waits(env: StepEnv, mon
     seen: list[bool] = []
     lock = env.paths.state_dir / "new-os.lock"
 
-    def step(ctx: runner.Context, **params: object) -> Record:
+    def step(ctx: Context, **params: object) -> Record:
         seen.append(_lock_is_free(lock))
         return KubernetesVersion(KUBE, "x")
 

@@ -46,6 +46,7 @@ from torcx_tectonic.state import (
     load_run,
 )
 from torcx_tectonic.steps import runner
+from torcx_tectonic.steps.context import Context
 
 from .helpers import Keys, RoutedServer, make_config
 from .stepenv import (
@@ -467,7 +468,7 @@ def test_a_metrics_failure_never_fails_the_step(env: StepEnv, caplog: pytest.Log
 def _flaky(failures: list[Exception], record: Record | None = None) -> Any:
     calls: list[dict[str, object]] = []
 
-    def step(ctx: runner.Context, **params: object) -> Record:
+    def step(ctx: Context, **params: object) -> Record:
         calls.append(params)
         if failures:
             raise failures.pop(0)

@@ -17,14 +17,15 @@ from typing import TYPE_CHECKING
 from ..config import Config
 from ..edges import source
 from ..errors import InputError
+from ..node import dockerdata
 from ..state import AddonPlacement, AddonsInstalled, ManifestCache, OsVersions, RuntimeChoice, StoresCollected
 from ..torcx import profile, store
 from ..torcx.manifest import PackageVersion, file_digest, parse_package_list
-from . import dockerreset
 
 if TYPE_CHECKING:
     from ..torcx.bucket import Bucket
-    from .runner import Context
+
+from .context import Context
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +129,7 @@ def select(ctx: Context, version: str) -> tuple[str | None, list[Path], str]:
                 break
     # The reset marker first: once the profile selects the new version, a run
     # after a crash finds it selected and would no longer know that it changes.
-    if before != version and dockerreset.arrange(paths.docker_reset_marker, before, version):
+    if before != version and dockerdata.arrange(paths.docker_reset_marker, before, version):
         log.warning("%s changes from %s to %s: %s will be emptied before it starts", addon, before, version,
                     paths.docker_data)
     name, changed = profile.select_image(user_profiles=paths.user_profiles, vendor_profiles=paths.vendor_profiles,
@@ -136,7 +137,7 @@ def select(ctx: Context, version: str) -> tuple[str | None, list[Path], str]:
                                          name=addon, reference=version)
     # Only what torcx says booted can cancel a pending reset: the next profile
     # already names the new version after a first run.
-    if booted == version and dockerreset.cancel(paths.docker_reset_marker):
+    if booted == version and dockerdata.cancel(paths.docker_reset_marker):
         log.info("%s %s is the one running again: %s will not be emptied", addon, version, paths.docker_data)
     return before, changed, name
 

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
 from ..cluster.view import client
 from ..errors import InputError, TorcxTectonicError
 from ..state import RECORDS, NodeAnnotated
 from . import lock
-
-if TYPE_CHECKING:
-    from .runner import Context
+from .context import Context
 
 log = logging.getLogger(__name__)
 

@@ -14,16 +14,13 @@ kubelet.env step, which a kill right after the rename leaves unwritten.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from ..edges.atomic import write_if_changed
 from ..errors import InputError
 from ..flows import path_units
 from ..node import kubeletenv, systemd
 from ..state import RECORDS, RUNNING, BootstrapFinished, KubeletEnvWritten, KubernetesVersion, OsVersions, Record
-
-if TYPE_CHECKING:
-    from .runner import Context
+from .context import Context
 
 log = logging.getLogger(__name__)
 KUBELET_UNIT = "kubelet.service"

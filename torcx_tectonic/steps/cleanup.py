@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..edges.atomic import remove_stale
+from ..node import dockerdata
 from ..paths import NodePaths
 from ..torcx import store
-from . import dockerreset
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -72,7 +72,7 @@ def leftovers(config: Config, paths: NodePaths) -> list[Path]:
     moved aside. Returns what was removed."""
     removed = sweep(config, paths)
     for what, remove, where in (("GC", store.remove_trash, paths.user_store),
-                                ("Docker reset", dockerreset.remove_moved_aside, paths.docker_data)):
+                                ("Docker reset", dockerdata.remove_moved_aside, paths.docker_data)):
         try:
             removed += remove(where)
         except OSError as err:  # read-only for this step

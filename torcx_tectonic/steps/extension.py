@@ -18,17 +18,17 @@ from ..cluster.view import runtime_mappings
 from ..edges.atomic import fsync_dir
 from ..edges.inputfile import decode_text, read_text
 from ..errors import ConfigError, InputError
-from ..node import systemd
+from ..node import dockerdata, systemd
 from ..state import ExtensionInstalled, KubernetesVersion, OsVersions, RuntimeChoice, StoresCollected
 from ..strategy import NoRuntimeVersion
 from ..sysext import images as sysext
 from ..torcx.bucket import Bucket
 from ..torcx.manifest import file_digest
-from . import dockerreset
 
 if TYPE_CHECKING:
     from ..config import Config
-    from .runner import Context
+
+from .context import Context
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def install_extension(ctx: Context) -> ExtensionInstalled:
     link = paths.extension_link(sx.runtime)
     previous_image = sysext.linked_image(link)
     previous = sysext.version_of(previous_image, sx.runtime, arch) if previous_image else None
-    under_way = dockerreset.pending(paths.docker_reset_marker) if sx.runtime == "docker" else None
+    under_way = dockerdata.pending(paths.docker_reset_marker) if sx.runtime == "docker" else None
     if previous == choice.version and under_way is not None and under_way[1] == choice.version:
         # linked already, but not booted yet (a run killed after the link changed, or a second run
         # before the reboot): the marker written before the link says where Docker comes from
@@ -135,7 +135,7 @@ def install_extension(ctx: Context) -> ExtensionInstalled:
     runtime_changed = previous != choice.version
     # The reset marker first: once the link names the new image, a run after a crash finds it linked and would
     # no longer know that Docker changes.
-    if runtime_changed and sx.runtime == "docker" and dockerreset.arrange(
+    if runtime_changed and sx.runtime == "docker" and dockerdata.arrange(
             paths.docker_reset_marker, previous or FLATCAR_DOCKER, choice.version):
         log.warning("docker changes from %s to %s: %s will be emptied before it starts", previous or "Flatcar's",
                     choice.version, paths.docker_data)

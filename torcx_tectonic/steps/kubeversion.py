@@ -4,15 +4,12 @@ new-kubelet run."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from ..cluster.mappings import kube_minor
 from ..cluster.view import cluster_version
 from ..node import kubeletenv, systemd
 from ..state import KubeletRechecked, KubernetesVersion
-
-if TYPE_CHECKING:
-    from .runner import Context
+from .context import Context
 
 log = logging.getLogger(__name__)
 SOURCES = ("cluster", "kubelet-env")

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
 from ..errors import TorcxTectonicError
 from ..node import osrelease, updateengine
 from ..state import OsVersions
-
-if TYPE_CHECKING:
-    from .runner import Context
+from .context import Context
 
 log = logging.getLogger(__name__)
 

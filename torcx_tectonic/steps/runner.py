@@ -30,7 +30,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from .. import config as configuration
@@ -40,6 +39,7 @@ from ..flows import ENTRY_POINTS, LABEL_WAIT, Flow, Step, find_step, timeout_sec
 from ..paths import NodePaths
 from ..state import FlowState, Record
 from . import cleanup
+from .context import Context
 from .lock import RunLock
 
 log = logging.getLogger("torcx-tectonic")
@@ -47,17 +47,6 @@ log = logging.getLogger("torcx-tectonic")
 Sleep = Callable[[float], None]
 #: Exit status of a usage error (unknown flow or step), as argparse uses.
 USAGE = 2
-
-
-@dataclass(frozen=True)
-class Context:
-    """What every step gets: the configuration, the node, and its flow's run."""
-
-    config: configuration.Config
-    paths: NodePaths
-    state: FlowState
-    flow: Flow
-    step: Step
 
 
 class Stopped(BaseException):

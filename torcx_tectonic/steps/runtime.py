@@ -8,16 +8,13 @@ step installs from exactly what was verified.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from .. import strategy
 from ..cluster.view import runtime_mappings
 from ..errors import InputError
 from ..state import KubernetesVersion, ManifestCache, OsVersions, RuntimeChoice
 from ..torcx.bucket import Bucket
-
-if TYPE_CHECKING:
-    from .runner import Context
+from .context import Context
 
 log = logging.getLogger(__name__)
 
