@@ -22,6 +22,7 @@ StateError naming the file and what was expected, never a crash.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -587,15 +588,11 @@ class VerifiedCache:
 
     def store(self, name: str, raw: bytes) -> str:
         """Keep ``raw`` (already verified); returns its sha256 for the record."""
-        import hashlib  # only the steps that verify documents
-
         write_if_changed(self.file(name), raw)
         return hashlib.sha256(raw).hexdigest()
 
     def read(self, name: str, what: str, digest: str | None = None) -> bytes:
         """The cached document; with ``digest``, exactly the one a step verified."""
-        import hashlib
-
         path = self.file(name)
         try:
             raw = path.read_bytes()

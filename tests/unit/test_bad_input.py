@@ -795,7 +795,8 @@ def _api(path: str, call: Callable[[kube.KubeClient], object]) -> Callable[[Node
 VERSION = _api("/version", lambda c: c.version())
 NODE = _api("/api/v1/nodes/node-1", lambda c: c.node("node-1"))
 CONFIGMAP = _api("/api/v1/namespaces/tectonic-system/configmaps/tectonic-torcx-runtime-mappings",
-                 lambda c: c.configmap_value(kube.MAPPINGS_NAMESPACE, kube.MAPPINGS_CONFIGMAP, kube.MAPPINGS_KEY))
+                 lambda c: c.configmap_value(mappings.MAPPINGS_NAMESPACE, mappings.MAPPINGS_CONFIGMAP,
+                                             mappings.MAPPINGS_KEY))
 table(NetworkError, VERSION, [
     ("api-401", (401, b'{"kind": "Status", "message": "Unauthorized"}'), "GET {url}/version",
      "answered 401: Unauthorized"),

@@ -210,7 +210,7 @@ def test_a_pending_docker_reset_and_an_interrupted_run_are_shown(disk: Disk) -> 
 def run_command(disk: Disk, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
                 *argv: str) -> tuple[int, str]:
     monkeypatch.setattr("torcx_tectonic.config.load", lambda: disk.config())
-    monkeypatch.setattr(status, "unit_states", no_units)
+    monkeypatch.setattr("torcx_tectonic.node.systemd.unit_states", no_units)
     monkeypatch.setattr(command, "gather", lambda config, paths: status.gather(config, paths, units=no_units))
     code = command.main(list(argv), paths=disk.paths)
     return code, capsys.readouterr().out

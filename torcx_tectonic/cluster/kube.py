@@ -26,9 +26,6 @@ from ..errors import InputError, NetworkError, shown
 
 log = logging.getLogger(__name__)
 
-MAPPINGS_NAMESPACE = "tectonic-system"
-MAPPINGS_CONFIGMAP = "tectonic-torcx-runtime-mappings"
-MAPPINGS_KEY = "runtime-mappings.yaml"
 #: The largest answer read from the api-server (a node object is a few KiB).
 MAX_API_BYTES = 4 << 20
 #: How much of a failed call's answer an error quotes.

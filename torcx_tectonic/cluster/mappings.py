@@ -16,6 +16,10 @@ from ..edges.inputfile import KUBE_VERSION, NAME, grammar, read_text_if_exists
 from ..errors import InputError, shown
 
 MAPPINGS_KIND = "VersionManifestV1"
+#: Where the cluster keeps them: a ConfigMap, and its key.
+MAPPINGS_NAMESPACE = "tectonic-system"
+MAPPINGS_CONFIGMAP = "tectonic-torcx-runtime-mappings"
+MAPPINGS_KEY = "runtime-mappings.yaml"
 _MINOR_KEY = grammar('a "major.minor" version like 1.8', r"(?:0|[1-9][0-9]{0,8})\.(?:0|[1-9][0-9]{0,8})", 19)
 
 

@@ -16,16 +16,23 @@ api-server or reads a mapping: most steps do neither.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from ..config import Config, runtime_name
 from ..errors import InputError, NetworkError, UnreachableError
 from ..node import kubeletenv
+from ..state import ApiServerUnreachable, FlowState, StateError
+from .mappings import (
+    MAPPINGS_CONFIGMAP,
+    MAPPINGS_KEY,
+    MAPPINGS_NAMESPACE,
+    RuntimeMappings,
+    load_mappings,
+    parse_mappings,
+)
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ..state import FlowState
     from .kube import KubeClient
-    from .mappings import RuntimeMappings
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +52,12 @@ def client(config: Config, state: FlowState | None = None) -> KubeClient | None:
         log.warning("no kubeconfig at %s: cannot ask the api-server", path)
         return None
     if state is not None:
-        from ..state import ApiServerUnreachable
-
         fact = state.fact(ApiServerUnreachable)
         if fact is not None:
             log.warning("the api-server %s could not be reached earlier in this run (%s, at step %s): not asking "
                         "it again", fact.server, fact.reason, fact.step)
             return None
-    from .kube import KubeClient, load_kubeconfig
+    from .kube import KubeClient, load_kubeconfig  # requests: only when the api-server is asked
 
     connect_retries = FALLBACK_CONNECT_RETRIES if state is not None else None
     return KubeClient(load_kubeconfig(path), config.network, connect_retries=connect_retries)
@@ -64,8 +69,6 @@ def _fell_back(state: FlowState | None, api: KubeClient, err: NetworkError) -> N
     outside a run has nowhere to keep it: it only falls back itself)."""
     if state is None or not isinstance(err, UnreachableError):
         return
-    from ..state import ApiServerUnreachable, StateError
-
     try:
         state.save(ApiServerUnreachable(server=api.creds.server, reason=str(err), step=state.step or "?"))
     except (StateError, OSError) as failed:
@@ -88,9 +91,6 @@ def cluster_version(config: Config, state: FlowState | None = None) -> tuple[str
 
 def runtime_mappings(config: Config, state: FlowState | None = None) -> RuntimeMappings:
     """The cluster's ConfigMap, falling back to the node-local file."""
-    from .kube import MAPPINGS_CONFIGMAP, MAPPINGS_KEY, MAPPINGS_NAMESPACE
-    from .mappings import parse_mappings
-
     addon = runtime_name(config)
     api = client(config, state)
     if api is not None:
@@ -109,8 +109,6 @@ def runtime_mappings(config: Config, state: FlowState | None = None) -> RuntimeM
 
 
 def local_mappings(config: Config) -> RuntimeMappings:
-    from .mappings import load_mappings
-
     path = config.kubernetes.runtime_mappings
     found = load_mappings(path, runtime_name(config))
     if found is None:

@@ -25,10 +25,13 @@ from typing import Any
 
 from .. import __version__
 from .. import config as configuration
+from ..cluster.mappings import load_mappings
+from ..cluster.view import runtime_mappings
 from ..edges.inputfile import BOARD, KUBE_VERSION, OS_VERSION, Grammar, read_text
 from ..errors import ConfigError, InputError, TorcxTectonicError
 from ..paths import NodePaths
 from ..state import encode
+from . import mirror
 from .status import KIND, FlowStatus, Status, Verdict, gather
 
 USAGE = 2
@@ -206,10 +209,6 @@ def _mirror_arguments(sub: argparse.ArgumentParser) -> None:
 def mirror_command(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     """``torcx-tectonic mirror``: usage errors exit 2, other errors 1 with
     one line; the summary and the nodes' configuration go to stdout."""
-    from ..cluster.mappings import load_mappings
-    from ..cluster.view import runtime_mappings
-    from . import mirror
-
     root = args.to.absolute()
     manifest_path = args.manifest_path or mirror.DEFAULT_MANIFEST_PATH
     for option, check, value in (("--from-addons", configuration.parse_addon_mirror, args.addon_source),

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..edges.atomic import write_atomic
 from ..state import RESULTS
 from .status import Status
 
@@ -87,8 +88,6 @@ def render(status: Status) -> bytes:
 
 def write(directory: Path, status: Status) -> Path:
     """Replace the textfile in ``directory`` atomically."""
-    from ..edges.atomic import write_atomic
-
     path = directory / FILE_NAME
     write_atomic(path, render(status))
     return path

@@ -12,6 +12,7 @@ is one the Kubernetes version accepts, or exactly why not.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from ..config import Config, runtime_name
 from ..edges.inputfile import decode_text
 from ..errors import TorcxTectonicError
 from ..flows import all_flows, path_units
-from ..node import kubeletenv
+from ..node import kubeletenv, systemd
 from ..node.osrelease import os_release_from_text, parse_os_version
 from ..paths import NodePaths
 from ..state import (
@@ -386,8 +387,6 @@ def _verdict_for(os_version: str | None, selection: Selection, stores: Sequence[
 
 
 def _reset_pending(paths: NodePaths) -> str | None:
-    import json
-
     try:
         document = json.loads(paths.docker_reset_marker.read_text())
     except FileNotFoundError:
@@ -397,21 +396,6 @@ def _reset_pending(paths: NodePaths) -> str | None:
     if isinstance(document, dict):
         return f"{document.get('from')} → {document.get('to')}"
     return f"{paths.docker_reset_marker} exists"
-
-
-def unit_states(units: Sequence[str]) -> dict[str, str]:
-    """ActiveState of units, from the manager over D-Bus ("unknown" without it)."""
-    states = {}
-    for name in units:
-        try:
-            from pystemd.systemd1 import Unit
-
-            unit = Unit(name.encode())
-            unit.load()
-            states[name] = unit.Unit.ActiveState.decode()
-        except Exception:  # no bus, no permission: the rest of the status still stands
-            states[name] = "unknown"
-    return states
 
 
 # --- the sysext backend ---------------------------------------------------------------------------
@@ -486,7 +470,7 @@ def _sysext_view(config: Config, paths: NodePaths, board: str | None, current: s
 
 
 def gather(config: Config, paths: NodePaths | None = None, *, check_hashes: bool = True,
-           units: Callable[[Sequence[str]], dict[str, str]] = unit_states) -> Status:
+           units: Callable[[Sequence[str]], dict[str, str]] = systemd.unit_states) -> Status:
     """Everything the status shows, read from the node's disk."""
     paths = paths or NodePaths()
     runtime = runtime_name(config)

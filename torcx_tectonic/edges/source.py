@@ -36,6 +36,7 @@ from pathlib import Path, PurePath
 
 from ..errors import InputError, NetworkError, shown
 from .inputfile import BOARD, OS_VERSION
+from .progress import Progress
 
 FILE_PREFIX = "file://"
 HTTP_SCHEMES = ("https", "http")
@@ -162,8 +163,6 @@ def stream_file_url(url: str, what: str) -> Iterator[bytes]:
     """The file a file:// URL names, chunk by chunk (an addon never sits in
     memory whole), logging progress for long copies. The file is checked
     when the first chunk is asked for, as an HTTP download starts then."""
-    from .progress import Progress  # loads threading and logging: not at every generator run
-
     path = file_url_path(url, what)
     fd = _open(path, url, what, None)
     progress = Progress(what, None)

@@ -8,17 +8,16 @@ lack ``COREOS_BOARD``, so the board falls back to the machine architecture.
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
 from pathlib import Path
+
+from packaging.version import Version
 
 from ..edges.envfile import parse_env
 from ..edges.inputfile import BOARD, OS_VERSION, read_text
 from ..errors import InputError
 from ..paths import OS_RELEASE
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from packaging.version import Version
 
 __all__ = ["BOARD_BY_MACHINE", "OS_RELEASE_PATH", "OSRelease", "os_release_from_text", "parse_os_version",
            "read_os_release"]
@@ -43,8 +42,6 @@ class OSRelease:
 def parse_os_version(value: object, origin: str) -> Version:
     """A Container Linux version (``1632.3.0``) as a comparable Version;
     the one check every place that takes an OS version makes."""
-    from packaging.version import Version  # loaded by the steps that compare versions, when they do
-
     return Version(OS_VERSION.check(value, "OS version", origin))
 
 
@@ -58,8 +55,6 @@ def os_release_from_text(text: str, origin: str, machine: str | None = None) -> 
     key = next((k for k in BOARD_KEYS if values.get(k)), BOARD_KEYS[0])
     board = values.get(key)
     if not board:
-        import platform
-
         arch = machine or platform.machine()
         board = BOARD_BY_MACHINE.get(arch, "")
         if not board:

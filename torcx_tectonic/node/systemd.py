@@ -6,6 +6,7 @@ are queued without waiting (a step must not wait for a unit ordered after it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import TorcxTectonicError
@@ -17,6 +18,14 @@ def _manager() -> Any:
     manager = Manager()
     manager.load()
     return manager
+
+
+def _unit(name: str) -> Any:
+    from pystemd.systemd1 import Unit  # heavy import, only for the steps that need it
+
+    unit = Unit(name.encode())
+    unit.load()
+    return unit
 
 
 def _call(what: str, method: str, *args: Any) -> Any:
@@ -49,3 +58,15 @@ def restart(unit: str) -> None:
 def reboot() -> None:
     """Queue a clean reboot, the way `systemctl reboot` does."""
     _call("reboot", "StartUnit", b"reboot.target", b"replace-irreversibly")
+
+
+def unit_states(units: Sequence[str]) -> dict[str, str]:
+    """ActiveState of units, from the manager over D-Bus ("unknown" without it)."""
+    states = {}
+    for name in units:
+        try:
+            unit = _unit(name)
+            states[name] = unit.Unit.ActiveState.decode()
+        except Exception:  # no bus, no permission: the rest of the status still stands
+            states[name] = "unknown"
+    return states

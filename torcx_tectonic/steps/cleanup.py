@@ -17,15 +17,12 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from ..config import Config
 from ..edges.atomic import remove_stale
 from ..node import dockerdata
 from ..paths import NodePaths
 from ..torcx import store
-
-if TYPE_CHECKING:
-    from ..config import Config
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ before it links one.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 from ..cluster.view import runtime_mappings
+from ..config import Config
 from ..edges.atomic import fsync_dir
 from ..edges.inputfile import decode_text, read_text
 from ..errors import ConfigError, InputError
@@ -24,10 +24,6 @@ from ..strategy import NoRuntimeVersion
 from ..sysext import images as sysext
 from ..torcx.bucket import Bucket
 from ..torcx.manifest import file_digest
-
-if TYPE_CHECKING:
-    from ..config import Config
-
 from .context import Context
 
 log = logging.getLogger(__name__)

@@ -21,17 +21,15 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import sys
+from collections.abc import Iterator
+from typing import NoReturn, Union
 
 from .. import log as logsetup
 from ..paths import LOCK_FILE
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:  # the lock unit starts every flow: it loads no more than it uses
-    from collections.abc import Iterator
-    from typing import NoReturn
-
-    PathLike = str | os.PathLike[str]
+PathLike = Union[str, "os.PathLike[str]"]
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +37,11 @@ log = logging.getLogger(__name__)
 def notify(state: str) -> None:
     """sd_notify(3), when run by systemd: one datagram to $NOTIFY_SOCKET (a
     path, or an abstract address written with a leading '@'). Every flow's
-    first step waits for this lock to be ready, and pystemd's notify would
-    cost it some 30 ms of imports (lxml among them) for one sendto."""
+    first step waits for this lock to be ready, so it is one sendto rather
+    than pystemd's notify and the libraries that loads."""
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return
-    import socket
-
     if address.startswith("@"):
         address = "\0" + address[1:]
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:

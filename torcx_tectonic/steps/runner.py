@@ -23,6 +23,7 @@ crash) it removes what the step left and records how it ended.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import logging
 import os
@@ -30,12 +31,14 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from .. import config as configuration
 from .. import log as logsetup
 from ..errors import ConfigError, TorcxTectonicError, VerificationError
 from ..flows import ENTRY_POINTS, LABEL_WAIT, Flow, Step, find_step, timeout_secs
+from ..node import systemd
 from ..paths import NodePaths
 from ..state import FlowState, Record
 from . import cleanup
@@ -100,32 +103,21 @@ def attempt(func: Callable[..., Record], ctx: Context, sleep: Sleep = time.sleep
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+@dataclass(frozen=True)
 class Arguments:
     """What a step script is told: its flow and step."""
 
-    __slots__ = ("flow", "step")
-
-    def __init__(self, flow: str, step: str) -> None:
-        self.flow = flow
-        self.step = step
+    flow: str
+    step: str
 
 
 def parse_args(entry: str, argv: Sequence[str] | None) -> Arguments:
-    """``--flow FLOW --step STEP``, as the generated units pass them, read at
-    once; anything else (``--help``, a mistake) goes to argparse, which
-    explains (it is not loaded otherwise: every step would pay for it)."""
-    words = list(sys.argv[1:] if argv is None else argv)
-    if len(words) == 4 and {words[0], words[2]} == {"--flow", "--step"} and not (
-            words[1].startswith("-") or words[3].startswith("-")):
-        given = {words[0]: words[1], words[2]: words[3]}
-        return Arguments(given["--flow"], given["--step"])
-    import argparse
-
+    """``--flow FLOW --step STEP``, as the generated units pass them."""
     parser = argparse.ArgumentParser(prog=entry, description=f"torcx-tectonic step {entry}: what it does and "
                                      "with which parameters is declared in the flow table (torcx_tectonic.flows)")
     parser.add_argument("--flow", required=True, help="the flow the step belongs to")
     parser.add_argument("--step", required=True, help="the step's name in its flow")
-    parsed = parser.parse_args(words)
+    parsed = parser.parse_args(sys.argv[1:] if argv is None else argv)
     return Arguments(parsed.flow, parsed.step)
 
 
@@ -205,8 +197,6 @@ def _run_locked(flow: Flow, step: Step, config: configuration.Config | None, con
         # as a failure ('signal'), even in the last moments of the interpreter
         # (which restores the default action): blocked, it is dropped at exit 0.
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        from ..node import systemd
-
         systemd.reboot()
         return 0
     except TorcxTectonicError as err:

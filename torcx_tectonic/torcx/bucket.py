@@ -20,6 +20,7 @@ from ..edges import source
 from ..edges.http import check_complete, content_length, make_session, read_body, request, timeouts
 from ..edges.inputfile import read_bytes
 from ..edges.progress import Progress
+from ..edges.signature import verify_detached
 from ..errors import NetworkError, VerificationError
 from .manifest import CHUNK_BYTES, PackageList, manifest_url, parse_package_list
 
@@ -72,8 +73,6 @@ class Bucket:
         if verify:
             signature = self._get_small(url + ".asc", f"signature of the {what}", missing=VerificationError(
                 f"{what} ({url}) is not signed: {url}.asc does not exist; expected a detached OpenPGP signature"))
-            from ..edges.signature import verify_detached  # not needed to download an addon
-
             verify_detached(raw, signature, keyring, f"{what} ({url})")
         else:
             log.warning("signature verification is off: using %s unverified", url)
