@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -16,6 +18,7 @@ import pytest
 
 from torcx_tectonic.errors import ConfigError, InputError, VerificationError
 from torcx_tectonic.state import (
+    ApiServerUnreachable,
     ExtensionInstalled,
     KubernetesVersion,
     OsVersions,
@@ -216,6 +219,31 @@ def test_the_runtime_version_is_the_first_accepted_one_with_an_image(env: StepEn
     assert (choice.runtime, choice.version, choice.os_versions) == ("docker", "20.10.24", (NEXT, CURRENT))
     assert choice.preferred == ("24.0.9", "20.10.24")
     assert bucket.requests == ["/sysext/SHA256SUMS"]
+
+
+def test_the_image_step_does_not_ask_an_api_server_its_run_found_unreachable(
+        env: StepEnv, bucket: RoutedServer, caplog: pytest.LogCaptureFixture) -> None:
+    """Like the torcx backend's Docker step, it uses the installer's mappings at
+    once when an earlier step of its run found no api-server (it paid the
+    connection retries again before)."""
+    sysext_env(env, bucket, {"docker-20.10.24-x86-64.raw": b"old"})
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        server = f"https://127.0.0.1:{probe.getsockname()[1]}"  # closed once the probe is
+    env.write(env.config.kubernetes.kubeconfig, f"""apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "{server}"}}}}]
+users: [{{name: u, user: {{token: secret}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
+current-context: x
+""")
+    env.begin("new-os", OsVersions("amd64-usr", CURRENT, NEXT, "update_engine"), KubernetesVersion(KUBE, "x"),
+              ApiServerUnreachable(server=server, reason="connection refused", step="kubelet-version"))
+    caplog.set_level(logging.INFO)
+    choice = choose_image(env.context("new-os", "runtime-version"))
+    assert choice.version == "20.10.24"
+    assert "could not be reached earlier in this run" in caplog.text
+    assert "refused" not in caplog.text.replace("(connection refused", "")
 
 
 def test_no_accepted_image_fails_naming_both_sides(env: StepEnv, bucket: RoutedServer) -> None:

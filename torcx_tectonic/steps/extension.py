@@ -58,7 +58,7 @@ def choose_image(ctx: Context) -> RuntimeChoice:
     digest = sysext.verified_cache(ctx.paths.cache_dir).store(SUMS, raw)
     available = sysext.offered(sums, sx.runtime, arch)
     log.info("%s offers %s images %s for %s", sx.sums_url, sx.runtime, ", ".join(available) or "none", arch)
-    mappings = runtime_mappings(config)
+    mappings = runtime_mappings(config, ctx.state)
     try:
         preferred = mappings.versions_for(kube, sx.runtime)
     except InputError as err:
