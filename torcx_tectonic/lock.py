@@ -40,7 +40,7 @@ def notify(state: str) -> None:
     """sd_notify(3), when run by systemd: one datagram to $NOTIFY_SOCKET (a
     path, or an abstract address written with a leading '@'). Every flow's
     first step waits for this lock to be ready, and pystemd's notify would
-    cost it some 30 ms of imports (lxml among them) for one sendto."""
+    make it import pystemd (and lxml) for one sendto."""
     address = os.environ.get("NOTIFY_SOCKET")
     if not address:
         return
