@@ -67,7 +67,7 @@ INSTALL_GENERATOR = if [ -z "$(INIPARSE_DIR)" ]; then echo "$(PYTHON) cannot imp
 
 install: all
 	install -d $(DESTDIR)$(GENERATORDIR) $(DESTDIR)$(SYSTEMD_UNITDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(BINDIR) \
-		$(DESTDIR)$(PYTHON_SITELIB)/torcx_tectonic $(DESTDIR)$(SYSCONFDIR)/torcx-tectonic/conf.d $(DESTDIR)$(DOCDIR)
+		$(DESTDIR)$(PYTHON_SITELIB)/torcx_tectonic $(DESTDIR)$(SYSCONFDIR)/torcx-tectonic/conf.d $(DESTDIR)$(DOCDIR)/docs
 	src=generator/torcx-tectonic-generator dest=$(DESTDIR)$(GENERATORDIR)/torcx-tectonic-generator; $(INSTALL_GENERATOR)
 	src=bin/torcx-tectonic dest=$(DESTDIR)$(BINDIR)/torcx-tectonic; $(INSTALL_SCRIPT)
 	for src in $(SCRIPTS); do dest=$(DESTDIR)$(LIBEXECDIR)/$$(basename $$src); $(INSTALL_SCRIPT) || exit 1; done
@@ -78,7 +78,9 @@ install: all
 	@# Byte-compiled here: /usr is read-only on the nodes, so the interpreter could never cache them.
 	$(PYTHON) -m compileall -q -d $(PYTHON_SITELIB)/torcx_tectonic $(DESTDIR)$(PYTHON_SITELIB)/torcx_tectonic
 	install -m 644 $(BUILD)/torcx-tectonic.conf $(DESTDIR)$(SYSCONFDIR)/torcx-tectonic/torcx-tectonic.conf
+	@# The README links the pages under docs/: they go beside it.
 	install -m 644 README.md $(DESTDIR)$(DOCDIR)/README.md
+	install -m 644 docs/*.md $(DESTDIR)$(DOCDIR)/docs/
 
 # Debian packages first (the product runs on the system python3 with them), then a
 # virtualenv that sees them and adds the test tools.

@@ -1,6 +1,6 @@
 """The Kubernetes api-server stand-in, plus the Container Linux Update Operator's part.
 
-The product talks to the api-server for three things (DESIGN.md §3): the
+The product talks to the api-server for three things (docs/design.md, 'The platform facts it relies on'): the
 cluster version (``GET /version``), the runtime-mappings ConfigMap, and its
 own Node object, which it polls for the operator's ``before-reboot`` label
 and then annotates.  This stand-in serves exactly those, with the JSON shapes

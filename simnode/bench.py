@@ -1,10 +1,12 @@
-"""`make bench`: the figures of issue 10, each beside a baseline measured in the same run.
+"""`make bench`: the performance figures, each beside a baseline measured in the same run.
 
 Every figure is the median of several runs, taken next to its baseline (the
 bare interpreter, ``curl`` + ``sha512sum``, or the goal's own bound) on the
 same machine in the same minute, and printed in one table with the goal.
 Nothing here passes or fails on a time: a slow or busy machine prints slow
-figures, and a part that cannot run here says why in its row.
+figures, and a part that cannot run here says why in its row. A run of
+every part also writes the table, with what each section's rows measure, to
+docs/performance.md (a run of some parts only prints).
 
 The parts, in the order they run:
 
@@ -96,12 +98,22 @@ def _number(value: float, unit: str) -> str:
 
 
 @dataclass
+class Section:
+    """A heading row of the table, and a short paragraph of what the rows under it measure."""
+
+    title: str
+    about: str
+    first_row: int
+
+
+@dataclass
 class Bench:
     rows: list[Row] = field(default_factory=list)
-    sections: list[tuple[str, int]] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
 
-    def section(self, title: str) -> None:
-        self.sections.append((title, len(self.rows)))
+    def section(self, title: str, about: str) -> None:
+        """Rows added from now on are under ``title``; ``about`` says what they measure."""
+        self.sections.append(Section(title, " ".join(about.split()), len(self.rows)))
 
     def add(self, row: Row) -> Row:
         self.rows.append(row)
@@ -120,12 +132,30 @@ class Bench:
             return "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"
 
         out = [line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
-        starts = dict((index, title) for title, index in self.sections)
+        starts = {section.first_row: section.title for section in self.sections}
         for index, row in enumerate(cells):
             if index in starts:
                 out.append(line([f"**{starts[index]}**", *[""] * (len(header) - 1)]))
             out.append(line(row))
         return "\n".join(out)
+
+    def document(self, taken: str) -> str:
+        """docs/performance.md: the table, what each section's rows measure, and where it was taken."""
+        out = ["# Performance", "",
+               "Written by `make bench` (`simnode/bench.py`) at the end of a run of every part; edit the",
+               "bench, not this file. Each figure is the median of several runs, beside a baseline taken",
+               "in the same run on the same machine, with the ratio and the goal. Nothing fails on a slow",
+               "machine: a busy one prints slow figures (they move by 10 to 30 % from run to run).",
+               "`python -m simnode.bench PART...` runs some parts and only prints.", "",
+               self.table(), "", "## What the rows measure", ""]
+        for section in self.sections:
+            out += [f"**{section.title}.** {section.about}", ""]
+        out.append(taken)
+        return "\n".join(out) + "\n"
+
+
+#: Where a run of every part writes its table.
+DOCUMENT = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 
 
 def median(values: Sequence[float]) -> float:
@@ -193,7 +223,10 @@ def every_key_configuration() -> str:
 
 
 def generator_part(bench: Bench, bundle: Path) -> None:
-    bench.section("1. generator (inside a simulated node, as systemd runs it)")
+    bench.section("generator (inside a simulated node, as systemd runs it)", """
+        The generator as systemd runs it in a simulated node (the installed script and its shebang, the node's
+        python3, a tmpfs output directory), with the shipped configuration, which sets nothing, and with every key
+        set, which loads iniparse; beside the bare interpreter of the same round and `import iniparse` alone.""")
     with Node(bundle=bundle, os_version=CURRENT) as node:
         node.boot()
         node.write("/root/tt-bench-timer.py", TIMER)
@@ -220,7 +253,7 @@ def generator_part(bench: Bench, bundle: Path) -> None:
         bare = f"python3 -I -S -c pass {figures['bare'][0]:.1f} ms"
         value, ratio = figures["generator"]
         bench.add(Row(f"generator, {label}", value, "ms", bare, ratio, "≤ 3.0×", ratio <= 3.0,
-                      "" if ratio <= 3.0 else f"by {ratio - 3.0:.2f}×, see README"))
+                      "" if ratio <= 3.0 else f"by {ratio - 3.0:.2f}×"))
         value, ratio = figures["iniparse"]
         bench.add(Row("  beside it: import iniparse alone", value, "ms", bare, ratio, "(reference)"))
 
@@ -293,7 +326,10 @@ def timed(argv: Sequence[str], env: Mapping[str, str] | None = None) -> tuple[fl
 
 
 def intake_part(bench: Bench, bundle: Path) -> None:
-    bench.section("3. addon intake (download + sha512 + atomic store, one process, local HTTP)")
+    bench.section("addon intake (download + sha512 + atomic store, one process, local HTTP)", """
+        One process downloads an addon from a local HTTP server, hashes it and stores it atomically with the
+        product's own code, beside `curl` and `sha512sum` on the same file; its peak memory; and, while a slow
+        bucket stretches a download, the longest wait for a progress line in the journal.""")
     if shutil.which("curl") is None or shutil.which("sha512sum") is None:
         raise RuntimeError("curl and sha512sum are needed for the baseline")
     sitelib = next(bundle.glob("usr/lib/python3*/*-packages"))
@@ -436,7 +472,10 @@ def sandbox_floor(node: Node, unit: str, runs: int = FLOW_ROUNDS) -> tuple[float
 
 
 def new_kubelet_part(bench: Bench, bundle: Path) -> None:
-    bench.section("4./6. new-kubelet flow with nothing to do (trigger: kubelet.env rewritten, same version)")
+    bench.section("new-kubelet flow with nothing to do (trigger: kubelet.env rewritten, same version)", """
+        Each step's process time as systemd records it, beside the floor: an empty `python3 -I -c pass` in a
+        transient unit with exactly that step's sandbox (`/bin/true` there shows what the sandbox alone costs). The
+        flow runs its lock and its steps one unit after the other, so its baseline is that many floors.""")
     with tempfile.TemporaryDirectory(prefix="tt-bench-") as tmp, Cluster(Path(tmp), RELEASES) as cluster:
         files = {**cluster.node_files(), **cluster.bootstrapped_files(CURRENT)}
         with Node(bundle=bundle, os_version=CURRENT, files=files) as node:
@@ -496,7 +535,9 @@ def _ended(node: Node, flow: str, before: str | None) -> bool:
 
 
 def bootstrap_part(bench: Bench, bundle: Path) -> None:
-    bench.section("2./6. bootstrap with an OS update pending, then the new-OS flow it starts (stand-ins at once)")
+    bench.section("bootstrap with an OS update pending, then the new-OS flow it starts (stand-ins at once)", """
+        A whole bootstrap and the new-OS flow it starts, the stand-ins answering at once: each step's process time,
+        and from the bucket's log how often one run fetched the same addon or an OS version's manifest.""")
     settings = {"bootstrap": {"reboot": "no"}}
     update = {"mode": "update", "new_version": NEXT, "step_seconds": 0}
     with cluster_node(bundle, RELEASES, os_version=CURRENT, settings=settings, update_engine=update) as (cluster,
@@ -550,7 +591,10 @@ def _fetch_rows(bench: Bench, cluster: Cluster, flow: str, run: Mapping[str, Any
 
 
 def refused_part(bench: Bench, bundle: Path) -> None:
-    bench.section("5. api-server refusing connections, default settings (beside: the api-server up)")
+    bench.section("api-server refusing connections, default settings (beside: the api-server up)", """
+        A bootstrap whose api-server refuses connections, with the default retry budget, beside the same bootstrap
+        with the api-server up: the Kubernetes step learns that no api-server answers, the later steps do not ask
+        again.""")
     # The stand-ins need a few keys; everything else, the retry budget included, is the default.
     defaults = {section: {key: product_config.SETTINGS_BY_NAME[(section, key)].default for key in keys}
                 for section, keys in FAST_SETTINGS.items()}
@@ -581,7 +625,9 @@ SYSEXT_ROUNDS = 15
 def sysext_part(bench: Bench, bundle: Path) -> None:
     """The generator as the system extension image runs it (the frozen
     program, make sysext), beside the bare interpreter, on this host."""
-    bench.section("7. the system extension image (make sysext), on this host")
+    bench.section("the system extension image (make sysext), on this host", """
+        The generator started from the frozen program of the system extension image, beside the bare interpreter;
+        the note gives the image's size and the oldest C library it runs on.""")
     from sysext import build as sysext_build
 
     with tempfile.TemporaryDirectory(prefix="torcx-tectonic-bench-sysext-") as tmp:
@@ -631,7 +677,11 @@ def main(argv: Sequence[str] = ()) -> int:
                 bench.failed(name, err)
     print(f"\n{bench.table()}\n")
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    print(f"taken in {time.monotonic() - began:.0f} s on {where}; load average {load} when it ended")
+    taken = f"`make bench` run in {time.monotonic() - began:.0f} s on {where}; load average {load} when it ended"
+    print(taken)
+    if not argv:
+        DOCUMENT.write_text(bench.document(taken))
+        print(f"written: {DOCUMENT}")
     return 0
 
 

@@ -8,7 +8,7 @@ that for real, this module:
 - makes real OpenPGP keys with ``gpg`` in throwaway ``GNUPGHOME`` s
   (:class:`Signer`) and signs with them;
 - builds real torcx addons (:mod:`simnode.addons`) and writes the
-  ``torcx-package-list-v0`` manifests of DESIGN.md §3 (:class:`Bucket`);
+  ``torcx-package-list-v0`` manifests of docs/design.md, 'The platform facts it relies on' (:class:`Bucket`);
 - serves the tree over real HTTP or HTTPS from a thread of the test process on
   127.0.0.1, which a ``systemd-nspawn`` container sharing the host network
   reaches too, and logs every request so tests can assert what was (not)

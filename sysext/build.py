@@ -296,6 +296,7 @@ def assemble(tree: Path, app: Path, scripts: Mapping[str, Path], arch: str) -> N
     doc_dir = tree / LAYOUT["DOC_DIR"].lstrip("/")
     doc_dir.mkdir(parents=True)
     shutil.copyfile(REPO / "README.md", doc_dir / "README.md")
+    shutil.copytree(REPO / "docs", doc_dir / "docs")  # the pages the README links
     (tree / EXAMPLE_CONFIG).parent.mkdir(parents=True)
     (tree / EXAMPLE_CONFIG).write_text(render_default())
     release = tree / f"usr/lib/extension-release.d/extension-release.{NAME}"

@@ -827,3 +827,38 @@ def render_default() -> str:
             if setting.example:
                 out.append(f"# for example: {setting.key} = {setting.example}")
     return "\n".join(out) + "\n"
+
+
+def render_reference() -> str:
+    """docs/configuration.md: the settings table as markdown, made from the
+    table as the shipped file is (``python3 -m torcx_tectonic.config``
+    writes it; a unit test keeps the committed file in step)."""
+
+    def cell(text: str) -> str:  # markdown would read <board> as a tag and | as a column
+        return text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "\\<")
+
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from the settings table in `torcx_tectonic/config.py` by",
+        "`python3 -m torcx_tectonic.config > docs/configuration.md`; a unit test fails when this",
+        "file and the table disagree. The installed file lists the same keys, commented out.",
+        "",
+        f"The configuration is `{CONFIG_FILE}`, then `{CONFIG_DROPIN_DIR}/*.conf` in lexical",
+        "order, a later value winning. Every key has a default except `[torcx] manifest_url` (and",
+        "`[sysext] images_url` with `backend = sysext`): the step that needs one names it. An",
+        "unknown section or key, a key set twice in one file or a bad value is an error naming the",
+        "file and line. The generator reads the configuration too: run `systemctl daemon-reload`",
+        "after a change.",
+    ]
+    for section in SECTIONS:
+        out += ["", f"## [{section}]", "", "| key | default | meaning |", "|---|---|---|"]
+        for setting in (s for s in SETTINGS if s.section == section):
+            default = f"`{setting.default}`" if setting.default else "(empty)"
+            example = f" Example: `{setting.example}`." if setting.example else ""
+            out.append(f"| `{setting.key}` | {default} | {cell(setting.doc)}.{example} |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":  # python3 -m torcx_tectonic.config > docs/configuration.md
+    print(render_reference(), end="")

@@ -1,7 +1,8 @@
 """The unit directives the bundle writes, and the systemd that understands them.
 
-The bundle supports systemd 233 and newer: Container Linux shipped 233 to
-238 in the Tectonic years, Flatcar stable runs 252 and later. Every
+The bundle supports systemd 233 and newer: the oldest it targets is a
+Container Linux node of the Tectonic years; Container Linux's last releases
+ship 241, and Flatcar's stable releases 252 and later. Every
 directive the generator or a shipped unit uses is in ``INTRODUCED`` with the
 version that introduced it (a test checks that nothing else is written), and
 the generator leaves out what the running systemd would not understand: an
@@ -41,6 +42,7 @@ INTRODUCED = {
     # the group names are unknown before 235: the filter would allow nothing
     "SystemCallFilter=@system-service": 235, "SystemCallFilter=@system-service @mount": 235,
     "DeviceAllow": 1,
+    # newer than Container Linux's last systemd (241): left out there, written on Flatcar (252 and later)
     "ProtectHostname": 242, "RestrictSUIDSGID": 242, "ProtectKernelLogs": 244, "ProtectClock": 245,
     "PrivateIPC": 248,
 }

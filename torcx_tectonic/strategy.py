@@ -1,4 +1,4 @@
-"""Version choice (DESIGN.md §4) as pure functions of plain data.
+"""Version choice (docs/design.md, 'Version choice') as pure functions of plain data.
 
 Take the Kubernetes version's preferred runtime versions, pick the first one
 that the manifest of the OS that runs next offers, install it there, and also
@@ -31,7 +31,7 @@ class Plan:
 
 
 class NoRuntimeVersion(InputError):
-    """No preferred runtime version is available: DESIGN.md §6 says fail
+    """No preferred runtime version is available: docs/design.md, 'When no Docker version fits', says fail
     loudly, naming everything an operator needs to fix it."""
 
 

@@ -84,6 +84,21 @@ def test_render_default_documents_every_setting() -> None:
         assert f"# {setting.doc}\n#{setting.key} = {setting.default}\n" in text
 
 
+def test_the_committed_reference_is_what_the_table_renders() -> None:
+    reference = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    assert reference.read_text() == config.render_reference(), \
+        "docs/configuration.md is out of date: python3 -m torcx_tectonic.config > docs/configuration.md"
+
+
+def test_the_reference_has_a_row_for_every_setting() -> None:
+    text = config.render_reference()
+    for section in config.SECTIONS:
+        assert f"\n## [{section}]\n" in text
+    for setting in config.SETTINGS:
+        assert f"| `{setting.key}` | " in text
+    assert "\\<board>" in text  # escaped, or markdown would read it as a tag
+
+
 def test_no_manifest_url_is_an_error_naming_the_key_when_it_is_needed() -> None:
     with pytest.raises(ConfigError) as caught:
         config.require_manifest_url(config.build({}).torcx)

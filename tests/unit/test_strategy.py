@@ -1,4 +1,4 @@
-"""strategy.choose: the version choice of DESIGN.md §4, as a table."""
+"""strategy.choose: the version choice of docs/design.md, 'Version choice', as a table."""
 
 from __future__ import annotations
 

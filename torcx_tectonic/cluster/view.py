@@ -3,7 +3,7 @@ installer's files when it does not.
 
 A new cluster's api-server may not be up yet while its first nodes
 bootstrap, so the Kubernetes version and the runtime mappings fall back to
-what the installer left on the node (DESIGN §3, Kubernetes side). A step
+what the installer left on the node (docs/design.md, 'The platform facts it relies on'). A step
 that finds no api-server listening at all (the connection refused, or not
 made in time) records it for its run: the later steps of the same run fall
 back at once instead of paying the retries again. A server that answers,

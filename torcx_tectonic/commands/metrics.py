@@ -8,9 +8,8 @@ run's time, result, duration, bytes downloaded, addons installed), so an
 alert can say "the next boot would not run the Docker Kubernetes needs".
 
 The text format of a few gauges is written here rather than by
-prometheus_client: importing that library cost every step some 30 ms (a
-step with nothing to do takes about 150), for about thirty lines of a
-stable, documented format. The tests read the file back with
+prometheus_client, whose import every step would pay for about thirty lines
+of a stable, documented format. The tests read the file back with
 prometheus_client's parser.
 """
 

@@ -143,7 +143,7 @@ def select(ctx: Context, version: str) -> tuple[str | None, list[Path], str]:
 
 
 def collect_stores(ctx: Context) -> StoresCollected:
-    """Remove versioned stores older than the running OS (DESIGN §4, GC)."""
+    """Remove versioned stores older than the running OS (docs/design.md, 'Garbage collection')."""
     current = ctx.state.load(OsVersions).current
     removed = store.gc_versioned_stores(ctx.paths.user_store, current)
     log.info("removed versioned stores older than %s: %s", current, ", ".join(removed) or "none")

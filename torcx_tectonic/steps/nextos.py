@@ -3,7 +3,7 @@
 The running OS is VERSION_ID of /usr/lib/os-release (what torcx keys its
 versioned stores by); the next one is what update_engine says it applied. In
 bootstrap the step can force an update first, retrying a bounded number of
-times and then continuing on the running OS (DESIGN §6), or failing when
+times and then continuing on the running OS (docs/design.md, 'When an OS update fails'), or failing when
 the operator asked for that.
 """
 

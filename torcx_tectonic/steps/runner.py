@@ -285,9 +285,7 @@ def update_metrics(config: configuration.Config | None, paths: NodePaths) -> Non
     (metrics are a view). After every step, not only when a run ends: the
     verdicts change with the step that puts the runtime in place, and the
     new-OS flow's run ends only after the operator's label, which may be an
-    hour later (an alert on the next-boot verdict would fire meanwhile). It
-    costs a step some 25 to 40 ms on the bench's machine, most of it loading
-    the status's modules and PyYAML for the node-local mappings."""
+    hour later (an alert on the next-boot verdict would fire meanwhile)."""
     directory = config.metrics.textfile_dir if config is not None else None
     if config is None or directory is None:
         return

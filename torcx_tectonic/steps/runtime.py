@@ -1,4 +1,4 @@
-"""Step: the container runtime version for the Kubernetes version (DESIGN §4).
+"""Step: the container runtime version for the Kubernetes version (docs/design.md, 'Version choice').
 
 The manifests of the OS versions involved are fetched and verified once,
 here, and kept in the cache; the record names their digests, so the addon
