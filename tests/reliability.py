@@ -86,7 +86,6 @@ def kill(flow: str, step: str, syscall: str, path: str, what: str, outcome: str,
 STORE = "/var/lib/torcx/store"
 RUNS = "/var/lib/torcx-tectonic/runs"
 STATE = "/run/torcx-tectonic"
-METRICS = "/var/lib/node_exporter/textfile_collector"
 CACHE = "/var/cache/torcx-tectonic/manifests/amd64-usr"
 MARKER = "/var/lib/torcx-tectonic/docker-reset-needed"
 ADDON_1703 = "docker:17.03.torcx.tgz"
@@ -162,7 +161,6 @@ KILL_POINTS: tuple[KillPoint, ...] = (
          f"after: next-profile, profile tectonic.json, docker-reset-needed, {BOTH_ADDONS}", occurrence=2),
     kill("bootstrap", "addons", "rename", f"{RUNS}/.bootstrap.json.", "renaming the run record: step ok",
          "as after", occurrence=3),
-    kill("bootstrap", "addons", "rename", f"{METRICS}/.torcx_tectonic.prom.", "renaming the metrics", "as after"),
     kill("bootstrap", "kubelet-env", "write", "/etc/kubernetes/.kubelet.env.", "writing kubelet.env",
          "after: enabled kubelet.service"),
     kill("bootstrap", "kubelet-env", "rename", "/etc/kubernetes/.kubelet.env.", "renaming kubelet.env",
@@ -379,7 +377,7 @@ POWER_CASES: tuple[Case, ...] = (
          "every file is fsynced before it is renamed into place and not written after; every rename, new "
          "directory and removal under /etc, /var and /opt is followed by an fsync of its directory",
          "the reference traces of every step the crash campaign kills cover addons (downloaded and linked), "
-         "profiles, next-profile, kubelet.env, the reset marker, run records, the manifest cache, the metrics, "
+         "profiles, next-profile, kubelet.env, the reset marker, run records, the manifest cache, "
          "GC and the Docker reset; with the sysext backend, runtime images, their links, the mask of Flatcar's "
          "own image, the cached checksum list and the image GC",
          "tests/integration/test_crash.py::test_every_write_is_synced_before_its_rename_and_its_directory_after"),
@@ -456,7 +454,7 @@ FINDINGS: tuple[tuple[str, str, str], ...] = (
     ("A Docker reset killed while deleting the old data, followed by a Docker that started meanwhile, made every "
      "later reset fail (the rename onto the leftover: ENOTEMPTY).",
      "What an interrupted reset moved aside is removed first.",
-     "kill points docker-reset/data; tests/unit/test_dockerreset.py"),
+     "kill points docker-reset/data; tests/unit/test_dockerdata.py"),
     ("An answer cut short by a closed connection passed as whole (urllib3 1.26, Debian 12's, does not check "
      "Content-Length): a truncated manifest failed as a 'bad signature', a truncated addon as a 'sha512 "
      "mismatch', sending an operator to the keyring or the bucket's hashes.",

@@ -373,7 +373,7 @@ SETTINGS: tuple[Setting, ...] = (
             "when a new image is merged: at the next boot, or at once (systemd-sysext is restarted; a running "
             "runtime keeps its old binaries until it restarts)"),
     Setting("metrics", "textfile_dir", parse_optional_path, str(METRICS_DIR),
-            "directory of node-exporter's textfile collector, written after every step (empty: no metrics)"),
+            "directory of node-exporter's textfile collector, rewritten whenever a run changes (empty: no metrics)"),
 )
 
 SETTINGS_BY_NAME: Mapping[tuple[str, str], Setting] = {(s.section, s.key): s for s in SETTINGS}

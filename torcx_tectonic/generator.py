@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 
 from .directives import NEWEST_INTRODUCED, escape, running_version, understood
-from .flows import STATE_WRITES, Flow, Step, all_flows, timeout_secs
+from .flows import LOCAL_STEP_TIMEOUT_SECS, STATE_WRITES, Flow, Step, all_flows, timeout_secs
 from .installdirs import DOC_DIR, LIBEXEC_DIR
-from .paths import CONFIG_FILE, LOCK_FILE
+from .paths import CONFIG_FILE, LOCK_FILE, RUNS_DIR
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,6 +27,9 @@ DOCS = f"man:systemd.generator(7) file:{DOC_DIR}/README.md"
 LOCK_TEMPLATE = "torcx-tectonic-lock@.service"
 #: The libexec script every step unit runs after it (``ExecStopPost=``).
 STOPPED = "step-stopped"
+#: The unit that rewrites the metrics textfile, and the path unit that starts it when a run record changes.
+METRICS_UNIT = "torcx-tectonic-metrics.service"
+METRICS_PATH = "torcx-tectonic-metrics.path"
 #: Least privilege for every unit: what a step may touch is the table's
 #: declaration below these lines; everything else is read-only or absent.
 HARDENING = (
@@ -88,20 +91,17 @@ IMAGE_ACCESS = {
 }
 
 
-def sandbox(config: Config, *, writes: Sequence[str], network: bool, capabilities: Sequence[str],
-            images: bool = False) -> list[str]:
+def sandbox(*, writes: Sequence[str], network: bool, capabilities: Sequence[str], images: bool = False) -> list[str]:
     """The [Service] lines that confine a unit to what it declares."""
     families = ["AF_UNIX", *(["AF_INET", "AF_INET6"] if network else [])]
-    textfile_dir = config.metrics.path_text("textfile_dir")
-    metrics = [escape(textfile_dir)] if textfile_dir else []
     hardening = [new for line in HARDENING for new in (IMAGE_ACCESS.get(line, (line,)) if images else (line,))]
     return [
-        "# Least privilege: what this step may touch is declared in the flow table.",
+        "# Least privilege: only what the last lines name is writable.",
         *hardening,
         f"CapabilityBoundingSet={' '.join(capabilities)}",
         f"RestrictAddressFamilies={' '.join(families)}",
         *([] if network else ["IPAddressDeny=any"]),
-        *writable([*STATE_WRITES, *metrics, *writes]),
+        *writable(writes),
     ]
 
 
@@ -146,7 +146,7 @@ def render_step(config: Config, flow: Flow, step: Step, source: str) -> str:
         f"SyslogIdentifier={flow.unit(step).removesuffix('.service')}",
         f"TimeoutStartSec={timeout_secs(step, config)}",
         *proxy,
-        *sandbox(config, writes=step.writes, network=step.network, capabilities=step.capabilities,
+        *sandbox(writes=(*STATE_WRITES, *step.writes), network=step.network, capabilities=step.capabilities,
                  images=step.images),
     ]
     return f"{HEADER}\n{_section('Unit', unit)}\n{_section('Service', service)}"
@@ -163,7 +163,7 @@ def render_lock(config: Config) -> str:
         "SyslogIdentifier=torcx-tectonic-lock",
         "# Waiting for another flow to finish may take as long as that flow.",
         "TimeoutStartSec=infinity",
-        *sandbox(config, writes=(os.path.dirname(LOCK_FILE),), network=False, capabilities=()),
+        *sandbox(writes=(*STATE_WRITES, os.path.dirname(LOCK_FILE)), network=False, capabilities=()),
     ]
     return f"{HEADER}\n{_section('Unit', unit)}\n{_section('Service', service)}"
 
@@ -182,6 +182,24 @@ def render_path(flow: Flow, source: str) -> str:
     ]
     path = [f"{trigger.directive}={trigger.path}", f"Unit={trigger.unit}"]
     return f"{HEADER}\n{_section('Unit', unit)}\n{_section('Path', path)}"
+
+
+def render_metrics(textfile_dir: str, source: str) -> tuple[str, str]:
+    """The metrics writer and its trigger. Every step changes its run's
+    record, which the path unit sees; the writer loads the status machinery
+    in a process of its own, so no step waits for it."""
+    unit = ["Description=torcx-tectonic: write the metrics for node-exporter's textfile collector",
+            f"Documentation={DOCS}", f"SourcePath={source}"]
+    service = [
+        "Type=oneshot",
+        f"ExecStart={LIBEXEC_DIR}/write-metrics",
+        "SyslogIdentifier=torcx-tectonic-metrics",
+        f"TimeoutStartSec={LOCAL_STEP_TIMEOUT_SECS}",
+        *sandbox(writes=(textfile_dir,), network=False, capabilities=()),
+    ]
+    path = [f"PathChanged={RUNS_DIR}", f"Unit={METRICS_UNIT}"]
+    return (f"{HEADER}\n{_section('Unit', unit)}\n{_section('Service', service)}",
+            f"{HEADER}\n{_section('Unit', unit)}\n{_section('Path', path)}")
 
 
 def render_lock_dropin(flow: Flow, source: str) -> str:
@@ -225,6 +243,11 @@ def render(config: Config, version: int | None = None) -> Output:
             path_unit = f"{flow.unit_prefix}.path"
             out.files[path_unit] = render_path(flow, source)
             out.links[f"multi-user.target.wants/{path_unit}"] = f"../{path_unit}"
+    textfile_dir = config.metrics.path_text("textfile_dir")
+    if textfile_dir:  # written at boot, then whenever a run record changes
+        out.files[METRICS_UNIT], out.files[METRICS_PATH] = render_metrics(escape(textfile_dir), source)
+        for name in (METRICS_UNIT, METRICS_PATH):
+            out.links[f"multi-user.target.wants/{name}"] = f"../{name}"
     known = running_version() if version is None else version
     if known < NEWEST_INTRODUCED:  # a newer one understands every line (a test checks that each is listed)
         seen: dict[str, bool] = {}

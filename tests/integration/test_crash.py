@@ -393,7 +393,7 @@ WRITE_PATHS = {
     "kubelet.env": '/etc/kubernetes/kubelet.env"', "the Docker reset marker": 'torcx-tectonic/docker-reset-needed"',
     "a run record": '/var/lib/torcx-tectonic/runs/bootstrap.json"',
     "a cached manifest": f'/var/cache/torcx-tectonic/manifests/amd64-usr/{NEXT}.json"',
-    "the metrics": 'textfile_collector/torcx_tectonic.prom"', "a store GC moves aside": '/var/lib/torcx/store/.gc-',
+    "a store GC moves aside": '/var/lib/torcx/store/.gc-',
     "Docker's data moved aside": '"/var/lib/docker.torcx-tectonic-old"',
     "a downloaded runtime image": f'/opt/extensions/docker/{SYSEXT_IMAGE}"',
     "a runtime image's link": '/etc/extensions/docker.raw"', "Flatcar's own image masked": 'docker-flatcar.raw"',

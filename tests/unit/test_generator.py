@@ -118,7 +118,8 @@ def test_every_step_is_a_oneshot_running_its_libexec_script() -> None:
         assert values(text, "Service", "SyslogIdentifier") == [flow.unit(step).removesuffix(".service")]
         assert text.startswith(generator.HEADER)
     services = {n for n in out.files if n.endswith(".service") and "/" not in n}
-    assert services == {flow.unit(step) for flow, step in every_step(config)} | {generator.LOCK_TEMPLATE}
+    assert services == {flow.unit(step) for flow, step in every_step(config)} | {generator.LOCK_TEMPLATE,
+                                                                                generator.METRICS_UNIT}
 
 
 def test_conditions_come_from_the_table() -> None:
@@ -192,6 +193,8 @@ def test_links_make_the_targets_require_their_steps() -> None:
             expected[f"multi-user.target.wants/{flow.unit_prefix}.path"] = f"../{flow.unit_prefix}.path"
         for unit in flow.wanted_by:
             expected |= {f"{unit}.wants/{flow.unit(s)}": f"../{flow.unit(s)}" for s in flow.steps}
+    for unit in (generator.METRICS_UNIT, generator.METRICS_PATH):
+        expected[f"multi-user.target.wants/{unit}"] = f"../{unit}"
     assert out.links == expected
     assert all(target.removeprefix("../") in out.files for target in out.links.values())
     assert {"torcx-bootstrap.target.requires/torcx-bootstrap-finish.service",
@@ -319,7 +322,7 @@ def test_every_step_writes_only_what_the_table_declares() -> None:
         assert values(text, "Service", "ProtectSystem") == ["strict"]
         assert values(text, "Service", "RuntimeDirectory") == ["torcx-tectonic"]  # records, lock
         assert values(text, "Service", "StateDirectory")[0].split()[0] == "torcx-tectonic"  # runs
-        assert "-/srv/prom" in values(text, "Service", "ReadWritePaths")[0].split()  # metrics
+        assert "-/srv/prom" not in " ".join(values(text, "Service", "ReadWritePaths"))  # the metrics unit's
         families = values(text, "Service", "RestrictAddressFamilies")
         assert families == (["AF_UNIX AF_INET AF_INET6"] if step.network else ["AF_UNIX"])
         assert values(text, "Service", "IPAddressDeny") == ([] if step.network else ["any"])
@@ -330,15 +333,12 @@ def test_every_step_writes_only_what_the_table_declares() -> None:
         return (values(text, "Service", "StateDirectory"), values(text, "Service", "CacheDirectory"),
                 values(text, "Service", "ConfigurationDirectory"), values(text, "Service", "ReadWritePaths"))
 
-    assert writable("torcx-new-os-addons.service") == (["torcx-tectonic torcx"], [], ["torcx"],
-                                                       ["-/srv/prom /etc/torcx"])
-    assert writable("torcx-new-os-docker-version.service") == (["torcx-tectonic"], ["torcx-tectonic"], [],
-                                                               ["-/srv/prom"])
-    assert writable("torcx-bootstrap-kubelet-env.service") == (["torcx-tectonic"], [], ["k8s"],
-                                                               ["-/srv/prom /etc/k8s"])
-    assert writable("torcx-new-os-gc.service") == (["torcx-tectonic torcx"], [], [], ["-/srv/prom"])
-    assert writable("torcx-bootstrap-finish.service") == (["torcx-tectonic"], [], [], ["-/srv/prom"])
-    assert writable("torcx-docker-reset-data.service") == (["torcx-tectonic"], [], [], ["-/srv/prom -/var/lib"])
+    assert writable("torcx-new-os-addons.service") == (["torcx-tectonic torcx"], [], ["torcx"], ["/etc/torcx"])
+    assert writable("torcx-new-os-docker-version.service") == (["torcx-tectonic"], ["torcx-tectonic"], [], [])
+    assert writable("torcx-bootstrap-kubelet-env.service") == (["torcx-tectonic"], [], ["k8s"], ["/etc/k8s"])
+    assert writable("torcx-new-os-gc.service") == (["torcx-tectonic torcx"], [], [], [])
+    assert writable("torcx-bootstrap-finish.service") == (["torcx-tectonic"], [], [], [])
+    assert writable("torcx-docker-reset-data.service") == (["torcx-tectonic"], [], [], ["-/var/lib"])
 
 
 def test_only_the_steps_that_ask_the_service_manager_keep_a_capability() -> None:
@@ -684,7 +684,24 @@ def test_a_percent_sign_in_a_configured_path_is_not_a_specifier() -> None:
         "!/etc/k%%n/kubelet.env"]
     assert values(out.files["torcx-new-kubelet.path"], "Path", "PathChanged") == ["/etc/k%%n/kubelet.env"]
     kubelet_env = out.files["torcx-bootstrap-kubelet-env.service"]
-    assert values(kubelet_env, "Service", "ReadWritePaths") == ["-/srv/p%%i /etc/k%%n"]
+    assert values(kubelet_env, "Service", "ReadWritePaths") == ["/etc/k%%n"]
+    assert values(out.files[generator.METRICS_UNIT], "Service", "ReadWritePaths") == ["-/srv/p%%i"]
+
+
+def test_the_metrics_are_written_by_a_unit_of_their_own_when_a_run_changes() -> None:
+    """No step waits for the status machinery: the writer runs at boot and
+    whenever a run record is replaced, and may write the textfile only."""
+    out = generator.render(make_config({"metrics.textfile_dir": "/srv/prom"}), version=252)
+    writer = out.files[generator.METRICS_UNIT]
+    assert values(writer, "Service", "ExecStart") == [f"{LIBEXEC}/write-metrics"]
+    assert values(writer, "Service", "ReadWritePaths") == ["-/srv/prom"]
+    assert values(writer, "Service", "StateDirectory") == values(writer, "Service", "RuntimeDirectory") == []
+    assert values(writer, "Service", "IPAddressDeny") == ["any"]
+    assert values(out.files[generator.METRICS_PATH], "Path", "PathChanged") == ["/var/lib/torcx-tectonic/runs"]
+    assert {out.links[f"multi-user.target.wants/{u}"] for u in (generator.METRICS_UNIT, generator.METRICS_PATH)} == {
+        f"../{generator.METRICS_UNIT}", f"../{generator.METRICS_PATH}"}
+    quiet = generator.render(make_config({"metrics.textfile_dir": ""}), version=252)
+    assert not {generator.METRICS_UNIT, generator.METRICS_PATH} & set(quiet.files)
 
 
 def test_a_configured_path_with_a_blank_is_refused_where_it_is_read() -> None:

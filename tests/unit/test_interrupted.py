@@ -104,7 +104,7 @@ def test_a_step_killed_before_its_run_began_is_a_failed_run(env: StepEnv, monkey
 
 def test_a_step_killed_after_it_recorded_its_result_still_stops_the_run(env: StepEnv,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    # killed while it wrote the metrics: the unit failed, so the steps after it do not start
+    # killed after it recorded its result (while it exits): the unit failed, so the steps after it do not start
     state = env.begin("new-os")
     state.step_succeeded("os-version", ends_run=False)
     assert _stopped(env, monkeypatch, "new-os", "os-version", **KILLED) == 0

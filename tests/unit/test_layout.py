@@ -22,8 +22,6 @@ DEFERRED = {
     ("torcx_tectonic.steps.addons", "torcx_tectonic.torcx.bucket"),  # requests: only for a missing addon
     ("torcx_tectonic.cluster.view", "torcx_tectonic.cluster.kube"),  # requests: only to ask the api-server
     ("torcx_tectonic.cluster.mappings", "torcx_tectonic.edges.yamldoc"),  # PyYAML: only to read a document
-    ("torcx_tectonic.steps.runner", "torcx_tectonic.commands.metrics"),  # the status machinery: only with
-    ("torcx_tectonic.steps.runner", "torcx_tectonic.commands.status"),  # [metrics] textfile_dir set
 }
 
 

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from torcx_tectonic import config as configuration
 from torcx_tectonic import flows
-from torcx_tectonic.commands import metrics
+from torcx_tectonic.commands import metrics, status
 from torcx_tectonic.errors import ConfigError, InputError, NetworkError, TorcxTectonicError
 from torcx_tectonic.node import updateengine
 from torcx_tectonic.paths import METRICS_DIR
@@ -48,7 +48,7 @@ from torcx_tectonic.state import (
 from torcx_tectonic.steps import runner
 from torcx_tectonic.steps.context import Context
 
-from .helpers import Keys, RoutedServer, make_config
+from .helpers import Keys, RoutedServer, dead_pid, make_config
 from .stepenv import (
     ADDON,
     ADDON_NAME,
@@ -407,7 +407,8 @@ def test_a_new_os_run_end_to_end_with_metrics(env: StepEnv, monkeypatch: pytest.
     written = []
     for step in ("os-version", "kubelet-version", "docker-version", "addons", "gc", "annotate"):
         assert run_step(env, "new-os", step) == 0, step
-        text = (textfiles / metrics.FILE_NAME).read_text()  # rewritten after every step
+        metrics.write_current(env.config, env.paths)  # as the metrics unit does when the run record changed
+        text = (textfiles / metrics.FILE_NAME).read_text()
         written.append('torcx_tectonic_verdict_ok{os="next"} 1.0' in text)
     # the next OS has its Docker once the addons step ran, long before the run ends with the annotation
     assert written == [False, False, False, True, True, True]
@@ -441,6 +442,7 @@ def test_metrics_follow_a_failed_step(env: StepEnv) -> None:
     textfiles = env.root.parent / "textfile_collector"
     env.configure({"metrics.textfile_dir": str(textfiles)})
     assert run_step(env, "new-kubelet", "kubelet-version") == 1
+    metrics.write_current(env.config, env.paths)
     samples = _metrics(textfiles / metrics.FILE_NAME)
     assert samples[("torcx_tectonic_last_run_result", (("flow", "new-kubelet"), ("result", "failed")))] == 1
 
@@ -454,13 +456,58 @@ def test_no_metrics_directory_writes_no_metrics(env: StepEnv) -> None:
     assert (Path(METRICS_DIR) / metrics.FILE_NAME).exists() == existed
 
 
-def test_a_metrics_failure_never_fails_the_step(env: StepEnv, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_step_writes_no_metrics_itself(env: StepEnv) -> None:
+    """The metrics unit writes them (started by the run record's change): a
+    step neither waits for the status machinery nor fails on a broken
+    metrics directory."""
     blocked = env.write(env.root.parent / "not-a-directory", "")
     env.configure({"metrics.textfile_dir": str(blocked / "textfiles")})
-    with caplog.at_level(logging.WARNING):
-        assert run_step(env, "docker-reset", "data") == 0  # a run of one step: it ends the run
+    assert run_step(env, "docker-reset", "data") == 0  # a run of one step: it ends the run
     assert _run(env, "docker-reset").result == OK
-    assert f"metrics not written to {blocked / 'textfiles'}" in caplog.text
+    assert list(env.root.parent.rglob("*.prom")) == []
+
+
+def test_the_metrics_writer_says_what_failed(env: StepEnv, monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    blocked = env.write(env.root.parent / "not-a-directory", "")
+    env.configure({"metrics.textfile_dir": str(blocked / "textfiles")})
+    monkeypatch.setattr("torcx_tectonic.config.load", lambda: env.config)
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    assert metrics.main(env.paths) == 1
+    assert f"ERROR: metrics not written: [Errno 17] File exists: '{blocked}'" in capsys.readouterr().err
+
+
+def test_the_metrics_writer_removes_what_a_killed_writer_left(env: StepEnv) -> None:
+    textfiles = env.root.parent / "textfile_collector"
+    env.configure({"metrics.textfile_dir": str(textfiles)})
+    left = env.write(textfiles / f".{metrics.FILE_NAME}.{dead_pid()}.ab12cd34.tmp", "torcx_tectonic_verd")
+    assert metrics.write_current(env.config, env.paths) == textfiles / metrics.FILE_NAME
+    assert sorted(p.name for p in textfiles.iterdir()) == [metrics.FILE_NAME]
+    assert not left.exists()
+
+
+def test_the_metrics_writer_writes_again_when_a_run_changed_meanwhile(env: StepEnv,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path unit does not start the writer again while it runs: a step
+    that ends meanwhile is caught by the writer's second pass."""
+    textfiles = env.root.parent / "textfile_collector"
+    env.configure({"metrics.textfile_dir": str(textfiles)})
+    env.write(env.kubelet_env, "KUBELET_IMAGE_TAG=v1.9.1_coreos.0\n")
+    real_gather = status.gather
+    passes: list[int] = []
+
+    def gather_while_a_step_ends(*args: Any, **kwargs: Any) -> Any:
+        status = real_gather(*args, **kwargs)
+        if not passes:
+            assert run_step(env, "new-kubelet", "kubelet-version") == 0
+        passes.append(1)
+        return status
+
+    monkeypatch.setattr("torcx_tectonic.commands.metrics.gather", gather_while_a_step_ends)
+    metrics.write_current(env.config, env.paths)
+    assert len(passes) == 2
+    samples = _metrics(textfiles / metrics.FILE_NAME)
+    assert samples[("torcx_tectonic_last_run_result", (("flow", "new-kubelet"), ("result", "running")))] == 1
 
 
 # --- retries (attempt) ----------------------------------------------------------------------------------

@@ -2,27 +2,36 @@
 
 Node agents expose their state to Prometheus this way: a ``*.prom`` file in
 the collector's directory, replaced whole (a temporary file renamed over it,
-which the collector ignores: it reads ``*.prom`` only). Written after every
-step, from the status (the two verdicts) and the flows' run records (last
+which the collector ignores: it reads ``*.prom`` only). Written by a unit of
+its own whenever a flow's run record changes (so after every step, and no
+step waits for it), from the status (the two verdicts) and the flows' run records (last
 run's time, result, duration, bytes downloaded, addons installed), so an
 alert can say "the next boot would not run the Docker Kubernetes needs".
 
 The text format of a few gauges is written here rather than by
-prometheus_client, whose import every step would pay for about thirty lines
-of a stable, documented format. The tests read the file back with
+prometheus_client: about thirty lines of a stable, documented format do
+not need a library on the node. The tests read the file back with
 prometheus_client's parser.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from ..edges.atomic import write_atomic
+from .. import config as configuration
+from .. import log as logsetup
+from ..edges.atomic import remove_stale, write_atomic
+from ..errors import TorcxTectonicError
+from ..paths import NodePaths
 from ..state import RESULTS
-from .status import Status
+from .status import Status, gather
 
 FILE_NAME = "torcx_tectonic.prom"
+#: Rewrites in one start at most, while the run records keep changing under it.
+MAX_PASSES = 5
 PREFIX = "torcx_tectonic"
 
 Sample = tuple[Mapping[str, str], float]
@@ -90,3 +99,41 @@ def write(directory: Path, status: Status) -> Path:
     path = directory / FILE_NAME
     write_atomic(path, render(status))
     return path
+
+
+def _runs_changed(paths: NodePaths) -> int | None:
+    """When a run record last changed: each is renamed into the runs
+    directory, which changes the directory's time."""
+    try:
+        return os.stat(paths.runs_dir).st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
+def write_current(config: configuration.Config, paths: NodePaths) -> Path | None:
+    """Write the metrics of the node as it is now; again when a run record
+    changed meanwhile, since the path unit does not start a unit that is
+    still running: the last step of a run would otherwise go unseen."""
+    directory = config.metrics.textfile_dir
+    if directory is None:
+        return None
+    remove_stale(directory)  # what a writer killed mid-write left
+    path = None
+    for _ in range(MAX_PASSES):
+        seen = _runs_changed(paths)
+        path = write(directory, gather(config, paths, check_hashes=False, units=lambda _: {}))
+        if _runs_changed(paths) == seen:
+            break
+    return path
+
+
+def main(paths: NodePaths | None = None) -> int:
+    """``write-metrics``: 0 when written (or not configured), 1 with one journal line otherwise."""
+    logsetup.setup()
+    log = logging.getLogger("torcx-tectonic")
+    try:
+        write_current(configuration.load(), paths or NodePaths())
+    except (OSError, TorcxTectonicError) as err:
+        log.error("metrics not written: %s", err)
+        return 1
+    return 0

@@ -39,8 +39,6 @@ def write_directories(config: Config, paths: NodePaths) -> list[Path]:
     temporary files beside the target)."""
     fixed = [paths.user_store, paths.user_profiles, paths.next_profile.parent, config.kubernetes.kubelet_env.parent,
              paths.docker_reset_marker.parent, paths.runs_dir, paths.state_dir, paths.cache_dir / "manifests"]
-    if config.metrics.textfile_dir is not None:
-        fixed.append(config.metrics.textfile_dir)
     if config.runtime.backend == "sysext":  # the image being downloaded, the link being replaced
         fixed += [paths.extensions_dir, paths.image_store / config.sysext.runtime]
     # the cache's kinds (manifests by board, the sysext backend's checksum list and extension-releases)

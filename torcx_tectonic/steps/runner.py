@@ -188,10 +188,8 @@ def _run_locked(flow: Flow, step: Step, config: configuration.Config | None, con
         reason = record.reboot_reason()
         if reason is None:
             state.step_succeeded(step.name, ends_run=flow.ends_run(step))
-            update_metrics(config, paths)
             return 0
         state.rebooting(step.name, reason)
-        update_metrics(config, paths)
         log.warning("rebooting for: %s", reason)
         # The reboot stops this unit at once. Its SIGTERM must not end the step
         # as a failure ('signal'), even in the last moments of the interpreter
@@ -203,7 +201,6 @@ def _run_locked(flow: Flow, step: Step, config: configuration.Config | None, con
         log.error("%s/%s failed: %s", flow.name, step.name, err)
         _record_failure(state, step, str(err), ends_run)
         if os.environ.get("SYSTEMD_LOG_LEVEL", "").lower() == "debug":
-            update_metrics(config, paths)
             raise
     except OSError as err:  # the node refused: a full disk, a read-only file system, permissions
         log.error("%s/%s failed: %s", flow.name, step.name, err)
@@ -215,7 +212,6 @@ def _run_locked(flow: Flow, step: Step, config: configuration.Config | None, con
     except Exception as err:
         log.exception("%s/%s failed with an internal error (a bug in torcx-tectonic)", flow.name, step.name)
         _record_failure(state, step, f"internal error: {err!r}", ends_run)
-    update_metrics(config, paths)
     return 1
 
 
@@ -278,20 +274,3 @@ def _record_failure(state: FlowState, step: Step, message: str, ends_run: bool) 
         state.step_failed(step.name, message, ends_run=ends_run)
     except (OSError, TorcxTectonicError) as err:
         log.error("cannot record the failure of %s/%s: %s", state.flow, step.name, err)
-
-
-def update_metrics(config: configuration.Config | None, paths: NodePaths) -> None:
-    """Rewrite the metrics textfile after every step; never fails the step
-    (metrics are a view). After every step, not only when a run ends: the
-    verdicts change with the step that puts the runtime in place, and the
-    new-OS flow's run ends only after the operator's label, which may be an
-    hour later (an alert on the next-boot verdict would fire meanwhile)."""
-    directory = config.metrics.textfile_dir if config is not None else None
-    if config is None or directory is None:
-        return
-    try:
-        from ..commands import metrics, status
-
-        metrics.write(directory, status.gather(config, paths, check_hashes=False, units=lambda _: {}))
-    except Exception as err:  # a view must not fail the work it shows
-        log.warning("metrics not written to %s: %s", directory, err)
