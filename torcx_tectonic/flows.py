@@ -30,6 +30,8 @@ from .paths import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .config import Config
 
 BOOTSTRAP = "bootstrap"
@@ -201,31 +203,75 @@ class Flow:
         return step in self.followers
 
 
+class StepRow:
+    """The fixed part of a backend's step; each flow completes it with its
+    conditions, its timeout policy and what follows it."""
+
+    __slots__ = ("capabilities", "description", "entry", "images", "name", "writes")
+
+    def __init__(self, name: str, description: str, entry: str, *, writes: tuple[str, ...] = (),
+                 capabilities: tuple[str, ...] = (), images: bool = False) -> None:
+        self.name = name
+        self.description = description
+        self.entry = entry
+        self.writes = writes
+        self.capabilities = capabilities
+        self.images = images
+
+    def step(self, *, suffix: str = "", **flow_part: Any) -> Step:
+        return Step(self.name, self.description + suffix, self.entry, writes=self.writes,
+                    capabilities=self.capabilities, images=self.images, **flow_part)
+
+
+class RuntimeBackend:
+    """What a runtime backend brings to the flows: the step that chooses the
+    runtime version, the one that puts it in place for the OS versions, its
+    GC, and the record of its install step (what the bootstrap's finish reads)."""
+
+    __slots__ = ("choose", "gc", "install", "installs", "name")
+
+    def __init__(self, name: str, *, choose: StepRow, install: StepRow, gc: StepRow, installs: str) -> None:
+        self.name = name
+        self.choose = choose
+        self.install = install
+        self.gc = gc
+        self.installs = installs
+
+
+#: The runtime backends by the name ``[runtime] backend`` gives.
+RUNTIME_BACKENDS = {backend.name: backend for backend in (
+    RuntimeBackend(
+        "torcx",
+        choose=StepRow("docker-version", "Compute the Docker version", "docker-version", writes=MANIFEST_CACHE),
+        install=StepRow("addons", "Fetch the Docker torcx addons and select them", "install-addons", writes=TORCX),
+        gc=StepRow("gc", "Remove versioned torcx stores older than the running OS", "gc-stores",
+                   writes=(dirname(USER_STORE),)),
+        installs="addons"),
+    RuntimeBackend(
+        "sysext",
+        choose=StepRow("runtime-version", "Choose the runtime image", "extension-version", writes=MANIFEST_CACHE),
+        install=StepRow("extension", "Fetch the runtime image, check it fits the OS versions, link it",
+                        "install-extension", writes=EXTENSIONS, capabilities=MANAGE_UNITS, images=True),
+        gc=StepRow("gc", "Remove runtime images beyond the ones kept", "gc-extensions", writes=EXTENSIONS),
+        installs="extension"),
+)}
+
+
+def runtime_backend(config: Config) -> RuntimeBackend:
+    return RUNTIME_BACKENDS[config.runtime.backend]
+
+
 def runtime_steps(config: Config, *, next_os: bool, conditions: tuple[str, ...] = (),
                   followed_by: str | None = None) -> list[Step]:
     """The two steps that choose the runtime version and put it in place,
-    for the configured backend: torcx addons, or a system extension image."""
-    if config.runtime.backend == "sysext":
-        return [
-            Step("runtime-version", "Choose the runtime image" + (" for the next OS" if next_os else ""),
-                 "extension-version", network=True, timeout=RETRIED, retry=True, conditions=conditions,
-                 writes=MANIFEST_CACHE),
-            Step("extension", "Fetch the runtime image, check it fits the OS versions, link it", "install-extension",
-                 network=True, timeout=RETRIED, retry=True, conditions=conditions, writes=EXTENSIONS,
-                 capabilities=MANAGE_UNITS, images=True, followed_by=followed_by),
-        ]
+    for the configured backend."""
+    backend = runtime_backend(config)
     return [
-        Step("docker-version", "Compute the Docker version" + (" for the next OS" if next_os else ""),
-             "docker-version", network=True, timeout=RETRIED, retry=True, conditions=conditions,
-             writes=MANIFEST_CACHE),
-        Step("addons", "Fetch the Docker torcx addons and select them", "install-addons", network=True,
-             timeout=RETRIED, retry=True, conditions=conditions, writes=TORCX, followed_by=followed_by),
+        backend.choose.step(suffix=" for the next OS" if next_os else "", network=True, timeout=RETRIED, retry=True,
+                            conditions=conditions),
+        backend.install.step(network=True, timeout=RETRIED, retry=True, conditions=conditions,
+                             followed_by=followed_by),
     ]
-
-
-def installs(config: Config) -> str:
-    """The record of the step that puts the runtime in place (what the finish reads)."""
-    return "extension" if config.runtime.backend == "sysext" else "addons"
 
 
 def bootstrap_flow(config: Config) -> Flow:
@@ -249,7 +295,7 @@ def bootstrap_flow(config: Config) -> Flow:
         Step("kubelet-env", "Set the kubelet version", "kubelet-env", bus=True, capabilities=MANAGE_UNITS,
              conditions=pending, writes=(escape(dirname(kubelet_env)),)),
         Step("finish", "Enable the kubelet and reboot when needed", "finish-bootstrap", bus=True,
-             params={"installs": None if boot.skip_torcx else installs(config)},
+             params={"installs": None if boot.skip_torcx else runtime_backend(config).installs},
              capabilities=MANAGE_UNITS, conditions=(f"ConditionPathIsDirectory={flow_state_dir(BOOTSTRAP)}",)),
     ]
     return Flow(BOOTSTRAP, "Bootstrap torcx and the kubelet", tuple(steps), target=True, before_target=True,
@@ -258,19 +304,15 @@ def bootstrap_flow(config: Config) -> Flow:
 
 def new_os_flow(config: Config) -> Flow:
     marker = (f"ConditionPathExists={UPDATE_ENGINE_MARKER}",)
-    if config.runtime.backend == "sysext":
-        gc = Step("gc", "Remove runtime images beyond the ones kept", "gc-extensions", conditions=marker,
-                  writes=EXTENSIONS)
-    else:
-        gc = Step("gc", "Remove versioned torcx stores older than the running OS", "gc-stores", conditions=marker,
-                  writes=(dirname(USER_STORE),))
+    gc = runtime_backend(config).gc.step(conditions=marker)
     return Flow(NEW_OS, "Prepare the runtime for the next OS", (
         Step("os-version", "Determine the next OS version", "next-os", bus=True, timeout=REQUESTS),
         Step("kubelet-version", "Read the kubelet version", "kubelet-version", params={"source": "kubelet-env"}),
         *runtime_steps(config, next_os=True),
         gc,
         Step("annotate", "Tell the update operator this node may reboot", "annotate-node", network=True,
-             timeout=LABEL_WAIT, retry=True, locked=False, conditions=marker, params={"after": installs(config)}),
+             timeout=LABEL_WAIT, retry=True, locked=False, conditions=marker,
+             params={"after": runtime_backend(config).installs}),
     ), target=True, trigger=PathTrigger(
         "Prepare the runtime when an OS update waits for a reboot", "PathExists", UPDATE_ENGINE_MARKER,
         "torcx-new-os.target", conditions=_bootstrapped(config)))

@@ -132,6 +132,23 @@ class RuntimeChoice(Record):
     reason: str | None = None
 
 
+class RuntimeInstalled(Record):
+    """What a backend's install step records: the runtime version now in
+    place for the next boot, and the one before it."""
+
+    runtime: str
+    version: str | None
+    previous: str | None
+    runtime_changed: bool
+
+    def change(self) -> str | None:
+        """The runtime change the next boot brings, in words (None: none)."""
+        if not self.runtime_changed:
+            return None
+        before = self.previous if self.previous is not None else "the OS's own"
+        return f"{self.runtime} changes from {before} to {self.version}"
+
+
 @nested
 @dataclass(frozen=True)
 class AddonPlacement:
@@ -147,7 +164,7 @@ class AddonPlacement:
 
 @record("addons")
 @dataclass(frozen=True)
-class AddonsInstalled(Record):
+class AddonsInstalled(RuntimeInstalled):
     runtime: str
     version: str | None
     placements: tuple[AddonPlacement, ...] = ()
@@ -164,7 +181,7 @@ class AddonsInstalled(Record):
 
 @record("extension")
 @dataclass(frozen=True)
-class ExtensionInstalled(Record):
+class ExtensionInstalled(RuntimeInstalled):
     """The runtime image now linked for systemd-sysext, and how it fits the OS versions."""
 
     runtime: str

@@ -717,3 +717,11 @@ def test_a_configured_proxy_reaches_the_network_steps_only() -> None:
         assert environment == ([
             "HTTPS_PROXY=http://proxy.example.com:3128 HTTP_PROXY=http://proxy.example.com:3128",
             "NO_PROXY=10.3.0.1,.local"] if step.network else []), flow.unit(step)
+
+
+def test_every_configurable_backend_is_a_row_of_the_flow_table() -> None:
+    """The configuration accepts exactly the backends the flow table declares."""
+    assert set(config.BACKENDS) == set(flows.RUNTIME_BACKENDS)
+    for name, backend in flows.RUNTIME_BACKENDS.items():
+        assert backend.name == name
+        assert {backend.choose.entry, backend.install.entry, backend.gc.entry} <= set(flows.ENTRY_POINTS)

@@ -19,7 +19,15 @@ from ..edges.atomic import write_if_changed
 from ..errors import InputError
 from ..flows import path_units
 from ..node import kubeletenv, systemd
-from ..state import RECORDS, RUNNING, BootstrapFinished, KubeletEnvWritten, KubernetesVersion, OsVersions, Record
+from ..state import (
+    RECORDS,
+    RUNNING,
+    BootstrapFinished,
+    KubeletEnvWritten,
+    KubernetesVersion,
+    OsVersions,
+    RuntimeInstalled,
+)
 from .context import Context
 
 log = logging.getLogger(__name__)
@@ -40,17 +48,12 @@ def write_kubelet_env(ctx: Context) -> KubeletEnvWritten:
     return KubeletEnvWritten(path=str(kube.kubelet_env), written=written, kube_version=version)
 
 
-def reboot_reasons(os_versions: OsVersions, installed: Record | None) -> tuple[str, ...]:
+def reboot_reasons(os_versions: OsVersions, installed: RuntimeInstalled | None) -> tuple[str, ...]:
     """Why the node must reboot before the kubelet runs: a new OS waits, or
-    the selected runtime changed (the torcx addon or the system extension)."""
-    reasons = []
-    if os_versions.next:
-        reasons.append(f"OS {os_versions.next} is installed")
-    if installed is not None and getattr(installed, "runtime_changed", False):
-        runtime, previous, version = (getattr(installed, k) for k in ("runtime", "previous", "version"))
-        before = previous if previous is not None else "the OS's own"
-        reasons.append(f"{runtime} changes from {before} to {version}")
-    return tuple(reasons)
+    the runtime the backend put in place changed."""
+    change = installed.change() if installed is not None else None
+    return tuple(reason for reason in (f"OS {os_versions.next} is installed" if os_versions.next else None, change)
+                 if reason is not None)
 
 
 def finish(ctx: Context, *, installs: str | None) -> BootstrapFinished:
@@ -65,6 +68,8 @@ def finish(ctx: Context, *, installs: str | None) -> BootstrapFinished:
     if not kubelet_env.exists():
         raise InputError(f"{kubelet_env}: missing; the kubelet-env step writes it before the bootstrap finishes")
     installed = None if installs is None else ctx.state.load(RECORDS[installs])
+    if installed is not None and not isinstance(installed, RuntimeInstalled):
+        raise TypeError(f"the record {installs!r} the finish reads is no backend's install record")
     reasons = reboot_reasons(ctx.state.load(OsVersions), installed)
     enabled = systemd.enable(KUBELET_UNIT)
     reboot = bool(reasons) and ctx.config.bootstrap.reboot
