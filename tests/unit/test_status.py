@@ -17,6 +17,8 @@ from torcx_tectonic.commands import metrics, status
 from torcx_tectonic.config import Config
 from torcx_tectonic.paths import NodePaths
 from torcx_tectonic.state import FlowState, ManifestCache, OsVersions, RuntimeChoice
+from torcx_tectonic.torcx import backend as torcx_backend
+from torcx_tectonic.verdict import Verdict
 
 from .helpers import make_config, sha512
 
@@ -25,14 +27,14 @@ ADDON = b"docker 17.03 addon bytes"
 MAPPINGS = 'kind: VersionManifestV1\nversions:\n  k8s:\n    "1.8":\n      docker: ["17.03", "1.12"]\n'
 
 
-def verdict(**changes: Any) -> status.Verdict:
+def verdict(**changes: Any) -> Verdict:
     facts: dict[str, Any] = {
         "os_version": CURRENT, "runtime": "docker", "kube_version": "v1.8.4+coreos.0", "wanted": ("17.03", "1.12"),
         "mapping_source": "ConfigMap x", "profile_name": "tectonic", "reference": "17.03", "profile_problem": None,
-        "location": f"/var/lib/torcx/store/{CURRENT}/docker:17.03.torcx.tgz", "hash_state": status.VERIFIED,
+        "location": f"/var/lib/torcx/store/{CURRENT}/docker:17.03.torcx.tgz", "hash_state": torcx_backend.VERIFIED,
         "searched": ("/usr/share/torcx/store", f"/var/lib/torcx/store/{CURRENT}")}
     facts.update(changes)
-    return status.verdict(**facts)
+    return torcx_backend.verdict(**facts)
 
 
 # --- the pure verdict -------------------------------------------------------------------------------
@@ -50,7 +52,7 @@ def test_the_wanted_docker_in_the_right_store_is_ok() -> None:
     ({"reference": None}, "profile tectonic selects no docker image"),
     ({"location": None}, "profile tectonic selects docker:17.03, which is in none of the stores OS 1632.3.0 reads "
                          "(/usr/share/torcx/store, /var/lib/torcx/store/1632.3.0)"),
-    ({"hash_state": status.MISMATCH}, "does not have the sha512 the manifest for OS 1632.3.0 lists"),
+    ({"hash_state": torcx_backend.MISMATCH}, "does not have the sha512 the manifest for OS 1632.3.0 lists"),
     ({"kube_version": None}, "but no Kubernetes version is known"),
     ({"wanted": ()}, "which docker versions Kubernetes v1.8.4+coreos.0 accepts is not known (ConfigMap x)"),
     ({"reference": "1.10"}, "selects docker:1.10, which Kubernetes v1.8.4+coreos.0 does not accept (it accepts "
@@ -135,8 +137,8 @@ def test_a_healthy_node_without_an_update_is_ok_for_both(disk: Disk) -> None:
     assert found.wanted == ("17.03", "1.12")
     assert "verified" in found.current.reason
     assert found.next.notes == (f"no OS update pending: the next boot runs OS {CURRENT} again",)
-    addons = [a for s in found.stores for a in s.addons]
-    assert [(a.name, a.reference) for a in addons] == [("docker", "17.03")]
+    addons = [a for s in found.view.document["stores"] for a in s["addons"]]
+    assert [(a["name"], a["reference"]) for a in addons] == [("docker", "17.03")]
     assert found.path_units == {"torcx-new-os.path": "active", "torcx-new-kubelet.path": "active"}
 
 

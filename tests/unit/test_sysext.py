@@ -5,6 +5,7 @@ under a temporary root with a local HTTP server for the images."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -31,6 +32,7 @@ from torcx_tectonic.steps.dockerreset import reset_step
 from torcx_tectonic.steps.extension import choose_image, collect_images, install_extension
 from torcx_tectonic.strategy import NoRuntimeVersion
 from torcx_tectonic.sysext import images as sysext
+from torcx_tectonic.sysext.backend import SysextBackend, sysext_verdict
 
 from .helpers import RoutedServer
 from .stepenv import StepEnv
@@ -321,6 +323,7 @@ def test_the_docker_reset_of_a_sysext_node_waits_for_the_image_it_expects_to_be_
     link = env.paths.extensions_dir / "docker.raw"
     link.parent.mkdir(parents=True)
     link.symlink_to("/opt/extensions/docker/docker-20.10.24-x86-64.raw")
+    env.write(env.root / "usr/lib/extension-release.d/extension-release.docker", "ID=flatcar\n")  # merged at boot
     kept = reset_step(env.context("docker-reset", "data"))
     assert (kept.booted, kept.removed) == ("20.10.24", ())
     assert (env.paths.docker_data / "containers" / "c1").is_file() and env.paths.docker_reset_marker.is_file()
@@ -421,8 +424,6 @@ def test_the_sysext_record_is_what_the_finish_reads(env: StepEnv) -> None:
     ({"kube_version": None}, False, "no Kubernetes version is known"),
 ], ids=["ok", "no-link", "foreign-name", "misfit", "not-accepted", "no-kubernetes"])
 def test_the_sysext_verdicts(changes: dict[str, object], ok: bool, reason: str) -> None:
-    from torcx_tectonic.commands.status import sysext_verdict
-
     facts: dict[str, object] = {"os_version": CURRENT, "runtime": "docker", "image": "docker-24.0.9-x86-64.raw",
                                 "version": "24.0.9", "link": "/etc/extensions/docker.raw", "misfit": None,
                                 "kube_version": KUBE, "wanted": ("24.0.9",), "mapping_source": "m"}
@@ -448,6 +449,32 @@ def test_the_status_of_a_sysext_node_says_what_each_os_merges(env: StepEnv, buck
     assert (found.current.ok, found.current.runtime_version) == (True, "24.0.9")
     assert (found.next.ok, found.next_os) == (False, NEXT)
     assert f"OS {NEXT} would not merge docker-24.0.9-x86-64.raw" in found.next.reason
-    assert [(a.reference, a.path) for s in found.stores for a in s.addons] == [
-        ("24.0.9", "/opt/extensions/docker/docker-24.0.9-x86-64.raw")]
+    assert [(i["version"], i["path"], i["linked"]) for i in found.view.document["images"]["images"]] == [
+        ("24.0.9", "/opt/extensions/docker/docker-24.0.9-x86-64.raw", True)]
     assert image.is_file() and state.current().result == "running"
+    assert (found.booted, found.view.booted_source) == (
+        None, "no docker extension is merged in this boot (Flatcar's own docker, or none)")
+
+    env.write(env.root / "usr/lib/extension-release.d/extension-release.docker", "ID=flatcar\n")  # merged at boot
+    found = status.gather(env.config, env.paths, units=lambda units: {})
+    assert (found.booted, found.view.booted_source) == (
+        "24.0.9", "merged by systemd-sysext in this boot (/etc/extensions/docker.raw)")
+
+
+def test_a_sysext_node_runs_the_image_linked_at_boot_until_it_merges_another(env: StepEnv) -> None:
+    """A step of this boot that moved the link changed what the next boot
+    merges, not what runs: the image linked before it runs, unless the step
+    merged the new one at once (activate = refresh)."""
+    env.configure({"runtime.backend": "sysext"})
+    env.write(env.root / "usr/lib/extension-release.d/extension-release.docker", "ID=flatcar\n")
+    env.paths.extensions_dir.mkdir(parents=True)
+    os.symlink("/opt/extensions/docker/docker-24.0.9-x86-64.raw", env.paths.extensions_dir / "docker.raw")
+    moved = ExtensionInstalled(runtime="docker", version="24.0.9",
+                               image="/opt/extensions/docker/docker-24.0.9-x86-64.raw",
+                               link="/etc/extensions/docker.raw", action="downloaded", previous="20.10.24",
+                               runtime_changed=True, activated="at the next boot")
+    env.begin("new-kubelet", moved)
+    backend = SysextBackend(env.config)
+    assert backend.booted(env.paths) == "20.10.24"
+    env.begin("new-kubelet", dataclasses.replace(moved, activated="now"))
+    assert backend.booted(env.paths) == "24.0.9"

@@ -15,7 +15,6 @@ mirrored, 2 on a usage error.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -31,8 +30,9 @@ from ..edges.inputfile import BOARD, KUBE_VERSION, OS_VERSION, Grammar, read_tex
 from ..errors import ConfigError, InputError, TorcxTectonicError
 from ..paths import NodePaths
 from ..state import encode
+from ..verdict import Verdict
 from . import mirror
-from .status import KIND, FlowStatus, Status, Verdict, gather
+from .status import KIND, FlowStatus, Status, gather
 
 USAGE = 2
 
@@ -83,22 +83,11 @@ def render_text(status: Status) -> str:
             f"  version:        {status.kube_version or '?'} ({status.kube_source})",
             f"{status.runtime}",
             f"  accepted:       {', '.join(status.wanted) or '?'} ({status.mapping_source})",
-            f"  running now:    {status.booted or 'unknown (torcx left no /run/metadata/torcx)'}",
+            f"  running now:    {status.booted or '-'} ({status.view.booted_source})",
             f"  reset pending:  {status.reset_pending or 'no'}",
-            f"  backend:        {status.backend}",
-            "profiles",
-            f"  next:           {status.next_profile} ({status.next_profile_source})"]
-    for kind in ("user", "vendor"):
-        for name, images in sorted(status.profiles.get(kind, {}).items()):
-            out.append(f"  {kind + ' ' + name + ':':15} {', '.join(images) or '(no images)'}")
-    out.append("stores")
-    for item in status.stores:
-        label = f"{item.kind}{' ' + item.os if item.os else ''}"
-        if not item.addons:
-            out.append(f"  {label + ':':15} {item.path} (no addons)")
-        for addon in item.addons:
-            state = f", {addon.hash}" if addon.hash else ""
-            out.append(f"  {label + ':':15} {addon.name}:{addon.reference} ({addon.size} bytes{state}) {addon.path}")
+            f"  backend:        {status.backend}"]
+    for title, lines in status.view.sections:
+        out += [title, *lines]
     out.append("flows (last run)")
     out += [f"  {flow.flow + ':':15} {_flow_line(flow)}" for flow in status.flows]
     out.append("path units (follow OS updates and kubelet.env changes)")
@@ -125,9 +114,7 @@ def document(status: Status) -> dict[str, Any]:
                     "mapping_source": status.mapping_source, "booted": status.booted,
                     "reset_pending": status.reset_pending},
         "verdict": {"current": verdict(status.current), "next": verdict(status.next)},
-        "profiles": {"next": status.next_profile, "next_source": status.next_profile_source,
-                     **{kind: {k: list(v) for k, v in found.items()} for kind, found in status.profiles.items()}},
-        "stores": [dataclasses.asdict(item) for item in status.stores],
+        **status.view.document,
         "flows": {flow.flow: {"this_boot": flow.this_boot, "interrupted": flow.interrupted,
                               "last_run": encode(flow.run) if flow.run else None} for flow in status.flows},
         "path_units": status.path_units,

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import os
+from functools import partial
 from pathlib import Path
 
+from ..backend import backend_for
 from ..config import Config
 from ..edges.atomic import remove_stale
 from ..node import dockerdata
 from ..paths import NodePaths
-from ..torcx import store
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +37,14 @@ def _subdirectories(directory: Path) -> list[Path]:
 
 def write_directories(config: Config, paths: NodePaths) -> list[Path]:
     """Every directory torcx-tectonic writes files into (atomically, through
-    temporary files beside the target)."""
-    fixed = [paths.user_store, paths.user_profiles, paths.next_profile.parent, config.kubernetes.kubelet_env.parent,
-             paths.docker_reset_marker.parent, paths.runs_dir, paths.state_dir, paths.cache_dir / "manifests"]
-    if config.runtime.backend == "sysext":  # the image being downloaded, the link being replaced
-        fixed += [paths.extensions_dir, paths.image_store / config.sysext.runtime]
+    temporary files beside them): the backend's, kubelet.env's, the state's
+    and the cache's."""
+    fixed = [*backend_for(config).written_directories(paths), config.kubernetes.kubelet_env.parent,
+             paths.docker_reset_marker.parent, paths.runs_dir, paths.state_dir]
     # the cache's kinds (manifests by board, the sysext backend's checksum list and extension-releases)
     cached = _subdirectories(paths.cache_dir)
-    nested = [*_subdirectories(paths.user_store), *_subdirectories(paths.state_dir), *cached,
-              *(board for kind in cached for board in _subdirectories(kind))]
+    boards = (board for kind in cached for board in _subdirectories(kind))
+    nested = [*_subdirectories(paths.state_dir), *cached, *boards]
     return list(dict.fromkeys([*fixed, *nested]))
 
 
@@ -66,10 +66,10 @@ def leftovers(config: Config, paths: NodePaths) -> list[Path]:
     stores an interrupted GC moved aside, the data an interrupted Docker reset
     moved aside. Returns what was removed."""
     removed = sweep(config, paths)
-    for what, remove, where in (("GC", store.remove_trash, paths.user_store),
-                                ("Docker reset", dockerdata.remove_moved_aside, paths.docker_data)):
+    for what, remove in (("step", partial(backend_for(config).leftovers, paths)),
+                         ("Docker reset", partial(dockerdata.remove_moved_aside, paths.docker_data))):
         try:
-            removed += remove(where)
+            removed += remove()
         except OSError as err:  # read-only for this step
-            log.debug("not removing what an interrupted %s left beside %s: %s", what, where, err)
+            log.debug("not removing what an interrupted %s left: %s", what, err)
     return removed

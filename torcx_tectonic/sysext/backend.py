@@ -1,0 +1,178 @@
+"""The sysext backend: what systemd-sysext merges, now and at the next
+boot, and the verdict for each OS version.
+
+The runtime image is the one ``/etc/extensions/<runtime>.raw`` links to;
+the running OS merged it at boot unless a step of this boot changed the
+link since (this boot's install records say which image was linked
+before), and the next OS merges it if its extension-release fits the next
+OS's release as systemd-sysext decides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config
+from ..edges.inputfile import decode_text
+from ..errors import TorcxTectonicError
+from ..flows import all_flows
+from ..paths import NodePaths
+from ..state import ExtensionInstalled, FlowState
+from ..verdict import Facts, RuntimeView, Verdict
+from . import images as sysext
+
+NOW = "now"
+
+
+@dataclass(frozen=True)
+class Image:
+    """A runtime image in the store, and whether the link names it."""
+
+    name: str
+    version: str | None
+    path: str
+    size: int
+    linked: bool
+
+
+def sysext_verdict(*, os_version: str | None, runtime: str, image: str | None, version: str | None, link: str,
+                   misfit: str | None, kube_version: str | None, wanted: Sequence[str],
+                   mapping_source: str) -> Verdict:
+    """Whether ``os_version`` merges a runtime image the Kubernetes version accepts."""
+    if os_version is None:
+        return Verdict(None, False, None, "the OS version is not known")
+    if image is None:
+        return Verdict(os_version, False, None, f"{link} links no runtime image: OS {os_version} runs Flatcar's own "
+                       f"{runtime}, which torcx-tectonic did not choose")
+    if version is None:
+        return Verdict(os_version, False, None, f"{link} links {image}, which is not a {runtime} image by name "
+                       f"(expected {runtime}-VERSION-ARCH.raw)")
+    if misfit is not None:
+        return Verdict(os_version, False, version, f"OS {os_version} would not merge {image}: {misfit}")
+    if kube_version is None:
+        return Verdict(os_version, False, version, f"{image}, but no Kubernetes version is known")
+    if version not in wanted:
+        return Verdict(os_version, False, version, f"{link} links {image}, which Kubernetes {kube_version} does not "
+                       f"accept (it accepts {', '.join(wanted) or 'nothing known'}, from {mapping_source})")
+    return Verdict(os_version, True, version, f"{runtime} {version} from {image} (linked by {link}); Kubernetes "
+                   f"{kube_version} accepts {', '.join(wanted)} ({mapping_source})")
+
+
+class SysextBackend:
+    """A runtime from a system extension image: the image store and the link
+    that systemd-sysext merges."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.runtime = config.sysext.runtime
+
+    def merged(self, paths: NodePaths) -> bool:
+        """Whether this boot merged an extension of the runtime's name."""
+        return (paths.root / sysext.RELEASE_DIR / f"extension-release.{self.runtime}").exists()
+
+    def changes_this_boot(self, paths: NodePaths) -> list[ExtensionInstalled]:
+        """This boot's install records that changed the link, oldest first."""
+        found = []
+        for flow in all_flows(self.config):
+            state = FlowState(paths, flow.name)
+            try:
+                started, installed = state.current().started, state.load(ExtensionInstalled)
+            except TorcxTectonicError:
+                continue
+            if installed.runtime_changed:
+                found.append((started, installed))
+        return [installed for _, installed in sorted(found, key=lambda pair: pair[0])]
+
+    def booted(self, paths: NodePaths) -> str | None:
+        """The runtime version systemd-sysext merged: the image linked at boot
+        (before this boot's first change of the link), or the one a step
+        merged since (``activate = refresh``). None: no image of the runtime's
+        name is merged (Flatcar's own runs, or none)."""
+        if not self.merged(paths):
+            return None
+        changes = self.changes_this_boot(paths)
+        merged = changes[0].previous if changes else sysext.linked_version(paths.extension_link(self.runtime),
+                                                                           self.runtime)
+        for change in changes:
+            if change.activated == NOW:
+                merged = change.version
+        return merged
+
+    def written_directories(self, paths: NodePaths) -> list[Path]:
+        """Where the steps write: the link being replaced, the image being downloaded."""
+        return [paths.extensions_dir, paths.image_store / self.runtime]
+
+    def leftovers(self, paths: NodePaths) -> list[Path]:
+        """Nothing beyond temporary files: the GC removes images in place."""
+        return []
+
+    def view(self, paths: NodePaths, facts: Facts, *, check_hashes: bool = True) -> RuntimeView:
+        """The verdicts of the running and the next OS, and the image store."""
+        runtime = self.runtime
+        link = paths.extension_link(runtime)
+        arch = sysext.ARCH_BY_BOARD.get(facts.board or "", "")
+        image = sysext.linked_image(link)
+        version = sysext.version_of(image, runtime, arch) if image else None
+        problems: list[str] = []
+        release = None
+        if image:
+            try:
+                text = decode_text(sysext.verified_cache(paths.cache_dir).read(f"{image}.release",
+                                                                              "extension-release"),
+                                   image, "an extension-release")
+                release = sysext.release_from_text(text, image)
+            except TorcxTectonicError as err:
+                problems.append(f"{err}: the image's fit is not checked")
+        host = None
+        try:
+            host = sysext.release_from_text(paths.os_release.read_text(), str(paths.os_release))
+        except (OSError, UnicodeDecodeError, TorcxTectonicError) as err:
+            problems.append(str(err))
+
+        def verdict_of(os_version: str | None, release_of: sysext.Release | None) -> Verdict:
+            misfit = sysext.misfit(release, release_of, arch) if release is not None and release_of is not None \
+                else None
+            return sysext_verdict(os_version=os_version, runtime=runtime, image=image, version=version,
+                                  link=paths.on_node(link), misfit=misfit, kube_version=facts.kube_version,
+                                  wanted=facts.wanted, mapping_source=facts.mapping_source)
+
+        merged = self.merged(paths)
+        booted = self.booted(paths)
+        current = dataclasses.replace(verdict_of(facts.current_os, host), notes=(
+            f"a {runtime} extension is merged now" if merged else f"no {runtime} extension is merged in this boot",))
+        if facts.reset_pending is not None:
+            current = dataclasses.replace(current, notes=(
+                *current.notes, f"{runtime} changes at the next boot ({facts.reset_pending}): {paths.docker_data} "
+                "is emptied before it starts"))
+        upcoming = None
+        if facts.next_os is not None and host is not None:
+            upcoming = dataclasses.replace(verdict_of(facts.next_os, sysext.next_release(host, facts.next_os)), notes=(
+                "the next OS's ID and SYSEXT_LEVEL are taken from the running OS; its version from update_engine",))
+        store = paths.image_store / runtime
+        images = tuple(Image(p.name, sysext.version_of(p.name, runtime, arch), paths.on_node(p), p.stat().st_size,
+                             p.name == image)
+                       for p in sorted(store.glob("*.raw")) if p.is_file()) if store.is_dir() else ()
+        if not merged:
+            booted_source = f"no {runtime} extension is merged in this boot (Flatcar's own {runtime}, or none)"
+        elif booted is None:
+            booted_source = f"a {runtime} extension is merged, but not one of the images {paths.on_node(link)} names"
+        else:
+            booted_source = f"merged by systemd-sysext in this boot ({paths.on_node(link)})"
+        return RuntimeView(
+            current=current, next=upcoming, booted=booted, booted_source=booted_source,
+            sections=(("images", _image_lines(paths.on_node(link), paths.on_node(store), images)),),
+            document={"images": {"link": paths.on_node(link), "store": paths.on_node(store),
+                                 "images": [dataclasses.asdict(i) for i in images]}},
+            problems=tuple(problems))
+
+
+def _image_lines(link: str, store: str, images: Sequence[Image]) -> tuple[str, ...]:
+    lines = [f"  {'link:':15} {link}"]
+    if not images:
+        lines.append(f"  {'store:':15} {store} (no images)")
+    for item in images:
+        lines.append(f"  {('linked:' if item.linked else 'kept:'):15} {item.name} ({item.size} bytes) {item.path}")
+    return tuple(lines)
