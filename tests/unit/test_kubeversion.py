@@ -6,7 +6,6 @@ import socket
 
 import pytest
 
-from torcx_tectonic.cluster.view import runtime_mappings
 from torcx_tectonic.errors import ConfigError, InputError
 from torcx_tectonic.state import ApiServerUnreachable, KubeletRechecked, KubernetesVersion, StateError
 from torcx_tectonic.steps.kubeversion import kubernetes_version, recheck
@@ -154,7 +153,7 @@ current-context: x
         listener.listen(8)
         listener.setblocking(False)
         ctx = env.context("bootstrap", "docker-version")
-        mappings = runtime_mappings(ctx.config, ctx.state)
+        mappings = ctx.cluster().runtime_mappings()
         assert mappings.source == str(env.config.kubernetes.runtime_mappings)
         with pytest.raises(BlockingIOError):
             listener.accept()

@@ -5,7 +5,7 @@ A new cluster's api-server may not be up yet while its first nodes
 bootstrap, so the Kubernetes version and the runtime mappings fall back to
 what the installer left on the node (docs/design.md, 'The platform facts it relies on'). A step
 that finds no api-server listening at all (the connection refused, or not
-made in time) records it for its run: the later steps of the same run fall
+made in time) keeps that for its run: the later steps of the same run fall
 back at once instead of paying the retries again. A server that answers,
 even slowly or with errors, gets its configured retries every time.
 
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from ..config import Config, runtime_name
 from ..errors import InputError, NetworkError, UnreachableError
 from ..node import kubeletenv
-from ..state import ApiServerUnreachable, FlowState, StateError
+from ..state import ApiServerUnreachable
 from .mappings import (
     MAPPINGS_CONFIGMAP,
     MAPPINGS_KEY,
@@ -43,69 +43,78 @@ log = logging.getLogger(__name__)
 FALLBACK_CONNECT_RETRIES = 2
 
 
-def client(config: Config, state: FlowState | None = None) -> KubeClient | None:
-    """A client for the api-server, or None when there is no kubeconfig, or
-    (given the run's ``state``) when an earlier step of the run found no
-    api-server; such a client gives up early on a connection it cannot make."""
-    path = config.kubernetes.kubeconfig
-    if not path.exists():
-        log.warning("no kubeconfig at %s: cannot ask the api-server", path)
-        return None
-    if state is not None:
-        fact = state.fact(ApiServerUnreachable)
-        if fact is not None:
-            log.warning("the api-server %s could not be reached earlier in this run (%s, at step %s): not asking "
-                        "it again", fact.server, fact.reason, fact.step)
+class Cluster:
+    """The cluster as one step sees it. Inside a flow's run (``known`` is
+    what its earlier steps learnt), a connection that cannot be made gives
+    up early and is not tried again; ``unreachable`` is then what this step
+    learnt, for the step to keep for the run."""
+
+    def __init__(self, config: Config, *, in_run: bool = False, known: ApiServerUnreachable | None = None,
+                 step: str = "?") -> None:
+        self.config = config
+        self.in_run = in_run
+        self.known = known
+        self.step = step
+        self.unreachable: ApiServerUnreachable | None = None
+
+    def client(self) -> KubeClient | None:
+        """A client for the api-server; None without a kubeconfig, or when
+        this run already found no api-server."""
+        path = self.config.kubernetes.kubeconfig
+        if not path.exists():
+            log.warning("no kubeconfig at %s: cannot ask the api-server", path)
             return None
-    from .kube import KubeClient, load_kubeconfig  # requests: only when the api-server is asked
+        if self.known is not None:
+            log.warning("the api-server %s could not be reached earlier in this run (%s, at step %s): not asking "
+                        "it again", self.known.server, self.known.reason, self.known.step)
+            return None
+        from .kube import KubeClient, load_kubeconfig  # requests: only when the api-server is asked
 
-    connect_retries = FALLBACK_CONNECT_RETRIES if state is not None else None
-    return KubeClient(load_kubeconfig(path), config.network, connect_retries=connect_retries)
+        connect_retries = FALLBACK_CONNECT_RETRIES if self.in_run else None
+        return KubeClient(load_kubeconfig(path), self.config.network, connect_retries=connect_retries)
+
+    def _failed(self, api: KubeClient, err: NetworkError) -> None:
+        """After a failed request: inside a run, when no connection could be
+        made at all, the api-server is not there for this run."""
+        if self.in_run and isinstance(err, UnreachableError):
+            self.unreachable = ApiServerUnreachable(server=api.creds.server, reason=str(err), step=self.step)
+
+    def version(self) -> tuple[str, str]:
+        """The api-server's version and where it came from, else the installer's."""
+        api = self.client()
+        if api is not None:
+            with api:
+                try:
+                    return api.version(), f"api-server {api.creds.server}"
+                except NetworkError as err:
+                    log.warning("%s; using the installer's kubelet version", err)
+                    self._failed(api, err)
+        path = self.config.kubernetes.installer_kubelet_env
+        return kubeletenv.kubelet_version(path), str(path)
+
+    def runtime_mappings(self) -> RuntimeMappings:
+        """The cluster's ConfigMap, falling back to the node-local file."""
+        api = self.client()
+        if api is not None:
+            with api:
+                try:
+                    text = api.configmap_value(MAPPINGS_NAMESPACE, MAPPINGS_CONFIGMAP, MAPPINGS_KEY)
+                except NetworkError as err:
+                    log.warning("%s; using the node-local runtime mappings", err)
+                    self._failed(api, err)
+                else:
+                    if text is not None:
+                        return parse_mappings(text, f"ConfigMap {MAPPINGS_NAMESPACE}/{MAPPINGS_CONFIGMAP}",
+                                              runtime_name(self.config))
+                    log.warning("ConfigMap %s/%s has no %s; using the node-local runtime mappings",
+                                MAPPINGS_NAMESPACE, MAPPINGS_CONFIGMAP, MAPPINGS_KEY)
+        return local_mappings(self.config)
 
 
-def _fell_back(state: FlowState | None, api: KubeClient, err: NetworkError) -> None:
-    """After a failed request: when no connection could be made at all,
-    remember for the run that the api-server is not there (a step run
-    outside a run has nowhere to keep it: it only falls back itself)."""
-    if state is None or not isinstance(err, UnreachableError):
-        return
-    try:
-        state.save(ApiServerUnreachable(server=api.creds.server, reason=str(err), step=state.step or "?"))
-    except (StateError, OSError) as failed:
-        log.warning("cannot keep for the later steps that the api-server is unreachable: %s", failed)
-
-
-def cluster_version(config: Config, state: FlowState | None = None) -> tuple[str, str]:
-    """The api-server's version and where it came from, else the installer's."""
-    api = client(config, state)
-    if api is not None:
-        with api:
-            try:
-                return api.version(), f"api-server {api.creds.server}"
-            except NetworkError as err:
-                log.warning("%s; using the installer's kubelet version", err)
-                _fell_back(state, api, err)
-    path = config.kubernetes.installer_kubelet_env
-    return kubeletenv.kubelet_version(path), str(path)
-
-
-def runtime_mappings(config: Config, state: FlowState | None = None) -> RuntimeMappings:
-    """The cluster's ConfigMap, falling back to the node-local file."""
-    addon = runtime_name(config)
-    api = client(config, state)
-    if api is not None:
-        with api:
-            try:
-                text = api.configmap_value(MAPPINGS_NAMESPACE, MAPPINGS_CONFIGMAP, MAPPINGS_KEY)
-            except NetworkError as err:
-                log.warning("%s; using the node-local runtime mappings", err)
-                _fell_back(state, api, err)
-            else:
-                if text is not None:
-                    return parse_mappings(text, f"ConfigMap {MAPPINGS_NAMESPACE}/{MAPPINGS_CONFIGMAP}", addon)
-                log.warning("ConfigMap %s/%s has no %s; using the node-local runtime mappings",
-                            MAPPINGS_NAMESPACE, MAPPINGS_CONFIGMAP, MAPPINGS_KEY)
-    return local_mappings(config)
+def client(config: Config) -> KubeClient | None:
+    """A client for the api-server for a step that cannot do without it
+    (the annotation): it always asks, with the configured retries."""
+    return Cluster(config).client()
 
 
 def local_mappings(config: Config) -> RuntimeMappings:

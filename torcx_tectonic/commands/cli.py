@@ -25,7 +25,7 @@ from typing import Any
 from .. import __version__
 from .. import config as configuration
 from ..cluster.mappings import load_mappings
-from ..cluster.view import runtime_mappings
+from ..cluster.view import Cluster
 from ..edges.inputfile import BOARD, KUBE_VERSION, OS_VERSION, Grammar, read_text
 from ..errors import ConfigError, InputError, TorcxTectonicError
 from ..paths import NodePaths
@@ -240,7 +240,7 @@ def mirror_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             if mappings is None:
                 raise ConfigError(f"{args.mappings}: missing; expected runtime mappings (--mappings)")
         else:
-            mappings = runtime_mappings(config)
+            mappings = Cluster(config).runtime_mappings()
         sys.stdout.write(f"torcx-tectonic mirror: into {root}\n")
         summary = mirror.run(config, request, mappings, lambda line: print(line, flush=True))
     except TorcxTectonicError as err:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 
-from ..cluster.view import runtime_mappings
 from ..config import Config
 from ..edges.atomic import fsync_dir
 from ..edges.inputfile import decode_text, read_text
@@ -58,7 +57,9 @@ def choose_image(ctx: Context) -> RuntimeChoice:
     digest = sysext.verified_cache(ctx.paths.cache_dir).store(SUMS, raw)
     available = sysext.offered(sums, sx.runtime, arch)
     log.info("%s offers %s images %s for %s", sx.sums_url, sx.runtime, ", ".join(available) or "none", arch)
-    mappings = runtime_mappings(config, ctx.state)
+    cluster = ctx.cluster()
+    mappings = cluster.runtime_mappings()
+    ctx.remember(cluster)
     try:
         preferred = mappings.versions_for(kube, sx.runtime)
     except InputError as err:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 
 from ..cluster.mappings import kube_minor
-from ..cluster.view import cluster_version
 from ..node import kubeletenv, systemd
 from ..state import KubeletRechecked, KubernetesVersion
 from .context import Context
@@ -26,7 +25,9 @@ def kubernetes_version(ctx: Context, *, source: str) -> KubernetesVersion:
     elif source == "kubelet-env":
         version, origin = kubeletenv.kubelet_version(kube.kubelet_env), str(kube.kubelet_env)
     else:
-        version, origin = cluster_version(ctx.config, ctx.state)
+        cluster = ctx.cluster()
+        version, origin = cluster.version()
+        ctx.remember(cluster)
     kube_minor(version)
     log.info("Kubernetes version %s (from %s)", version, origin)
     return KubernetesVersion(version=version, source=origin)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 
 from .. import strategy
-from ..cluster.view import runtime_mappings
 from ..errors import InputError
 from ..state import KubernetesVersion, ManifestCache, OsVersions, RuntimeChoice
 from ..torcx.bucket import Bucket
@@ -40,7 +39,9 @@ def choose_runtime(ctx: Context) -> RuntimeChoice:
             offered[os_version] = fetched.packages.versions_of(addon)
             digests[os_version] = cache.put(os_versions.board, os_version, fetched.raw)
             log.info("manifest for OS %s offers %s %s", os_version, addon, ", ".join(offered[os_version]) or "nothing")
-    mappings = runtime_mappings(config, ctx.state)
+    cluster = ctx.cluster()
+    mappings = cluster.runtime_mappings()
+    ctx.remember(cluster)
     try:
         preferred = mappings.versions_for(kube, addon)
     except InputError as err:
