@@ -29,7 +29,7 @@ from torcx_tectonic.state import (
 )
 from torcx_tectonic.steps.bootstrap import reboot_reasons
 from torcx_tectonic.steps.dockerreset import reset_step
-from torcx_tectonic.steps.extension import choose_image, collect_images, install_extension
+from torcx_tectonic.steps.extension import changed_from, choose_image, collect_images, install_extension
 from torcx_tectonic.strategy import NoRuntimeVersion
 from torcx_tectonic.sysext import images as sysext
 from torcx_tectonic.sysext.backend import SysextBackend, sysext_verdict
@@ -478,3 +478,16 @@ def test_a_sysext_node_runs_the_image_linked_at_boot_until_it_merges_another(env
     assert backend.booted(env.paths) == "20.10.24"
     env.begin("new-kubelet", dataclasses.replace(moved, activated="now"))
     assert backend.booted(env.paths) == "24.0.9"
+
+
+@pytest.mark.parametrize(("linked", "pending", "previous"), [
+    ("20.10.24", None, "20.10.24"),
+    (None, None, None),
+    ("24.0.9", None, "24.0.9"),
+    ("24.0.9", ("20.10.24", "24.0.9"), "20.10.24"),
+    ("24.0.9", ("flatcar", "24.0.9"), None),
+    ("24.0.9", ("20.10.24", "25.0.3"), "24.0.9"),
+], ids=["link", "flatcars-own", "same", "not-booted-yet", "not-booted-yet-from-flatcar", "other-change"])
+def test_the_version_a_sysext_node_changes_from(linked: str | None, pending: tuple[str | None, str] | None,
+                                                previous: str | None) -> None:
+    assert changed_from(linked, "24.0.9", pending) == previous

@@ -12,6 +12,7 @@ before it links one.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from ..config import Config
 from ..edges.atomic import fsync_dir
@@ -28,6 +29,8 @@ from .context import Context
 log = logging.getLogger(__name__)
 
 SUMS = "SHA256SUMS"
+#: The runtime whose data a version change empties.
+DOCKER = "docker"
 #: The reset marker's "from" for Flatcar's own Docker image (it has no version of ours).
 FLATCAR_DOCKER = "flatcar"
 #: Restarting these merges the images anew (Flatcar's way on systemd 252: not `systemd-sysext refresh`).
@@ -91,63 +94,90 @@ def host_releases(ctx: Context, os_versions: OsVersions) -> dict[str, sysext.Rel
 def install_extension(ctx: Context) -> ExtensionInstalled:
     """Store the chosen image (downloaded once, sha256 checked), check that
     the running and the next OS would merge it, then link it for systemd-sysext."""
-    config, sx, paths = ctx.config, ctx.config.sysext, ctx.paths
+    sx, paths = ctx.config.sysext, ctx.paths
     choice = ctx.state.load(RuntimeChoice)
     os_versions = ctx.state.load(OsVersions)
     assert choice.version is not None  # choose_image always picks one
     arch = sysext.arch_of(os_versions.board)
+    image, action, size = _stored_image(ctx, choice.version, choice.manifests.get(SUMS), arch)
+    release = sysext.read_release(image, sx.runtime)
+    fits = _fits(release, host_releases(ctx, os_versions), image.name, arch, paths.extension_link(sx.runtime))
+    sysext.verified_cache(paths.cache_dir).store(f"{image.name}.release", _release_text(release).encode())
+    link = paths.extension_link(sx.runtime)
+    linked = sysext.linked_image(link)
+    previous = changed_from(sysext.version_of(linked, sx.runtime, arch) if linked else None, choice.version,
+                            dockerdata.pending(paths.docker_reset_marker) if sx.runtime == DOCKER else None)
+    changed, activated = _switch(ctx, image, choice.version, previous)
+    log.info("%s links %s%s; merged %s", link, image.name, "" if changed else " (unchanged)", activated)
+    return ExtensionInstalled(runtime=sx.runtime, version=choice.version, image=str(image), link=str(link),
+                              action=action, bytes=size, previous=previous, runtime_changed=previous != choice.version,
+                              fits=fits, activated=activated)
+
+
+def _stored_image(ctx: Context, version: str, sums_digest: str | None, arch: str) -> tuple[Path, str, int]:
+    """The chosen image in the store, with the sum the verified checksum list
+    gives it: found there ("present") or downloaded now, and its size then."""
+    sx, paths = ctx.config.sysext, ctx.paths
     cache = sysext.verified_cache(paths.cache_dir)
-    sums = sysext.parse_sums(decode_text(cache.read(SUMS, "checksum list", choice.manifests.get(SUMS)),
-                                         str(cache.file(SUMS)), "a SHA256SUMS list"), str(cache.file(SUMS)))
-    name = sysext.image_name(sx.runtime, choice.version, arch)
+    sums = sysext.parse_sums(decode_text(cache.read(SUMS, "checksum list", sums_digest), str(cache.file(SUMS)),
+                                         "a SHA256SUMS list"), str(cache.file(SUMS)))
+    name = sysext.image_name(sx.runtime, version, arch)
     if name not in sums:
         raise InputError(f"{cache.file(SUMS)}: no sum of {name}, which the runtime step chose from it")
     store = paths.image_store / sx.runtime
     image = store / name
-    action, size = "present", 0
-    if not (image.is_file() and file_digest(image, "sha256") == sums[name]):
-        url = sysext.fill(_images_url(config), sx.runtime, choice.version, arch)
-        log.info("downloading %s from %s", name, url)
-        with Bucket(config) as bucket:
-            sysext.store_image(store, name, sums[name], bucket.download(url, name), url)
-        action, size = "downloaded", image.stat().st_size
-    release = sysext.read_release(image, sx.runtime)
+    if image.is_file() and file_digest(image, "sha256") == sums[name]:
+        return image, "present", 0
+    url = sysext.fill(_images_url(ctx.config), sx.runtime, version, arch)
+    log.info("downloading %s from %s", name, url)
+    with Bucket(ctx.config) as bucket:
+        sysext.store_image(store, name, sums[name], bucket.download(url, name), url)
+    return image, "downloaded", image.stat().st_size
+
+
+def _fits(release: sysext.Release, hosts: dict[str, sysext.Release], name: str, arch: str, link: Path) -> dict[
+        str, str]:
+    """Why each OS version's systemd-sysext merges the image; an OS that
+    would not merge it refuses the image, naming the field."""
     fits = {}
-    for os_version, host in host_releases(ctx, os_versions).items():
+    for os_version, host in hosts.items():
         problem = sysext.misfit(release, host, arch)
         if problem is not None:
             raise InputError(f"{name} does not fit OS {os_version}: {problem}; systemd-sysext would not merge it, "
-                             f"so it is not linked (the node keeps what {paths.extension_link(sx.runtime)} "
-                             "links to)")
+                             f"so it is not linked (the node keeps what {link} links to)")
         fits[os_version] = _fit(release, host)
-    cache.store(f"{name}.release", _release_text(release).encode())
-    link = paths.extension_link(sx.runtime)
-    previous_image = sysext.linked_image(link)
-    previous = sysext.version_of(previous_image, sx.runtime, arch) if previous_image else None
-    under_way = dockerdata.pending(paths.docker_reset_marker) if sx.runtime == "docker" else None
-    if previous == choice.version and under_way is not None and under_way[1] == choice.version:
-        # linked already, but not booted yet (a run killed after the link changed, or a second run
-        # before the reboot): the marker written before the link says where Docker comes from
-        previous = None if under_way[0] in (None, FLATCAR_DOCKER) else under_way[0]
-    runtime_changed = previous != choice.version
+    return fits
+
+
+def changed_from(linked: str | None, version: str, pending: tuple[str | None, str] | None) -> str | None:
+    """The runtime version the node changes from (None: Flatcar's own). The
+    link's, unless it names ``version`` already but the Docker reset marker
+    says that change has not booted yet (a run killed after the link changed,
+    or a second run before the reboot): the marker knows where Docker comes from."""
+    if linked == version and pending is not None and pending[1] == version:
+        return None if pending[0] in (None, FLATCAR_DOCKER) else pending[0]
+    return linked
+
+
+def _switch(ctx: Context, image: Path, version: str, previous: str | None) -> tuple[bool, str]:
+    """Link ``image`` for systemd-sysext (the Docker reset marker first, when
+    Docker changes), mask Flatcar's own image if configured, merge at once if
+    configured. Returns whether the link changed and when the image is merged."""
+    sx, paths = ctx.config.sysext, ctx.paths
     # The reset marker first: once the link names the new image, a run after a crash finds it linked and would
     # no longer know that Docker changes.
-    if runtime_changed and sx.runtime == "docker" and dockerdata.arrange(
-            paths.docker_reset_marker, previous or FLATCAR_DOCKER, choice.version):
+    if previous != version and sx.runtime == DOCKER and dockerdata.arrange(
+            paths.docker_reset_marker, previous or FLATCAR_DOCKER, version):
         log.warning("docker changes from %s to %s: %s will be emptied before it starts", previous or "Flatcar's",
-                    choice.version, paths.docker_data)
-    changed = sysext.link(link, paths.on_node(image))
+                    version, paths.docker_data)
+    changed = sysext.link(paths.extension_link(sx.runtime), paths.on_node(image))
     if sx.mask_builtin and sysext.link(paths.extension_link(sx.runtime + sysext.BUILTIN_SUFFIX), "/dev/null"):
         log.info("masked Flatcar's own %s image", sx.runtime)
-    activated = "at the next boot"
-    if changed and sx.activate == "refresh":
-        for unit in REFRESH_UNITS:
-            systemd.restart(unit)
-        activated = "now"
-    log.info("%s links %s%s; merged %s", link, name, "" if changed else " (unchanged)", activated)
-    return ExtensionInstalled(runtime=sx.runtime, version=choice.version, image=str(image), link=str(link),
-                              action=action, bytes=size, previous=previous, runtime_changed=runtime_changed,
-                              fits=fits, activated=activated)
+    if not (changed and sx.activate == "refresh"):
+        return changed, sysext.MERGED_AT_NEXT_BOOT
+    for unit in REFRESH_UNITS:
+        systemd.restart(unit)
+    return changed, sysext.MERGED_NOW
 
 
 def _fit(image: sysext.Release, host: sysext.Release) -> str:

@@ -24,8 +24,6 @@ from ..state import ExtensionInstalled, FlowState
 from ..verdict import Facts, RuntimeView, Verdict
 from . import images as sysext
 
-NOW = "now"
-
 
 @dataclass(frozen=True)
 class Image:
@@ -97,7 +95,7 @@ class SysextBackend:
         merged = changes[0].previous if changes else sysext.linked_version(paths.extension_link(self.runtime),
                                                                            self.runtime)
         for change in changes:
-            if change.activated == NOW:
+            if change.activated == sysext.MERGED_NOW:
                 merged = change.version
         return merged
 

@@ -51,6 +51,8 @@ RUNTIMES = ("docker", "containerd")
 ARCH_BY_BOARD = {"amd64-usr": "x86-64", "arm64-usr": "arm64"}
 #: The images Flatcar ships, linked from /etc/extensions/<runtime>-flatcar.raw.
 BUILTIN_SUFFIX = "-flatcar"
+#: When a newly linked image is merged: at once (``activate = refresh``) or at the next boot.
+MERGED_NOW, MERGED_AT_NEXT_BOOT = "now", "at the next boot"
 RELEASE_DIR = "usr/lib/extension-release.d"
 ANY = "_any"
 DISSECT = "systemd-dissect"
