@@ -165,37 +165,18 @@ def run_step(flow: Flow, step: Step, config: configuration.Config | None, config
 
 def _run_locked(flow: Flow, step: Step, config: configuration.Config | None, config_error: ConfigError | None,
                 paths: NodePaths, lock: RunLock) -> int:
+    """Join the run, do the step, record how it ended: a known failure is
+    one journal line and a failed run, anything else is recorded as a bug."""
     state = FlowState(paths, flow.name)
     ends_run = not flow.follows_run(step)
     try:
-        if config is not None:
-            swept = cleanup.sweep(config, paths)
-            if swept:
-                log.info("removed temporary files that writers which no longer run left: %s",
-                         ", ".join(str(p) for p in swept))
-        if flow.begins_run(step):
-            state.begin(step.name)
-        else:
-            # a step of the run started again (its flow run again while the steps
-            # before it skip) continues a run that failed; a follower joins it as it is
-            state.resume(step.name, reopen=not flow.follows_run(step))
+        _join_run(flow, step, config, paths, state)
         if config_error is not None:
             raise config_error
         assert config is not None
         with lock.released(waits_for_others(step)):
             record = attempt(step_function(step.entry), Context(config, paths, state, flow, step))
-        state.save(record)
-        reason = record.reboot_reason()
-        if reason is None:
-            state.step_succeeded(step.name, ends_run=flow.ends_run(step))
-            return 0
-        state.rebooting(step.name, reason)
-        log.warning("rebooting for: %s", reason)
-        # The reboot stops this unit at once. Its SIGTERM must not end the step
-        # as a failure ('signal'), even in the last moments of the interpreter
-        # (which restores the default action): blocked, it is dropped at exit 0.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        systemd.reboot()
+        _record_success(flow, step, state, record)
         return 0
     except TorcxTectonicError as err:
         log.error("%s/%s failed: %s", flow.name, step.name, err)
@@ -213,6 +194,39 @@ def _run_locked(flow: Flow, step: Step, config: configuration.Config | None, con
         log.exception("%s/%s failed with an internal error (a bug in torcx-tectonic)", flow.name, step.name)
         _record_failure(state, step, f"internal error: {err!r}", ends_run)
     return 1
+
+
+def _join_run(flow: Flow, step: Step, config: configuration.Config | None, paths: NodePaths,
+              state: FlowState) -> None:
+    """Sweep what dead writers left, then begin the flow's run (its first
+    step) or continue it."""
+    if config is not None:
+        swept = cleanup.sweep(config, paths)
+        if swept:
+            log.info("removed temporary files that writers which no longer run left: %s",
+                     ", ".join(str(p) for p in swept))
+    if flow.begins_run(step):
+        state.begin(step.name)
+    else:
+        # a step of the run started again (its flow run again while the steps
+        # before it skip) continues a run that failed; a follower joins it as it is
+        state.resume(step.name, reopen=not flow.follows_run(step))
+
+
+def _record_success(flow: Flow, step: Step, state: FlowState, record: Record) -> None:
+    """Keep the step's record; end the step, or reboot when the record asks for it."""
+    state.save(record)
+    reason = record.reboot_reason()
+    if reason is None:
+        state.step_succeeded(step.name, ends_run=flow.ends_run(step))
+        return
+    state.rebooting(step.name, reason)
+    log.warning("rebooting for: %s", reason)
+    # The reboot stops this unit at once. Its SIGTERM must not end the step
+    # as a failure ('signal'), even in the last moments of the interpreter
+    # (which restores the default action): blocked, it is dropped at exit 0.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    systemd.reboot()
 
 
 def stopped(argv: Sequence[str] | None = None, paths: NodePaths | None = None,
