@@ -190,6 +190,8 @@ def render_metrics(textfile_dir: str, source: str) -> tuple[str, str]:
     in a process of its own, so no step waits for it."""
     unit = ["Description=torcx-tectonic: write the metrics for node-exporter's textfile collector",
             f"Documentation={DOCS}", f"SourcePath={source}"]
+    limit = ["# Started at every change of a run record, several times a step: never rate-limited.",
+             "StartLimitIntervalSec=0"]
     service = [
         "Type=oneshot",
         f"ExecStart={LIBEXEC_DIR}/write-metrics",
@@ -198,7 +200,7 @@ def render_metrics(textfile_dir: str, source: str) -> tuple[str, str]:
         *sandbox(writes=(textfile_dir,), network=False, capabilities=()),
     ]
     path = [f"PathChanged={RUNS_DIR}", f"Unit={METRICS_UNIT}"]
-    return (f"{HEADER}\n{_section('Unit', unit)}\n{_section('Service', service)}",
+    return (f"{HEADER}\n{_section('Unit', [*unit, *limit])}\n{_section('Service', service)}",
             f"{HEADER}\n{_section('Unit', unit)}\n{_section('Path', path)}")
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from .status import Status, gather
 FILE_NAME = "torcx_tectonic.prom"
 #: Rewrites in one start at most, while the run records keep changing under it.
 MAX_PASSES = 5
+#: A pause before the first, so that the burst of changes one step makes starts one rewrite.
+SETTLE_SECS = 0.5
 PREFIX = "torcx_tectonic"
 
 Sample = tuple[Mapping[str, str], float]
@@ -131,6 +134,7 @@ def main(paths: NodePaths | None = None) -> int:
     """``write-metrics``: 0 when written (or not configured), 1 with one journal line otherwise."""
     logsetup.setup()
     log = logging.getLogger("torcx-tectonic")
+    time.sleep(SETTLE_SECS)  # the path unit's further starts meanwhile join this one
     try:
         write_current(configuration.load(), paths or NodePaths())
     except (OSError, TorcxTectonicError) as err:
