@@ -28,7 +28,7 @@ INTRODUCED = {
     "WantedBy": 1, "PathExists": 1, "PathChanged": 1, "Unit": 1, "StartLimitIntervalSec": 230,
     # [Service]
     "Type": 1, "ExecStart": 1, "Environment": 1, "ExecStartPost": 1, "ExecStopPost": 1, "SyslogIdentifier": 1,
-    "TimeoutStartSec": 188, "NotifyAccess": 1,
+    "TimeoutStartSec": 188, "NotifyAccess": 1, "SuccessExitStatus": 189,
     # the sandbox
     "NoNewPrivileges": 187, "PrivateTmp": 1, "PrivateDevices": 209, "ProtectHome": 214, "CapabilityBoundingSet": 1,
     "UMask": 1, "DevicePolicy": 1, "SystemCallArchitectures": 209, "SystemCallErrorNumber": 209,

@@ -195,6 +195,8 @@ def render_metrics(textfile_dir: str, source: str) -> tuple[str, str]:
     service = [
         "Type=oneshot",
         f"ExecStart={LIBEXEC_DIR}/write-metrics",
+        "# Stopped at shutdown (often while a reboot's run record starts it): nothing is left half-written.",
+        "SuccessExitStatus=SIGTERM",
         "SyslogIdentifier=torcx-tectonic-metrics",
         f"TimeoutStartSec={LOCAL_STEP_TIMEOUT_SECS}",
         *sandbox(writes=(textfile_dir,), network=False, capabilities=()),
