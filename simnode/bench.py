@@ -22,7 +22,9 @@ The parts, in the order they run:
   flow with nothing to do (each step's process time from systemd, the flow
   from its trigger to its last step's exit); how many times the addon and
   each manifest were fetched; and a bootstrap with default settings whose
-  api-server refuses connections.
+  api-server refuses connections;
+- the parsers on this host: a 1 MiB kubelet.env with one long quoted value
+  and 1 MiB of runtime mappings, each read from a file.
 """
 
 from __future__ import annotations
@@ -648,9 +650,59 @@ def sysext_part(bench: Bench, bundle: Path) -> None:
                       note=f"image {image.raw.stat().st_size / 2**20:.1f} MiB, needs glibc >= {image.glibc}"))
 
 
+#: Parses of each 1 MiB document.
+PARSE_ROUNDS = 5
+
+
+def large_kubelet_env(size: int = MIB) -> str:
+    """A kubelet.env of ``size`` bytes whose last value is one long quoted
+    string (as a hostile or broken installer could write it)."""
+    head = 'KUBELET_IMAGE_URL=quay.io/coreos/hyperkube\nKUBELET_IMAGE_TAG=v1.8.4_coreos.0\nKUBELET_OPTS="'
+    return head + "x" * (size - len(head) - 2) + '"\n'
+
+
+def large_mappings(size: int = MIB) -> str:
+    """Runtime mappings of nearly ``size`` bytes: as many minors (1.100000,
+    1.100001, …, each two Docker versions) as fit."""
+    head = "kind: VersionManifestV1\nversions:\n  k8s:\n"
+    entry = "    1.{}:\n      docker: [17.03, 1.12]\n"
+    count = (size - len(head)) // len(entry.format(100000))
+    return head + "".join(entry.format(100000 + n) for n in range(count))
+
+
+def parse_rows() -> list[Row]:
+    """How long the product takes to read a 1 MiB kubelet.env and 1 MiB
+    runtime mappings from a file, in this process (seconds, median)."""
+    from torcx_tectonic.cluster import mappings
+    from torcx_tectonic.node import kubeletenv
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tt-bench-parse-") as tmp:
+        for figure, text, read in (("parse 1 MiB kubelet.env", large_kubelet_env(), kubeletenv.read_env),
+                                   ("parse 1 MiB runtime mappings", large_mappings(), mappings.load_mappings)):
+            path = Path(tmp) / "document"
+            path.write_text(text)
+            times = []
+            for _ in range(PARSE_ROUNDS):
+                start = time.perf_counter()
+                read(path)
+                times.append(time.perf_counter() - start)
+            value = median(times)
+            rows.append(Row(figure, value, "s", goal="< 1 s", met=value < 1, note=f"median of {PARSE_ROUNDS}"))
+    return rows
+
+
+def parse_part(bench: Bench, _bundle: Path) -> None:
+    bench.section("8. the parsers on 1 MiB documents, on this host",
+                  """The largest kubelet.env (one long quoted value) and runtime mappings the size limits
+                  accept, parsed in this process: both must stay linear in their size.""")
+    for row in parse_rows():
+        bench.add(row)
+
+
 PARTS: dict[str, Callable[[Bench, Path], None]] = {
     "generator": generator_part, "intake": intake_part, "new-kubelet": new_kubelet_part,
-    "bootstrap": bootstrap_part, "refused": refused_part, "sysext": sysext_part}
+    "bootstrap": bootstrap_part, "refused": refused_part, "sysext": sysext_part, "parse": parse_part}
 
 
 def main(argv: Sequence[str] = ()) -> int:

@@ -42,6 +42,12 @@ class UnreachableError(NetworkError):
     answers at that address, as opposed to a server that answered badly or slowly."""
 
 
+class LocalFileMissing(NetworkError):
+    """A file:// URL names no file: the local mirror lacks it. No network is
+    in between, so waiting does not bring it, as it can bring a bucket's
+    answer: a step fails at once rather than trying again."""
+
+
 #: How much of an outside value a message quotes.
 SHOWN_CHARS = 80
 

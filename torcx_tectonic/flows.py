@@ -49,6 +49,12 @@ EXTENSIONS = (EXTENSIONS_DIR, dirname(IMAGE_STORE), dirname(DOCKER_RESET_MARKER)
 #: The service manager checks this capability before it enables, starts or reboots for a caller.
 MANAGE_UNITS = ("CAP_SYS_ADMIN",)
 
+#: update_engine is a plain unit on Flatcar and Container Linux, not started by D-Bus
+#: activation: a step that asks it for an update starts after it (and does not start
+#: it: a masked engine stays masked).
+AFTER_UPDATE_ENGINE = (("update-engine.service", "update_engine has no D-Bus activation: ask it after its unit "
+                                                 "started (After= only: a masked engine is not started)"),)
+
 #: The units of the container runtime that a Docker data reset must precede.
 DOCKER_UNITS = ("docker.service", "containerd.service")
 
@@ -94,13 +100,13 @@ class Step:
     writes, whether it talks to the network or the system bus, and the
     capabilities it needs; the generator turns that into the unit's sandbox."""
 
-    __slots__ = ("bus", "capabilities", "conditions", "description", "entry", "followed_by", "images", "locked",
-                 "mounts", "name", "network", "params", "retry", "timeout", "writes")
+    __slots__ = ("after", "bus", "capabilities", "conditions", "description", "entry", "followed_by", "images",
+                 "locked", "mounts", "name", "network", "params", "retry", "timeout", "writes")
 
     def __init__(self, name: str, description: str, entry: str, *, params: dict[str, object] | None = None,
                  network: bool = False, bus: bool = False, timeout: str = LOCAL, retry: bool = False,
-                 locked: bool = True, conditions: tuple[str, ...] = (), followed_by: str | None = None,
-                 mounts: tuple[str, ...] = (), writes: tuple[str, ...] = (),
+                 locked: bool = True, conditions: tuple[str, ...] = (), after: tuple[tuple[str, str], ...] = (),
+                 followed_by: str | None = None, mounts: tuple[str, ...] = (), writes: tuple[str, ...] = (),
                  capabilities: tuple[str, ...] = (), images: bool = False) -> None:
         if entry not in ENTRY_POINTS or timeout not in TIMEOUT_POLICIES:
             raise ValueError(f"step {name}: unknown entry point {entry!r} or timeout policy {timeout!r}")
@@ -121,6 +127,8 @@ class Step:
         self.locked = locked
         #: unit lines that decide whether the step runs at all
         self.conditions = conditions
+        #: (unit, why): units the step starts after when they start too; ordering only, nothing is pulled in
+        self.after = after
         #: a unit started with this one and run after it ends, however it ends
         self.followed_by = followed_by
         #: paths whose mounts the step needs (a separate /var/lib/docker, say)
@@ -284,7 +292,8 @@ def bootstrap_flow(config: Config) -> Flow:
     steps = [
         Step("os-update", "Update the OS before configuring torcx" if boot.upgrade_os else "Read the pending OS update",
              "next-os", params={"attempt_update": boot.upgrade_os, "engine_optional": not boot.upgrade_os},
-             bus=True, timeout=OS_UPDATE if boot.upgrade_os else REQUESTS, conditions=pending),
+             bus=True, timeout=OS_UPDATE if boot.upgrade_os else REQUESTS, conditions=pending,
+             after=AFTER_UPDATE_ENGINE),
         Step("kubelet-version", "Determine the Kubernetes version", "kubelet-version", params={"source": "cluster"},
              network=True, timeout=REQUESTS, conditions=pending),
     ]

@@ -133,6 +133,8 @@ def render_step(config: Config, flow: Flow, step: Step, source: str) -> str:
     if step.mounts:
         unit.append(f"RequiresMountsFor={' '.join(step.mounts)}")
     unit += step.conditions
+    for other, why in step.after:
+        unit += [f"# {why}", f"After={other}"]
     if step.followed_by:
         unit += ["# Started with this step, it runs when this one ended.", f"Wants={step.followed_by}"]
     followed = [flow.unit(s) for s in flow.steps if s.followed_by == flow.unit(step)]

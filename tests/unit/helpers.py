@@ -185,6 +185,21 @@ def gpg_fingerprint(home: Path, uid: str) -> str:
     return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
 
 
+class Clock:
+    """Time that passes only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 def dead_pid() -> int:
     """The pid of a process that has ended (reaped): a writer that is gone."""
     pid = os.fork()

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from torcx_tectonic import config
 from torcx_tectonic.edges.source import mirrored_addon_url
-from torcx_tectonic.errors import ConfigError, NetworkError, VerificationError
-from torcx_tectonic.state import AddonPlacement, KubernetesVersion, ManifestCache, OsVersions, RuntimeChoice
+from torcx_tectonic.errors import ConfigError, LocalFileMissing, NetworkError, VerificationError
+from torcx_tectonic.state import AddonPlacement, KubernetesVersion, ManifestCache, OsVersions, Record, RuntimeChoice
 from torcx_tectonic.steps import runner
 from torcx_tectonic.steps.addons import install_addons
+from torcx_tectonic.steps.context import Context
 from torcx_tectonic.steps.runtime import choose_runtime
 
 from .helpers import Keys, RoutedServer
@@ -82,6 +84,25 @@ def test_an_addon_the_mirror_lacks_is_an_error_naming_its_path(env: StepEnv, key
         install_addons(env.context("new-os", "addons"))
     assert str(caught.value).startswith(f"{ADDON_NAME} for OS {NEXT_OS}: {missing} does not exist (file://{missing})")
     assert not env.paths.user_store.exists() or not any(env.paths.user_store.rglob("*.tgz"))
+
+
+def test_a_file_the_mirror_lacks_fails_the_step_at_once_without_retrying(env: StepEnv, keys: Keys) -> None:
+    root = _mirror(env, keys)
+    _runtime(env)
+    missing = root / "addons" / BOARD / NEXT_OS / ADDON_NAME
+    missing.unlink()
+    ctx = env.context("new-os", "addons")
+    assert ctx.step.retry and config.retry_delays(ctx.config.units)  # a failure from the bucket would be retried
+    attempts: list[Context] = []
+
+    def counted(ctx: Context) -> Record:
+        attempts.append(ctx)
+        return install_addons(ctx)
+
+    pauses: list[float] = []
+    with pytest.raises(LocalFileMissing, match=f"{missing} does not exist"):
+        runner.attempt(counted, ctx, sleep=pauses.append)
+    assert len(attempts) == 1 and pauses == []
 
 
 def test_a_changed_addon_in_the_mirror_never_enters_a_store(env: StepEnv, keys: Keys) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
+import shlex
+from collections.abc import Callable
+
 import pytest
 
+from torcx_tectonic.edges import envfile
 from torcx_tectonic.edges.envfile import parse_env
 from torcx_tectonic.errors import InputError
 
@@ -61,3 +66,17 @@ def test_malformed_lines_name_file_and_line(text: str, expected: str) -> None:
     with pytest.raises(InputError) as caught:
         parse_env(text, "kubelet.env")
     assert expected in str(caught.value)
+
+
+def test_values_are_split_into_words_exactly_as_shlex_splits_them() -> None:
+    """Every value of up to six characters of quotes, backslashes, blanks
+    and a letter reads as shlex.split reads it, or fails as it fails."""
+
+    def reading(split: Callable[[str], list[str]], value: str) -> list[str] | str:
+        try:
+            return split(value)
+        except ValueError as err:
+            return f"ValueError: {err}"
+
+    values = ["".join(chars) for length in range(1, 7) for chars in itertools.product("a'\"\\ \t", repeat=length)]
+    assert [reading(envfile._words, v) for v in values] == [reading(shlex.split, v) for v in values]

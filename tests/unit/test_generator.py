@@ -95,11 +95,21 @@ def test_each_step_requires_and_follows_the_previous_one_and_the_lock_when_locke
             text = out.files[flow.unit(step)]
             expected = [flow.unit(flow.steps[index - 1])] if index else []
             requires = [u for u in values(text, "Unit", "Requires") if u != flow.lock_unit]
-            after = [u for u in values(text, "Unit", "After") if u not in (flow.lock_unit, "network-online.target")]
+            declared = (flow.lock_unit, "network-online.target", *(unit for unit, _ in step.after))
+            after = [u for u in values(text, "Unit", "After") if u not in declared]
             assert (requires, after) == (expected, expected), flow.unit(step)
             locked = flow.lock_unit in values(text, "Unit", "Requires") and flow.lock_unit in values(text, "Unit",
                                                                                                        "After")
             assert locked == step.locked, flow.unit(step)
+
+
+@pytest.mark.parametrize("upgrade_os", ["yes", "no"])
+def test_the_os_update_step_starts_after_update_engine_without_pulling_it_in(upgrade_os: str) -> None:
+    config = make_config({"bootstrap.upgrade_os": upgrade_os})
+    text = generator.render(config).files["torcx-bootstrap-os-update.service"]
+    assert "update-engine.service" in values(text, "Unit", "After")
+    for pulling in ("Wants", "Requires", "BindsTo", "Requisite"):
+        assert "update-engine.service" not in values(text, "Unit", pulling)
 
 
 def test_the_annotation_waits_for_the_operator_without_holding_the_lock() -> None:

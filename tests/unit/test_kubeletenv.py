@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from simnode.bench import large_kubelet_env
 from torcx_tectonic.edges.envfile import parse_env
+from torcx_tectonic.edges.inputfile import MAX_FILE_BYTES
 from torcx_tectonic.errors import InputError
 from torcx_tectonic.node import kubeletenv
 
@@ -152,3 +154,13 @@ def test_a_tag_that_is_no_kubernetes_version_is_refused(tmp_path: Path, tag: str
         kubeletenv.kubelet_version(path)
     assert str(caught.value).startswith(f"{path}: KUBELET_IMAGE_TAG {tag.strip(chr(39))!r} is not allowed; expected a "
                                         "Kubernetes version tag like v1.8.4_coreos.0")
+
+
+def test_a_kubelet_env_of_the_largest_size_read_with_one_long_quoted_value(tmp_path: Path) -> None:
+    path = tmp_path / "kubelet.env"
+    path.write_text(large_kubelet_env(MAX_FILE_BYTES))
+    assert path.stat().st_size == MAX_FILE_BYTES
+    text, values = kubeletenv.read_env(path)
+    assert values["KUBELET_IMAGE_TAG"] == "v1.8.4_coreos.0"
+    assert values["KUBELET_OPTS"] == text.split('"')[1] and len(values["KUBELET_OPTS"]) > MAX_FILE_BYTES - 100
+    assert kubeletenv.kubelet_version(path) == "v1.8.4+coreos.0"

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from simnode.bench import large_mappings
 from torcx_tectonic.cluster import mappings
+from torcx_tectonic.edges.inputfile import MAX_FILE_BYTES
 from torcx_tectonic.errors import InputError
 
 DOCUMENT = """\
@@ -71,6 +73,18 @@ def test_load_mappings_from_a_file(tmp_path: Path) -> None:
     path.write_text(INSTALLER_DOCUMENT)
     loaded = mappings.load_mappings(path)
     assert loaded is not None and loaded.source == str(path) and loaded.by_minor["1.8"] == ("17.03", "1.12")
+
+
+def test_runtime_mappings_of_the_largest_size_are_read_whole(tmp_path: Path) -> None:
+    path = tmp_path / "runtime-mappings.yaml"
+    path.write_text(large_mappings(MAX_FILE_BYTES))
+    assert MAX_FILE_BYTES - 64 < path.stat().st_size <= MAX_FILE_BYTES
+    loaded = mappings.load_mappings(path)
+    assert loaded is not None
+    count = len(loaded.by_minor)
+    assert count > 20_000
+    assert loaded.by_minor == {f"1.{100000 + n}": ("17.03", "1.12") for n in range(count)}
+    assert loaded.versions_for(f"v1.{100000 + count - 1}.0") == ("17.03", "1.12")
 
 
 def test_other_runtime() -> None:

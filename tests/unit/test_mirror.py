@@ -442,6 +442,18 @@ def test_a_sysext_mirror_carries_the_signed_list_and_the_images_the_minors_need(
     assert {action for action, _ in again.artefacts.values()} == {"present"}
 
 
+def test_a_sysext_mirror_summary_names_the_image_of_each_minor_and_no_os(upstream: Upstream,
+                                                                          tmp_path: Path) -> None:
+    """One image serves every OS version: the summary has no OS list to name."""
+    cfg = _sysext_upstream(upstream, ["24.0.9", "25.0.3"])
+    request = mirror.Request(root=tmp_path / "m", board=BOARD, os_versions=(), kubernetes=("1.8", "1.9"))
+    summary = mirror.run(cfg, request, parse_mappings(SYSEXT_MAPPINGS, "m"), lambda line: None)
+    text = mirror.render(summary, None, "")
+    assert ("  Kubernetes 1.8: 24.0.9 (docker-24.0.9-x86-64.raw)\n"
+            "  Kubernetes 1.9: 25.0.3 (docker-25.0.3-x86-64.raw)\n") in text
+    assert "for OS" not in text
+
+
 def test_a_sysext_mirror_refuses_an_unsigned_list(upstream: Upstream, tmp_path: Path) -> None:
     cfg = _sysext_upstream(upstream, ["24.0.9"])
     del upstream.server.routes["/sysext/SHA256SUMS.asc"]

@@ -2,8 +2,8 @@
 that boots next (from update_engine), optionally forcing an update first.
 
 update_engine is reached over the D-Bus system bus, which a unit test has
-not: its three calls (attempt_update, get_status, reset_status) are the
-stand-in; the os-release file is real, under the node root.
+not: its three calls (attempt_update, get_status, reset_status) and whether
+it owns its bus name (engine_on_bus) are the stand-in; the os-release file is real, under the node root.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torcx_tectonic.node.updateengine import Outcome, Status, UpdateEngineError
 from torcx_tectonic.state import OsVersions
 from torcx_tectonic.steps.nextos import os_versions, update_with_retries
 
+from .helpers import Clock
 from .stepenv import BOARD, CURRENT_OS, NEXT_OS, StepEnv
 
 
@@ -28,6 +29,9 @@ class FakeEngine:
         self.attempts, self.status, self.resets = list(attempts), status, 0
         self.timeouts: list[float] = []
         self.status_reads = 0
+        #: whether update_engine owns its bus name
+        self.on_bus = True
+        monkeypatch.setattr("torcx_tectonic.node.updateengine.engine_on_bus", lambda: self.on_bus)
         monkeypatch.setattr("torcx_tectonic.node.updateengine.attempt_update", self.attempt_update)
         monkeypatch.setattr("torcx_tectonic.node.updateengine.get_status", self.get_status)
         monkeypatch.setattr("torcx_tectonic.node.updateengine.reset_status", self.reset_status)
@@ -119,6 +123,31 @@ def test_failed_updates_fail_the_step_when_configured(env: StepEnv, monkeypatch:
     assert message.startswith("OS update failed 2 time(s)")
     assert message.endswith("(set [bootstrap] os_update_failure=continue to go on)")
     assert engine.attempts == []
+
+
+def test_an_engine_that_never_owns_its_bus_name_is_a_failed_update_without_attempts(
+        env: StepEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = FakeEngine(monkeypatch, [UPDATED])
+    engine.on_bus = False
+    clock, wait = Clock(), updateengine.wait_for_engine
+    monkeypatch.setattr("torcx_tectonic.node.updateengine.wait_for_engine",
+                        lambda timeout: wait(timeout, clock=clock, sleep=clock.sleep))
+    record = _bootstrap(env, os_update_timeout="20")  # the wait is capped by one attempt's timeout
+    missing = ("update_engine's bus name com.coreos.update1 did not appear within 20 s: is update-engine.service "
+               "running?")
+    assert (record.next, record.update, record.update_failures) == (None, "failed", (missing,))
+    assert record.warning is not None and record.warning.startswith(f"OS update failed 1 time(s): {missing}; ")
+    assert engine.timeouts == [] and engine.attempts == [UPDATED]  # update_engine was never asked
+    assert sum(clock.sleeps) == 20
+
+
+def test_the_wait_for_the_bus_name_is_capped_by_an_attempts_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    FakeEngine(monkeypatch, [NO_UPDATE, NO_UPDATE])
+    waits: list[float] = []
+    monkeypatch.setattr("torcx_tectonic.node.updateengine.wait_for_engine", waits.append)
+    update_with_retries(1, 5.0)
+    update_with_retries(1, 3600.0)
+    assert waits == [5.0, updateengine.NAME_WAIT_SECS]
 
 
 def test_update_with_retries_tries_at_least_once(monkeypatch: pytest.MonkeyPatch) -> None:

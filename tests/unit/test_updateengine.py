@@ -1,4 +1,5 @@
-"""updateengine: what a sequence of statuses means, and parsing GetStatus/StatusUpdate bodies."""
+"""updateengine: what a sequence of statuses means, parsing GetStatus/StatusUpdate bodies, and the
+wait for update_engine's bus name."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from torcx_tectonic.node.updateengine import (
     Status,
     UpdateEngineError,
 )
+
+from .helpers import Clock
 
 DOWNLOADING = "UPDATE_STATUS_DOWNLOADING"
 AVAILABLE = "UPDATE_STATUS_UPDATE_AVAILABLE"
@@ -121,3 +124,26 @@ def test_operations_are_the_eight_of_update_engine() -> None:
         NEED_REBOOT,
         ERROR_EVENT,
     }
+
+
+@pytest.mark.parametrize("polls_before", [0, 1, 5])
+def test_the_wait_returns_once_update_engine_owns_its_bus_name(polls_before: int) -> None:
+    answers = [False] * polls_before + [True]
+    clock = Clock()
+    updateengine.wait_for_engine(10, on_bus=lambda: answers.pop(0), clock=clock, sleep=clock.sleep)
+    assert answers == [] and clock.sleeps == [updateengine.NAME_POLL_SECS] * polls_before
+
+
+def test_a_bus_name_that_never_appears_fails_the_wait_when_its_time_is_up() -> None:
+    asked: list[float] = []
+    clock = Clock()
+
+    def never() -> bool:
+        asked.append(clock.now)
+        return False
+
+    with pytest.raises(UpdateEngineError) as caught:
+        updateengine.wait_for_engine(3, on_bus=never, clock=clock, sleep=clock.sleep)
+    assert str(caught.value) == ("update_engine's bus name com.coreos.update1 did not appear within 3 s: is "
+                                 "update-engine.service running?")
+    assert sum(clock.sleeps) == 3 and asked[-1] == 103.0  # asked once more when the time was up

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 import tracemalloc
 
@@ -74,3 +75,11 @@ def test_dates_stay_text_as_go_reads_them_into_strings() -> None:
 def test_the_literal_loader_keeps_every_plain_scalar_as_written() -> None:
     document = load_mapping("1.10: [17.03, 1.12, 1.0, yes, 0x1F, 1e3]\nnothing:\n", "m", "a mapping", LiteralLoader)
     assert document == {"1.10": ["17.03", "1.12", "1.0", "yes", "0x1F", "1e3"], "nothing": None}
+
+
+def test_the_garbage_collector_runs_again_after_a_document_is_read_or_refused() -> None:
+    load("a: 1\n")
+    assert gc.isenabled()
+    with pytest.raises(InputError):
+        load("a: [unclosed\n")
+    assert gc.isenabled()

@@ -98,12 +98,14 @@ class Document:
 
 @dataclass(frozen=True)
 class Choice:
-    """The runtime version nodes choose for a Kubernetes minor, and the OS
-    versions it goes to."""
+    """The runtime version nodes choose for a Kubernetes minor, and what
+    carries it: an addon in the store of each of ``os_versions`` (torcx),
+    or one system extension ``image`` that serves every OS version."""
 
     kubernetes: str
     version: str
     os_versions: tuple[str, ...]
+    image: str = ""
 
 
 @dataclass(frozen=True)
@@ -286,8 +288,8 @@ def plan_sysext(raw: bytes, signature: bytes, sums_url: str, images_url: str, re
             problems.append(f"no {runtime} version for Kubernetes {kubernetes}: the mappings from {mappings.source} "
                             f"accept {', '.join(preferred)}, {sums_url} offers {', '.join(available) or 'none'}")
             continue
-        found.append(Choice(kubernetes, version, request.os_versions))
         name = sysext.image_name(runtime, version, arch)
+        found.append(Choice(kubernetes, version, (), image=name))
         artefacts[name] = Artefact(name, sysext.fill(images_url, runtime, version, arch),
                                    PurePosixPath(SYSEXT_DIR, name), Digest("sha256", sums[name]))
 
@@ -469,8 +471,8 @@ def render(summary: Summary, base: str | None, note: str) -> str:
            f"{downloaded} bytes; {counts.get('linked', 0) + counts.get('copied', 0)} linked; "
            f"{counts.get('present', 0)} already there)"]
     for choice in plan.choices:
-        out.append(f"  Kubernetes {kube_minor(choice.kubernetes)}: {choice.version} for OS "
-                   f"{', '.join(choice.os_versions)}")
+        carrier = f"({choice.image})" if choice.image else f"for OS {', '.join(choice.os_versions)}"
+        out.append(f"  Kubernetes {kube_minor(choice.kubernetes)}: {choice.version} {carrier}")
     if summary.mapping_source:
         out.append(f"  (runtime mappings from {summary.mapping_source})")
     out += [f"  not copied: {line}" for line in plan.skipped]

@@ -12,7 +12,9 @@ to a node with no route out. It is read here, with what HTTP answers get:
   the file, never where a link points), a directory, a FIFO or a device;
 - what is read whole (manifests, signatures) is capped like an HTTP answer;
 - a missing file is an error naming the path and the URL, as a 404 names the
-  URL, and the signature and sha512 checks are the bucket's, unchanged.
+  URL (a LocalFileMissing: the step fails at once, as waiting does not bring
+  a file to a local disk), and the signature and sha512 checks are the
+  bucket's, unchanged.
 
 The units run with ``ProtectSystem=strict`` (everything readable),
 ``ProtectHome=yes`` and ``PrivateTmp=yes``: a mirror under ``/home``,
@@ -34,7 +36,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path, PurePath
 
-from ..errors import InputError, NetworkError, shown
+from ..errors import InputError, LocalFileMissing, NetworkError, shown
 from .inputfile import BOARD, OS_VERSION
 from .progress import Progress
 
@@ -124,7 +126,7 @@ def _open(path: Path, url: str, what: str, missing: Exception | None) -> int:
         if err.errno in (errno.ENOENT, errno.ENOTDIR):
             if missing is not None:
                 raise missing from None
-            raise NetworkError(f"{what}: {path} does not exist ({url})", hint=_hint(path)) from None
+            raise LocalFileMissing(f"{what}: {path} does not exist ({url})", hint=_hint(path)) from None
         if err.errno == errno.ELOOP:
             raise NetworkError(f"{what}: {path} is a symbolic link ({url}); expected a regular file: "
                                "a file:// URL names the file itself") from None

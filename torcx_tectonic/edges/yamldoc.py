@@ -5,17 +5,24 @@ document ambiguous or dangerous: anchors and aliases (a document under 1 KiB
 could otherwise expand to gigabytes), a key twice in one mapping (which of
 the two wins would be silent), and nesting deeper than the stack. Every
 failure is an InputError naming the file, the line and what was expected.
+
+A document of 1 MiB (a ConfigMap may be larger) takes PyYAML's pure-Python
+scanner seconds; where PyYAML has libyaml, its C parser reads the text and
+only composing and constructing (where the checks are) run in Python.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from re import Pattern
 from typing import Any
 
 import yaml
-from yaml.composer import ComposerError
-from yaml.constructor import ConstructorError
+from yaml.composer import Composer, ComposerError
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.resolver import Resolver
 
 from ..errors import InputError, shown
 
@@ -31,17 +38,35 @@ def _resolvers(keep: Callable[[str], bool]) -> Resolvers:
             for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
 
-class StrictLoader(yaml.SafeLoader):
+if yaml.__with_libyaml__:
+    from yaml._yaml import CParser as _Events
+else:  # a PyYAML built without libyaml: its own reader, scanner and parser
+    class _Events(yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser):  # type: ignore[no-redef]
+        def __init__(self, stream: str) -> None:
+            yaml.reader.Reader.__init__(self, stream)  # type: ignore[no-untyped-call]
+            yaml.scanner.Scanner.__init__(self)  # type: ignore[no-untyped-call]
+            yaml.parser.Parser.__init__(self)  # type: ignore[no-untyped-call]
+
+
+class StrictLoader(Composer, _Events, SafeConstructor, Resolver):
     """The safe loader without anchors, aliases or duplicate keys, and
     without implicit timestamps: Go's YAML (which kubectl uses) reads a
     date-like scalar into a string field as text, and PyYAML would build a
-    date, or fail on ``2018-02-30``."""
+    date, or fail on ``2018-02-30``. Its events come from ``_Events``; the
+    Python composer comes first, so that nodes (and the checks below) are
+    made here and not in C."""
 
     yaml_implicit_resolvers = _resolvers(lambda tag: tag != _TIMESTAMP_TAG)
 
+    def __init__(self, stream: str) -> None:
+        _Events.__init__(self, stream)
+        Composer.__init__(self)  # type: ignore[no-untyped-call]
+        SafeConstructor.__init__(self)  # type: ignore[no-untyped-call]
+        Resolver.__init__(self)  # type: ignore[no-untyped-call]
+
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()  # type: ignore[no-untyped-call]
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+        event = self.peek_event()
+        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:  # an alias's anchor is its target
             raise ComposerError(None, None, "anchors and aliases (& and *) are not allowed", event.start_mark)
         return super().compose_node(parent, index)
 
@@ -74,11 +99,14 @@ class LiteralLoader(StrictLoader):
 def load_mapping(text: str, origin: str, expected: str, loader: type[StrictLoader] = StrictLoader) -> dict[Any, Any]:
     """The document in ``text``, which must be a mapping."""
     try:
-        document = yaml.load(text, Loader=loader)
+        with _no_cycle_collection():
+            document = _load(loader(text))
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"{origin}:{mark.line + 1}" if mark is not None else origin
-        problem = err.problem or err.context or "malformed"
+        # libyaml says "did not find expected ','" where PyYAML says "expected ','":
+        # one wording, whichever parser this PyYAML has
+        problem = (err.problem or err.context or "malformed").replace("did not find expected", "expected", 1)
         raise InputError(f"{where}: not valid YAML ({problem}); expected {expected}") from None
     except yaml.reader.ReaderError as err:
         raise InputError(f"{origin}: not valid YAML (character {_code(err.character)} at offset {err.position} is "
@@ -91,6 +119,29 @@ def load_mapping(text: str, origin: str, expected: str, loader: type[StrictLoade
     if not isinstance(document, dict):
         raise InputError(f"{origin}: expected {expected}")
     return document
+
+
+def _load(loader: StrictLoader) -> Any:
+    """What ``yaml.load`` does, typed for a loader of this module."""
+    try:
+        return loader.get_single_data()  # type: ignore[no-untyped-call]
+    finally:
+        loader.dispose()
+
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """The cyclic garbage collector paused while a document is loaded. With
+    anchors and aliases refused, loading makes no cycles, yet every pass of
+    the collector walks the whole growing tree of nodes: at 1 MiB those
+    passes cost more than the parse itself, and grow faster than the text."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def _code(character: object) -> str:

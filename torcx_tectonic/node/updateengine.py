@@ -4,6 +4,12 @@ The client subscribes to ``StatusUpdate`` before calling ``AttemptUpdate``
 and reads ``GetStatus`` after, so it never misses a transition and never takes
 an ``IDLE`` from before its own attempt for the end of it. Deciding what a
 sequence of statuses means is a pure function.
+
+On Flatcar and Container Linux ``update-engine.service`` is a plain unit,
+not started by D-Bus activation: until it owns its bus name, a call to it
+fails at once. The OS-update step is ordered after the unit and first waits
+for the name (``wait_for_engine``), so that an engine still starting is not
+taken for an update that failed.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +38,12 @@ OPERATIONS = (
     "UPDATE_STATUS_FINALIZING", NEED_REBOOT, ERROR_EVENT,
 )
 WAIT_SLICE_USECS = 500_000
+#: The bus itself, which knows whether a name has an owner.
+BUS_DRIVER = (b"org.freedesktop.DBus", b"/org/freedesktop/DBus", b"org.freedesktop.DBus")
+#: The longest wait for update_engine's bus name: systemd's default start
+#: timeout (DefaultTimeoutStartSec), by which a starting unit is up or failed.
+NAME_WAIT_SECS = 90.0
+NAME_POLL_SECS = 0.5
 UNKNOWN_VERSIONS = ("", "0.0.0.0")
 
 
@@ -109,6 +121,35 @@ def _call(bus: Any, method: bytes) -> Any:
             f"update_engine {method.decode()} failed: {err}",
             hint="is update-engine.service running on the system bus?",
         ) from None
+
+
+def engine_on_bus() -> bool:
+    """Whether update_engine owns its bus name now, as the bus says."""
+    from pystemd.dbuslib import apply_signature
+
+    with _bus() as bus:
+        try:
+            reply = bus.call_method(*BUS_DRIVER, b"NameHasOwner", apply_signature(b"s", [DESTINATION]))
+        except Exception as err:  # pystemd's DBusBaseError subclasses
+            raise UpdateEngineError(f"the system bus did not answer NameHasOwner: {err}") from None
+    return bool(reply.body)
+
+
+def wait_for_engine(timeout_secs: float, *, on_bus: Callable[[], bool] | None = None,
+                    clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Return once update_engine owns its bus name (``on_bus``, by default
+    engine_on_bus), or fail when it has not within ``timeout_secs``."""
+    owned = on_bus or engine_on_bus
+    if owned():
+        return
+    log.info("waiting up to %gs for update_engine's bus name %s", timeout_secs, DESTINATION.decode())
+    deadline = clock() + timeout_secs
+    while clock() < deadline:
+        sleep(NAME_POLL_SECS)
+        if owned():
+            return
+    raise UpdateEngineError(f"update_engine's bus name {DESTINATION.decode()} did not appear within "
+                            f"{timeout_secs:g} s: is update-engine.service running?")
 
 
 def get_status() -> Status:

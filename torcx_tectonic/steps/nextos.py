@@ -66,7 +66,12 @@ def os_versions(ctx: Context, *, attempt_update: bool = False, engine_optional: 
 
 def update_with_retries(attempts: int, timeout: float) -> tuple[updateengine.Outcome, updateengine.Status | None,
                                                                  tuple[str, ...]]:
-    """Ask update_engine for an update up to ``attempts`` times."""
+    """Ask update_engine for an update up to ``attempts`` times, once it
+    owns its bus name (waiting for that at most one attempt's ``timeout``)."""
+    try:
+        updateengine.wait_for_engine(min(timeout, updateengine.NAME_WAIT_SECS))
+    except updateengine.UpdateEngineError as err:
+        return updateengine.Outcome.FAILED, None, (str(err),)
     failures: list[str] = []
     for number in range(1, max(attempts, 1) + 1):
         try:

@@ -12,7 +12,9 @@ Network steps try again with a doubling pause before they give up, so a
 fixed ConfigMap, manifest or bucket heals the node while the flow waits;
 systemd's own Restart= cannot do that for a step inside a chain (its
 dependents fail at the first failure). The first failure already says in
-the journal what is wrong and how long the step will keep trying.
+the journal what is wrong and how long the step will keep trying. What
+waiting cannot fix fails at once (NOT_RETRIED): a bad configuration, a file
+a local (file://) mirror lacks.
 
 A step holds its flow's run lock (lock.RunLock) while it works, so two
 copies of it never interleave; it sweeps the temporary files of writers that
@@ -36,7 +38,7 @@ from typing import Any, NoReturn
 
 from .. import config as configuration
 from .. import log as logsetup
-from ..errors import ConfigError, TorcxTectonicError, VerificationError
+from ..errors import ConfigError, LocalFileMissing, TorcxTectonicError, VerificationError
 from ..flows import ENTRY_POINTS, LABEL_WAIT, Flow, Step, find_step, timeout_secs
 from ..node import systemd
 from ..paths import NodePaths
@@ -73,6 +75,10 @@ VERIFICATION_HINT = ("a signature or hash that does not verify rarely fixes itse
                      "that signed them")
 
 
+#: Failures that no pause heals: only the operator can fix them.
+NOT_RETRIED = (ConfigError, LocalFileMissing)
+
+
 def attempt(func: Callable[..., Record], ctx: Context, sleep: Sleep = time.sleep) -> Record:
     """Run the step, again after each failure while attempts remain. Each
     failure says, in the journal and on the run record, what went wrong and
@@ -82,7 +88,7 @@ def attempt(func: Callable[..., Record], ctx: Context, sleep: Sleep = time.sleep
     for number, delay in enumerate([*delays, None], start=1):
         try:
             return func(ctx, **ctx.step.params)
-        except ConfigError:
+        except NOT_RETRIED:
             raise
         except TorcxTectonicError as err:
             if delay is None:
