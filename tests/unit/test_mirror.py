@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from torcx_tectonic import config
+from torcx_tectonic import config, mirroring
 from torcx_tectonic.cluster.mappings import parse_mappings
 from torcx_tectonic.commands import cli as command
 from torcx_tectonic.commands import mirror
 from torcx_tectonic.errors import InputError, NetworkError, VerificationError
+from torcx_tectonic.torcx import mirror as torcx_mirror
 
 from .helpers import Keys, RoutedServer, make_config, sha512
 
@@ -73,6 +74,10 @@ def upstream(bucket: RoutedServer, keys: Keys) -> Iterator[Upstream]:
     yield Upstream(bucket, keys)
 
 
+#: The torcx mirror's lines for nodes, as the summary prints them.
+NODE_LINES = torcx_mirror.node_configuration
+
+
 def _config(upstream: Upstream, **values: str) -> config.Config:
     return make_config({"torcx.manifest_url": upstream.template, "torcx.keyring": str(upstream.keys.keyring),
                         "network.retries": "0", **values})
@@ -80,10 +85,10 @@ def _config(upstream: Upstream, **values: str) -> config.Config:
 
 def _run(upstream: Upstream, root: Path, os_versions: Sequence[str] = (CURRENT, NEXT),
          kubernetes: Sequence[str] = ("1.8",), cfg: config.Config | None = None,
-         **request: str) -> mirror.Summary:
+         **request: str) -> mirroring.Summary:
     lines: list[str] = []
     return mirror.run(cfg or _config(upstream),
-                      mirror.Request(root=root, board=BOARD, os_versions=tuple(os_versions),
+                      mirroring.Request(root=root, board=BOARD, os_versions=tuple(os_versions),
                                      kubernetes=tuple(kubernetes), **request),
                       parse_mappings(MAPPINGS, "mappings.yaml"), lines.append)
 
@@ -119,7 +124,7 @@ def test_the_mirror_holds_signed_manifests_and_the_addons_nodes_need(upstream: U
     # the same bytes for both OS versions: downloaded once, hard-linked
     assert first.stat().st_ino == second.stat().st_ino
     assert len(upstream.addon_requests()) == 1
-    assert summary.complete and summary.plan.choices == (mirror.Choice("1.8", "17.03", (CURRENT, NEXT)),)
+    assert summary.complete and summary.plan.choices == (mirroring.Choice("1.8", "17.03", (CURRENT, NEXT)),)
     assert sorted(summary.artefacts.values()) == [("downloaded", len(addon("17.03", CURRENT))), ("linked", 0)]
     assert set(summary.documents.values()) == {"written"}
 
@@ -134,7 +139,7 @@ def test_a_second_run_downloads_and_rewrites_nothing(upstream: Upstream, tmp_pat
     assert len(upstream.addon_requests()) == downloads == 2
     assert [a for a, _ in summary.artefacts.values()] == ["present", "present"]
     assert set(summary.documents.values()) == {"unchanged"}
-    assert "0 downloaded, 0 bytes; 0 linked; 2 already there" in mirror.render(summary, None, "")
+    assert "0 downloaded, 0 bytes; 0 linked; 2 already there" in mirror.render(summary, None, "", NODE_LINES)
 
 
 def test_a_changed_or_missing_file_in_the_mirror_is_fetched_again(upstream: Upstream, tmp_path: Path) -> None:
@@ -156,8 +161,8 @@ def test_the_versions_nodes_choose_in_every_pair_of_os_versions(upstream: Upstre
     upstream.release(CURRENT, ["1.12", "17.03"])
     upstream.release(NEXT, ["1.12"])
     summary = _run(upstream, tmp_path)
-    assert summary.plan.choices == (mirror.Choice("1.8", "17.03", (CURRENT,)),
-                                    mirror.Choice("1.8", "1.12", (CURRENT, NEXT)))
+    assert summary.plan.choices == (mirroring.Choice("1.8", "17.03", (CURRENT,)),
+                                    mirroring.Choice("1.8", "1.12", (CURRENT, NEXT)))
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.glob("addons/*/*/*")) == [
         f"addons/{BOARD}/{CURRENT}/docker:1.12.torcx.tgz", f"addons/{BOARD}/{CURRENT}/docker:17.03.torcx.tgz",
         f"addons/{BOARD}/{NEXT}/docker:1.12.torcx.tgz"]
@@ -165,14 +170,14 @@ def test_the_versions_nodes_choose_in_every_pair_of_os_versions(upstream: Upstre
 
 def test_choices_are_strategy_choose_over_every_pair() -> None:
     offered = {OLD: ("17.03",), CURRENT: ("17.03", "17.06"), NEXT: ("17.06",)}
-    found, problems = mirror.choices("1.9", ("17.06", "17.03"), "m", [NEXT, OLD, CURRENT], offered, "docker")
+    found, problems = torcx_mirror.choices("1.9", ("17.06", "17.03"), "m", [NEXT, OLD, CURRENT], offered, "docker")
     # (running, next): (OLD, -), (OLD, CURRENT), (CURRENT, -), (OLD, NEXT), (CURRENT, NEXT), (NEXT, -); a
     # running OS whose manifest lacks the version the next one chose keeps what it has
     assert [(c.version, c.os_versions) for c in found] == [
         ("17.03", (OLD,)), ("17.06", (CURRENT,)), ("17.06", (CURRENT,)), ("17.06", (NEXT,)),
         ("17.06", (NEXT, CURRENT)), ("17.06", (NEXT,))]
     assert problems == []
-    _, problems = mirror.choices("1.9", ("18.06",), "m", [OLD, CURRENT], offered, "docker")
+    _, problems = torcx_mirror.choices("1.9", ("18.06",), "m", [OLD, CURRENT], offered, "docker")
     assert problems == [
         "no docker version for Kubernetes 1.9: the mappings from m accept 18.06, the manifest for OS 1632.3.0 "
         "offers 17.03",
@@ -183,10 +188,10 @@ def test_choices_are_strategy_choose_over_every_pair() -> None:
 def test_several_kubernetes_minors(upstream: Upstream, tmp_path: Path) -> None:
     upstream.release(CURRENT, ["17.03", "17.06"])
     summary = _run(upstream, tmp_path, os_versions=[CURRENT], kubernetes=["1.8", "v1.9.3+coreos.0"])
-    assert summary.plan.choices == (mirror.Choice("1.8", "17.03", (CURRENT,)),
-                                    mirror.Choice("v1.9.3+coreos.0", "17.06", (CURRENT,)))
+    assert summary.plan.choices == (mirroring.Choice("1.8", "17.03", (CURRENT,)),
+                                    mirroring.Choice("v1.9.3+coreos.0", "17.06", (CURRENT,)))
     assert len(list(tmp_path.glob("addons/*/*/*"))) == 2
-    assert "  Kubernetes 1.9: 17.06 for OS 1688.5.3" in mirror.render(summary, None, "")
+    assert "  Kubernetes 1.9: 17.06 for OS 1688.5.3" in mirror.render(summary, None, "", NODE_LINES)
 
 
 def test_what_nodes_need_but_the_bucket_lacks_makes_the_mirror_incomplete(upstream: Upstream,
@@ -198,7 +203,7 @@ def test_what_nodes_need_but_the_bucket_lacks_makes_the_mirror_incomplete(upstre
         "Kubernetes 1.10 (minor 1.10) has no docker versions in the runtime mappings from mappings.yaml; mapped "
         "minors: 1.8, 1.9",)
     assert (tmp_path / f"addons/{BOARD}/{CURRENT}/docker:17.03.torcx.tgz").is_file()  # the rest is there
-    text = mirror.render(summary, None, "")
+    text = mirror.render(summary, None, "", NODE_LINES)
     assert text.startswith(f"mirror {tmp_path} from {upstream.template}: INCOMPLETE\n")
     assert "  PROBLEM: Kubernetes 1.10 (minor 1.10) has no docker versions" in text
 
@@ -281,7 +286,7 @@ def test_a_request_is_checked_before_anything_is_fetched(tmp_path: Path, field: 
                                                          expected: str) -> None:
     fields: dict[str, object] = {"root": tmp_path, "board": BOARD, "os_versions": (CURRENT,), "kubernetes": ("1.8",)}
     with pytest.raises(InputError, match=expected.replace("{", r"\{").replace(".", r"\.")):
-        mirror.Request(**{**fields, field: value})  # type: ignore[arg-type]
+        mirroring.Request(**{**fields, field: value})  # type: ignore[arg-type]
 
 
 # --- from another mirror (a disk carried in, copied to /srv) ---------------------------------------------------
@@ -291,7 +296,7 @@ def test_a_mirror_can_be_copied_from_a_mirror_without_the_bucket(upstream: Upstr
     upstream.release(CURRENT, ["17.03"])
     _run(upstream, tmp_path / "usb", os_versions=[CURRENT])
     upstream.server.routes.clear()  # the bucket is gone
-    cfg = _config(upstream, **{"torcx.manifest_url": f"file://{tmp_path}/usb/{mirror.DEFAULT_MANIFEST_PATH}"})
+    cfg = _config(upstream, **{"torcx.manifest_url": f"file://{tmp_path}/usb/{mirroring.DEFAULT_MANIFEST_PATH}"})
     summary = _run(upstream, tmp_path / "srv", os_versions=[CURRENT], cfg=cfg,
                    addon_source=f"file://{tmp_path}/usb/addons")
     assert summary.complete
@@ -303,12 +308,12 @@ def test_a_mirror_can_be_copied_from_a_mirror_without_the_bucket(upstream: Upstr
 
 
 def test_the_configuration_printed_for_the_nodes_is_valid_configuration() -> None:
-    text = mirror.node_configuration("file:///srv/mirror")
+    text = torcx_mirror.node_configuration("file:///srv/mirror")
     assert text == ("[torcx]\nmanifest_url = file:///srv/mirror/manifests/{{.Board}}/{{.OSVersion}}/"
                     "torcx_manifest.json\naddon_mirror = file:///srv/mirror/addons\n")
     parsed = config.build(config.collect([("printed", text)]))
     assert parsed.torcx.addon_mirror == "file:///srv/mirror/addons"
-    https = mirror.node_configuration("https://mirror.example/torcx", "t/{{.OSVersion}}.json")
+    https = torcx_mirror.node_configuration("https://mirror.example/torcx", "t/{{.OSVersion}}.json")
     assert "manifest_url = https://mirror.example/torcx/t/{{.OSVersion}}.json\n" in https
 
 
@@ -427,14 +432,14 @@ def _sysext_upstream(upstream: Upstream, versions: Sequence[str]) -> config.Conf
 def test_a_sysext_mirror_carries_the_signed_list_and_the_images_the_minors_need(upstream: Upstream,
                                                                                 tmp_path: Path) -> None:
     cfg = _sysext_upstream(upstream, ["20.10.24", "24.0.9", "25.0.3", "26.1.0"])
-    request = mirror.Request(root=tmp_path / "m", board=BOARD, os_versions=(), kubernetes=("1.8", "1.9"))
+    request = mirroring.Request(root=tmp_path / "m", board=BOARD, os_versions=(), kubernetes=("1.8", "1.9"))
     lines: list[str] = []
     summary = mirror.run(cfg, request, parse_mappings(SYSEXT_MAPPINGS, "m"), lines.append)
     assert summary.complete
     assert sorted(p.name for p in (tmp_path / "m/sysext").iterdir()) == [
         "SHA256SUMS", "SHA256SUMS.asc", "docker-24.0.9-x86-64.raw", "docker-25.0.3-x86-64.raw"]
     assert (tmp_path / "m/sysext/SHA256SUMS").read_bytes() == upstream.server.routes["/sysext/SHA256SUMS"][1]
-    text = mirror.render(summary, "file:///srv/mirror", "")
+    text = mirror.render(summary, "file:///srv/mirror", "", mirror.mirroring(cfg).node_configuration)
     assert "images:     2 verified (2 downloaded" in text
     assert "[runtime]\nbackend = sysext\n[sysext]\nimages_url = file:///srv/mirror/sysext/{{.Name}}-{{.Version}}-" \
            "{{.Arch}}.raw" in text
@@ -446,9 +451,9 @@ def test_a_sysext_mirror_summary_names_the_image_of_each_minor_and_no_os(upstrea
                                                                           tmp_path: Path) -> None:
     """One image serves every OS version: the summary has no OS list to name."""
     cfg = _sysext_upstream(upstream, ["24.0.9", "25.0.3"])
-    request = mirror.Request(root=tmp_path / "m", board=BOARD, os_versions=(), kubernetes=("1.8", "1.9"))
+    request = mirroring.Request(root=tmp_path / "m", board=BOARD, os_versions=(), kubernetes=("1.8", "1.9"))
     summary = mirror.run(cfg, request, parse_mappings(SYSEXT_MAPPINGS, "m"), lambda line: None)
-    text = mirror.render(summary, None, "")
+    text = mirror.render(summary, None, "", mirror.mirroring(cfg).node_configuration)
     assert ("  Kubernetes 1.8: 24.0.9 (docker-24.0.9-x86-64.raw)\n"
             "  Kubernetes 1.9: 25.0.3 (docker-25.0.3-x86-64.raw)\n") in text
     assert "for OS" not in text
@@ -457,7 +462,7 @@ def test_a_sysext_mirror_summary_names_the_image_of_each_minor_and_no_os(upstrea
 def test_a_sysext_mirror_refuses_an_unsigned_list(upstream: Upstream, tmp_path: Path) -> None:
     cfg = _sysext_upstream(upstream, ["24.0.9"])
     del upstream.server.routes["/sysext/SHA256SUMS.asc"]
-    request = mirror.Request(root=tmp_path / "m", board=BOARD, os_versions=(), kubernetes=("1.8",))
+    request = mirroring.Request(root=tmp_path / "m", board=BOARD, os_versions=(), kubernetes=("1.8",))
     with pytest.raises(VerificationError, match="is not signed"):
         mirror.run(cfg, request, parse_mappings(SYSEXT_MAPPINGS, "m"), lambda line: None)
     assert not (tmp_path / "m").exists()

@@ -18,16 +18,17 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from .. import config as configuration
-from ..cluster.mappings import load_mappings
+from ..cluster.mappings import RuntimeMappings, load_mappings
 from ..cluster.view import Cluster
 from ..edges.inputfile import BOARD, KUBE_VERSION, OS_VERSION, Grammar, read_text
 from ..errors import ConfigError, InputError, TorcxTectonicError
+from ..mirroring import DEFAULT_MANIFEST_PATH, Request, check_manifest_path
 from ..paths import NodePaths
 from ..state import encode
 from ..verdict import Verdict
@@ -197,57 +198,53 @@ def mirror_command(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     """``torcx-tectonic mirror``: usage errors exit 2, other errors 1 with
     one line; the summary and the nodes' configuration go to stdout."""
     root = args.to.absolute()
-    manifest_path = args.manifest_path or mirror.DEFAULT_MANIFEST_PATH
-    for option, check, value in (("--from-addons", configuration.parse_addon_mirror, args.addon_source),
-                                 ("--manifest-path", mirror.check_manifest_path, manifest_path)):
+    manifest_path = args.manifest_path or DEFAULT_MANIFEST_PATH
+    _check_arguments(parser, ("--from-addons", configuration.parse_addon_mirror, args.addon_source),
+                     ("--manifest-path", check_manifest_path, manifest_path))
+    base, note = mirror.served_at(root, args.served_at)
+    try:
+        config = _mirror_config(args.config)
+        backend = mirror.mirroring(config)
+        _check_arguments(parser, ("--from", backend.parse_source, args.source),
+                         ("--served-at", lambda url: backend.node_configuration(url, manifest_path), base))
+        config = backend.with_source(config, args.source, args.keyring)
+        addon_source = args.addon_source if args.addon_source is not None else (
+            "" if args.source is not None else config.torcx.addon_mirror)
+        request = Request(root=root, board=args.board, os_versions=tuple(args.os_versions),
+                          kubernetes=tuple(args.kubernetes), manifest_path=manifest_path, addon_source=addon_source)
+        mappings = _mirror_mappings(config, args.mappings)
+        sys.stdout.write(f"torcx-tectonic mirror: into {root}\n")
+        summary = backend.run(config, request, mappings, lambda line: print(line, flush=True))
+    except (TorcxTectonicError, OSError) as err:
+        sys.stderr.write(f"torcx-tectonic mirror: {err}\n")
+        return 1
+    sys.stdout.write(mirror.render(summary, base, note, backend.node_configuration))
+    return 0 if summary.complete else 1
+
+
+def _check_arguments(parser: argparse.ArgumentParser, *checks: tuple[str, Callable[[str], object], str | None]) -> None:
+    """A usage error (exit 2) naming the option for the first value its check refuses."""
+    for option, check, value in checks:
         try:
             if value is not None:
                 check(value)
         except (ValueError, InputError) as err:
             parser.error(f"mirror {option} {value!r}: {err}")
-    base, note = mirror.served_at(root, args.served_at)
-    try:
-        if base is not None:
-            mirror.node_configuration(base, manifest_path)
-    except ValueError as err:
-        parser.error(f"mirror --served-at {base!r}: {err}")
-    try:
-        if args.config is not None:
-            text = read_text(args.config, "an INI configuration file", error=ConfigError)
-            config = configuration.build(configuration.collect([(str(args.config), text)]), (args.config,))
-        else:
-            config = configuration.load()
-        sysext_backend = config.runtime.backend == "sysext"
-        try:
-            if args.source is not None:
-                (configuration.parse_image_url if sysext_backend else configuration.parse_manifest_url)(args.source)
-        except ValueError as err:
-            parser.error(f"mirror --from {args.source!r}: {err}")
-        if sysext_backend:  # --from and --keyring are the images' then
-            config = config.replacing(sysext=config.sysext.replacing(
-                images_url=args.source or config.sysext.images_url, keyring=args.keyring or config.sysext.keyring))
-        else:
-            config = config.replacing(torcx=config.torcx.replacing(
-                manifest_url=args.source or configuration.require_manifest_url(config.torcx),
-                keyring=args.keyring or config.torcx.keyring))
-        addon_source = args.addon_source if args.addon_source is not None else (
-            "" if args.source is not None else config.torcx.addon_mirror)
-        request = mirror.Request(root=root, board=args.board, os_versions=tuple(args.os_versions),
-                                 kubernetes=tuple(args.kubernetes), manifest_path=manifest_path,
-                                 addon_source=addon_source)
-        if args.mappings is not None:
-            mappings = load_mappings(args.mappings, configuration.runtime_name(config))
-            if mappings is None:
-                raise ConfigError(f"{args.mappings}: missing; expected runtime mappings (--mappings)")
-        else:
-            mappings = Cluster(config).runtime_mappings()
-        sys.stdout.write(f"torcx-tectonic mirror: into {root}\n")
-        summary = mirror.run(config, request, mappings, lambda line: print(line, flush=True))
-    except TorcxTectonicError as err:
-        sys.stderr.write(f"torcx-tectonic mirror: {err}\n")
-        return 1
-    except OSError as err:
-        sys.stderr.write(f"torcx-tectonic mirror: {err}\n")
-        return 1
-    sys.stdout.write(mirror.render(summary, base, note))
-    return 0 if summary.complete else 1
+
+
+def _mirror_config(path: Path | None) -> configuration.Config:
+    """The configuration: the file given alone, or the node's."""
+    if path is None:
+        return configuration.load()
+    text = read_text(path, "an INI configuration file", error=ConfigError)
+    return configuration.build(configuration.collect([(str(path), text)]), (path,))
+
+
+def _mirror_mappings(config: configuration.Config, path: Path | None) -> RuntimeMappings:
+    """The runtime mappings: the file given, else the cluster's (the ConfigMap, else the node-local file)."""
+    if path is None:
+        return Cluster(config).runtime_mappings()
+    mappings = load_mappings(path, configuration.runtime_name(config))
+    if mappings is None:
+        raise ConfigError(f"{path}: missing; expected runtime mappings (--mappings)")
+    return mappings
