@@ -21,8 +21,9 @@ APT_PACKAGES = systemd-container dbus gpg gpgv openssl iproute2 libsystemd-dev p
 	python3-pystemd python3-requests python3-iniparse python3-packaging python3-yaml \
 	python3-prometheus-client \
 	python3-dbus python3-gi \
-	python3-cryptography rpm squashfs-tools binutils
-# PyInstaller freezes the product for the system extension image (make sysext).
+	python3-cryptography rpm squashfs-tools binutils patchelf
+# PyInstaller's analysis picks what the system extension image's program holds (make sysext);
+# patchelf gives that program's interpreter its own loader and library path.
 PIP_PACKAGES = pytest==8.3.4 ruff==0.8.4 mypy==1.13.0 types-requests==2.31.0.6 types-PyYAML==6.0.12.20240917 \
 	hypothesis==6.67.1 pyinstaller==6.22.3 pyinstaller-hooks-contrib==2026.9 altgraph==0.17.5
 BUILD = build
@@ -132,8 +133,9 @@ rpm: all
 	git archive --format=tar.gz --prefix=torcx-tectonic-0.1.0/ -o $(BUILD)/rpm/SOURCES/torcx-tectonic-0.1.0.tar.gz HEAD
 	rpmbuild -bb $(RPMBUILD_FLAGS) --define "_topdir $(CURDIR)/$(BUILD)/rpm" rpmspec/torcx-tectonic.spec
 
-# The system extension image build/torcx-tectonic-VERSION-ARCH.raw, its .sha512 and
-# the Ignition example with its hash filled in (build/torcx-tectonic-VERSION-ARCH.ign).
+# The system extension image build/torcx-tectonic-VERSION-ARCH.raw, its .sha512 (printed) and
+# the Ignition example with its hash filled in (build/torcx-tectonic-VERSION-ARCH.ign). Two
+# builds of one commit give the same bytes (SOURCE_DATE_EPOCH: the commit's time unless set).
 sysext: deps
 	$(VENV)/bin/python -m sysext.build --output $(BUILD)
 
