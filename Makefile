@@ -5,6 +5,8 @@
 #   make bench                             the performance figures (generator, addon intake, flows), each beside
 #                                          a baseline measured in the same run
 #   make sysext                            the system extension image for Flatcar (no Python on the node)
+#   make opt BASE_URL=...                  /opt/torcx-tectonic and a spec 2.x Ignition config for nodes without
+#                                          system extensions (Container Linux)
 
 PYTHON ?= /usr/bin/python3
 DESTDIR ?=
@@ -32,7 +34,7 @@ RPMBUILD_FLAGS ?= $(shell rpm -q rpm >/dev/null 2>&1 || echo --nodeps)
 SCRIPTS = $(wildcard libexec/*)
 PACKAGE_FILES = $(wildcard torcx_tectonic/*.py)
 
-.PHONY: all install deps test lint compat unit integration node bench rpm sysext clean
+.PHONY: all install deps test lint compat unit integration node bench rpm sysext opt clean
 
 all: $(BUILD)/torcx-tectonic.conf
 
@@ -138,6 +140,14 @@ rpm: all
 # builds of one commit give the same bytes (SOURCE_DATE_EPOCH: the commit's time unless set).
 sysext: deps
 	$(VENV)/bin/python -m sysext.build --output $(BUILD)
+
+# The same program laid out under /opt/torcx-tectonic (build/torcx-tectonic-VERSION-ARCH-opt/,
+# to be served at BASE_URL) and the Ignition spec 2.2.0 config that fetches each file pinned
+# by its sha512, embeds the units, the generator and the configuration, and enables the
+# bootstrap (build/torcx-tectonic-VERSION-ARCH-opt.ign).
+BASE_URL ?= https://torcx.example.com/opt/torcx-tectonic
+opt: deps
+	$(VENV)/bin/python -m sysext.opt --output $(BUILD) --base-url $(BASE_URL)
 
 clean:
 	rm -rf $(BUILD) .mypy_cache .ruff_cache .pytest_cache

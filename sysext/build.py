@@ -69,6 +69,25 @@ LAYOUT = {
     "BIN_DIR": "/usr/bin",
 }
 GENERATOR_DIR = "/usr/lib/systemd/system-generators"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one kind of install puts things: the program's prefix (the
+    interpreter path in it is absolute), the directories the package names
+    (``installdirs``), the generator's directory, and where the licences and
+    the build's own account of itself go (relative to the root)."""
+
+    prefix: str
+    dirs: Mapping[str, str]
+    generator_dir: str
+    licences: str
+    build_info: str
+
+
+#: The system extension image: everything under /usr, merged by systemd-sysext.
+SYSEXT = Layout(PROGRAM_PREFIX, LAYOUT, GENERATOR_DIR, "usr/share/licenses/torcx-tectonic",
+                "usr/share/torcx-tectonic/build-info.json")
 IGNITION_EXAMPLE = "examples/flatcar-sysext.ign"
 EXAMPLE_CONFIG = "usr/share/torcx-tectonic/torcx-tectonic.conf.example"
 #: Ships in the image: units from an extension cannot be enabled by links in /etc
@@ -99,7 +118,6 @@ PYTHON_DIR = f"python{sys.version_info.major}.{sys.version_info.minor}"
 #: The interpreter's options in every entry point: isolated from the caller's
 #: environment, no ``site`` (its ``sys.path`` is the ``._pth`` file's).
 INTERPRETER_OPTIONS = "-IS"
-LICENSE_DIR = "usr/share/licenses/torcx-tectonic"
 
 
 class BuildError(RuntimeError):
@@ -189,9 +207,9 @@ def check_layout(installdirs: Mapping[str, str]) -> None:
                          + ", ".join(f"{k} = {installdirs.get(k)!r}, the image has {v!r}" for k, v in wrong.items()))
 
 
-def substitute_unit(text: str, origin: str) -> str:
+def substitute_unit(text: str, origin: str, dirs: Mapping[str, str] = LAYOUT) -> str:
     """Fill in the placeholders ``make install`` fills in; any other one is an error."""
-    text = text.replace("@LIBEXECDIR@", LAYOUT["LIBEXEC_DIR"]).replace("@DOCDIR@", LAYOUT["DOC_DIR"])
+    text = text.replace("@LIBEXECDIR@", dirs["LIBEXEC_DIR"]).replace("@DOCDIR@", dirs["DOC_DIR"])
     left = sorted(set(re.findall(r"@[A-Z_]+@", text)))
     if left:
         raise BuildError(f"{origin}: placeholder(s) {', '.join(left)} have no value in the image")
@@ -382,8 +400,7 @@ def lay_out_program(program: Path, prefix: str, needs: Needs, layout: Mapping[st
     # redirect the program), and for the libraries of every module it loads too.
     run(["patchelf", "--set-interpreter", f"{prefix}/lib/{loader}", "--force-rpath", "--set-rpath", "$ORIGIN/../lib",
          str(program / "bin/python3")])
-    for entry in program.rglob("*"):
-        entry.chmod(0o755 if entry.is_dir() or os.access(entry, os.X_OK) else 0o644)
+    normalise_modes(program)
     return loader
 
 
@@ -427,33 +444,30 @@ def glibc_version(libc: Path) -> str:
     return match[1].decode()
 
 
-def assemble(tree: Path, scripts: Mapping[str, Path], arch: str) -> None:
-    """Lay out the image's ``/usr`` around the program (already in the tree)."""
-    from torcx_tectonic.config import render_default
-
-    prefix = PROGRAM_PREFIX
-    entry_points = {f"{GENERATOR_DIR}/{GENERATOR}": scripts[GENERATOR],
-                    **{f"{LAYOUT['BIN_DIR']}/{p.name}": p for p in scripts.values() if p.parent.name == "bin"},
-                    **{f"{LAYOUT['LIBEXEC_DIR']}/{p.name}": p for p in scripts.values() if p.parent.name == "libexec"}}
+def install_around(tree: Path, layout: Layout, scripts: Mapping[str, Path]) -> None:
+    """Lay out what goes around the program (already in the tree): the entry
+    points where ``make install`` would put them for ``layout``, the units with
+    their placeholders filled in, the documentation."""
+    dirs = layout.dirs
+    entry_points = {f"{layout.generator_dir}/{GENERATOR}": scripts[GENERATOR],
+                    **{f"{dirs['BIN_DIR']}/{p.name}": p for p in scripts.values() if p.parent.name == "bin"},
+                    **{f"{dirs['LIBEXEC_DIR']}/{p.name}": p for p in scripts.values() if p.parent.name == "libexec"}}
     for path, source in entry_points.items():
         target = tree / path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(entry_script(source.read_text(), prefix))
+        target.write_text(entry_script(source.read_text(), layout.prefix))
         target.chmod(0o755)
-    unit_dir = tree / LAYOUT["SYSTEMD_UNIT_DIR"].lstrip("/")
+    unit_dir = tree / dirs["SYSTEMD_UNIT_DIR"].lstrip("/")
     unit_dir.mkdir(parents=True, exist_ok=True)
     for unit in sorted((REPO / "units").iterdir()):
-        (unit_dir / unit.name).write_text(substitute_unit(unit.read_text(), str(unit)))
-    (tree / ACTIVATION_DROPIN).parent.mkdir(parents=True)
-    (tree / ACTIVATION_DROPIN).write_text(ACTIVATION)
-    doc_dir = tree / LAYOUT["DOC_DIR"].lstrip("/")
+        (unit_dir / unit.name).write_text(substitute_unit(unit.read_text(), str(unit), dirs))
+    doc_dir = tree / dirs["DOC_DIR"].lstrip("/")
     doc_dir.mkdir(parents=True)
     shutil.copyfile(REPO / "README.md", doc_dir / "README.md")
-    (tree / EXAMPLE_CONFIG).parent.mkdir(parents=True)
-    (tree / EXAMPLE_CONFIG).write_text(render_default())
-    release = tree / f"usr/lib/extension-release.d/extension-release.{NAME}"
-    release.parent.mkdir(parents=True)
-    release.write_text(extension_release(arch))
+
+
+def normalise_modes(tree: Path) -> None:
+    """0755 for directories and executables, 0644 for the rest (whatever the build host's umask)."""
     for entry in tree.rglob("*"):
         if not entry.is_symlink():
             entry.chmod(0o755 if entry.is_dir() or os.access(entry, os.X_OK) else 0o644)
@@ -480,10 +494,9 @@ def bundled_packages(sources: Sequence[str]) -> list[str]:
     return sorted({pkg.split(":")[0].strip() for line in found.splitlines() for pkg in line.split(": ")[0].split(",")})
 
 
-def collect_licenses(tree: Path, packages: Iterable[str]) -> list[str]:
-    """The copyright files of what the image bundles (the program carries
+def collect_licenses(target: Path, packages: Iterable[str]) -> list[str]:
+    """The copyright files of what the install bundles (the program carries
     binaries of other projects: the interpreter, the C library, ...)."""
-    target = tree / LICENSE_DIR
     target.mkdir(parents=True, exist_ok=True)
     names = []
     for package in packages:
@@ -533,28 +546,55 @@ def render_ignition(example: Mapping[str, Any], name: str, digest: str) -> dict[
     return document
 
 
+@dataclass(frozen=True)
+class Program:
+    """A program laid out for one layout, with everything around it, in ``tree``."""
+
+    tree: Path
+    glibc: str
+    kernel: str
+
+
+def build_program(tree: Path, layout: Layout, needs: Needs, arch: str) -> Program:
+    """The program for ``layout`` and what goes around it, into an empty ``tree``:
+    checked self-contained, its licences and build information beside it."""
+    from torcx_tectonic import __version__
+
+    if tree.exists():
+        shutil.rmtree(tree)
+    scripts = commands()
+    program = tree / layout.prefix.lstrip("/")
+    loader = lay_out_program(program, layout.prefix, needs, layout.dirs)
+    check_self_contained(program, loader)
+    install_around(tree, layout, scripts)
+    licensed = collect_licenses(tree / layout.licences, bundled_packages(bundled_sources(needs, program)))
+    glibc, kernel = glibc_version(program / "lib/libc.so.6"), kernel_requirement(program / "lib/libc.so.6")
+    info = {"version": __version__, "architecture": arch, "python": platform.python_version(), "glibc": glibc,
+            "kernel_minimum": kernel, "prefix": layout.prefix, "commands": sorted(scripts), "licences": licensed}
+    (tree / layout.build_info).parent.mkdir(parents=True, exist_ok=True)
+    (tree / layout.build_info).write_text(json.dumps(info, indent=1) + "\n")
+    return Program(tree, glibc, kernel)
+
+
 def build(output: Path, work: Path | None = None) -> Image:
     """The whole build; returns what it made (the image is ``output/NAME-VERSION-ARCH.raw``)."""
     from torcx_tectonic import __version__, installdirs
+    from torcx_tectonic.config import render_default
 
     check_layout({key: getattr(installdirs, key) for key in LAYOUT})
     arch = systemd_arch()
     epoch = source_date_epoch()
     work = work or output / "sysext"
-    scripts = commands()
-    needs = analyse(work)
     tree = work / "tree"
-    if tree.exists():
-        shutil.rmtree(tree)
-    program = tree / PROGRAM_PREFIX.lstrip("/")
-    loader = lay_out_program(program, PROGRAM_PREFIX, needs, LAYOUT)
-    check_self_contained(program, loader)
-    assemble(tree, scripts, arch)
-    licensed = collect_licenses(tree, bundled_packages(bundled_sources(needs, program)))
-    glibc, kernel = glibc_version(program / "lib/libc.so.6"), kernel_requirement(program / "lib/libc.so.6")
-    info = {"version": __version__, "architecture": arch, "python": platform.python_version(), "glibc": glibc,
-            "kernel_minimum": kernel, "prefix": PROGRAM_PREFIX, "commands": sorted(scripts), "licences": licensed}
-    (tree / "usr/share/torcx-tectonic/build-info.json").write_text(json.dumps(info, indent=1) + "\n")
+    program = build_program(tree, SYSEXT, analyse(work), arch)
+    (tree / ACTIVATION_DROPIN).parent.mkdir(parents=True)
+    (tree / ACTIVATION_DROPIN).write_text(ACTIVATION)
+    (tree / EXAMPLE_CONFIG).parent.mkdir(parents=True, exist_ok=True)
+    (tree / EXAMPLE_CONFIG).write_text(render_default())
+    release = tree / f"usr/lib/extension-release.d/extension-release.{NAME}"
+    release.parent.mkdir(parents=True)
+    release.write_text(extension_release(arch))
+    normalise_modes(tree)
     raw = output / image_name(__version__, arch)
     squash(tree, raw, epoch)
     digest = sha512(raw)
@@ -562,8 +602,8 @@ def build(output: Path, work: Path | None = None) -> Image:
     example = json.loads((REPO / IGNITION_EXAMPLE).read_text())
     ignition = raw.with_suffix(".ign")
     ignition.write_text(json.dumps(render_ignition(example, raw.name, digest), indent=2) + "\n")
-    return Image(raw=raw, ignition=ignition, tree=tree, version=__version__, arch=arch, sha512=digest, glibc=glibc,
-                 kernel=kernel)
+    return Image(raw=raw, ignition=ignition, tree=tree, version=__version__, arch=arch, sha512=digest,
+                 glibc=program.glibc, kernel=program.kernel)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,12 +25,12 @@ import pytest
 
 from simnode import flatcar
 from simnode.bareroot import bare_root, missing_tools, node_etc
-from simnode.cluster import BOARD, Cluster, Release, enable
+from simnode.cluster import Cluster, Release, enable
 from simnode.ignition import files_stage
 from simnode.node import REBOOT_EXIT_CODE, Node, missing_requirements
 from sysext import build as sysext_build
 
-from .flows import unit_result
+from .flows import assert_bootstrapped, assert_no_python, unit_result
 
 CURRENT, NEXT = "3602.2.0", "3760.2.0"  # Flatcar stable releases with both torcx and sysext
 RELEASES = [Release(CURRENT, ["1.12", "17.03"]), Release(NEXT, ["1.12", "17.03"])]
@@ -98,7 +98,7 @@ def test_the_image_holds_only_usr_and_what_systemd_sysext_needs(image: sysext_bu
     dropin = (image.tree / sysext_build.ACTIVATION_DROPIN).read_text()
     assert "Wants=torcx-bootstrap.target" in dropin
     # the image carries the licences of what it bundles: the C library's, the interpreter's, the libraries'
-    licences = {p.name for p in (image.tree / sysext_build.LICENSE_DIR).iterdir()}
+    licences = {p.name for p in (image.tree / sysext_build.SYSEXT.licences).iterdir()}
     assert {"libc6.copyright", "python3.11-minimal.copyright", "python3-requests.copyright",
             "libssl3.copyright"} <= licences, licences
     info = json.loads((image.tree / "usr/share/torcx-tectonic/build-info.json").read_text())
@@ -234,23 +234,6 @@ def _served(image: sysext_build.Image) -> dict[str, bytes]:
     document = json.loads(image.ignition.read_text())
     source = next(f["contents"]["source"] for f in document["storage"]["files"] if f["path"].endswith(".raw"))
     return {source: image.raw.read_bytes()}
-
-
-def assert_no_python(node: Node) -> None:
-    found = node.run("sh", "-c", "command -v python3 python3.11 python; ls -d /usr/lib/python3* "
-                     "/usr/local/lib/python3* /usr/lib/*-linux-gnu/libpython3* 2>/dev/null; true").stdout
-    assert found == "", f"the node has Python: {found}"
-
-
-def assert_bootstrapped(cluster: Cluster, node: Node, os_versions: tuple[str, ...]) -> None:
-    """What a finished bootstrap leaves, as on a packaged node."""
-    for os_version in os_versions:
-        addon = node.host_path(f"/var/lib/torcx/store/{os_version}/docker:17.03.torcx.tgz")
-        assert addon.is_file(), f"no addon for OS {os_version}"
-        assert hashlib.sha512(addon.read_bytes()).hexdigest() == cluster.bucket.expected_sha512(
-            BOARD, os_version, "17.03")
-    assert node.host_path("/etc/torcx/next-profile").read_text().strip() == "tectonic"
-    assert "KUBELET_IMAGE_TAG=v1.8.4_coreos.0" in node.host_path("/etc/kubernetes/kubelet.env").read_text()
 
 
 def test_a_flatcar_node_without_python_bootstraps_from_the_image_at_first_boot(image: sysext_build.Image) -> None:
