@@ -60,7 +60,7 @@ GENERATOR = "torcx-tectonic-generator"
 PROGRAM_PREFIX = "/usr/lib/torcx-tectonic"
 #: systemd's names for the machine architectures (ARCHITECTURE= in extension-release).
 SYSTEMD_ARCH = {"x86_64": "x86-64", "aarch64": "arm64"}
-#: The image's directories; the package's installdirs must name the same.
+#: The image's directories (written into the bundled package's installdirs).
 LAYOUT = {
     "LIBEXEC_DIR": "/usr/libexec/torcx-tectonic",
     "SYSTEMD_UNIT_DIR": "/usr/lib/systemd/system",
@@ -197,14 +197,6 @@ def script_imports(source: str, origin: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             modules.add(node.module)
     return modules
-
-
-def check_layout(installdirs: Mapping[str, str]) -> None:
-    """The bundled package names its directories from ``installdirs``: they must be the image's."""
-    wrong = {key: value for key, value in LAYOUT.items() if installdirs.get(key) != value}
-    if wrong:
-        raise BuildError("torcx_tectonic/installdirs.py does not name the image's directories: "
-                         + ", ".join(f"{k} = {installdirs.get(k)!r}, the image has {v!r}" for k, v in wrong.items()))
 
 
 def substitute_unit(text: str, origin: str, dirs: Mapping[str, str] = LAYOUT) -> str:
@@ -366,20 +358,21 @@ def installdirs_module(layout: Mapping[str, str]) -> str:
     """``torcx_tectonic/installdirs.py`` naming ``layout``'s directories (what ``make install`` writes)."""
     text = (REPO / "torcx_tectonic/installdirs.py").read_text()
     for key, value in layout.items():
-        text, count = re.subn(rf"^{key} = .*$", f"{key} = {value!r}".replace("'", '"'), text, flags=re.M)
+        text, count = re.subn(rf"^{key} = .*$", f"{key} = {json.dumps(value)}", text, flags=re.M)
         if count != 1:
             raise BuildError(f"torcx_tectonic/installdirs.py has no line {key} = ...")
     return text
 
 
-def lay_out_program(program: Path, prefix: str, needs: Needs, layout: Mapping[str, str]) -> str:
+def lay_out_program(program: Path, prefix: str, needs: Needs, dirs: Mapping[str, str]) -> str:
     """The program under ``program`` (which the node sees as ``prefix``): the
-    interpreter, its modules and every library. Returns the loader's name."""
+    interpreter, its modules and every library; the package names ``dirs``.
+    Returns the loader's name."""
     modules = program / "lib" / PYTHON_DIR
     for relative, source in sorted(needs.modules.items()):
         (modules / relative).parent.mkdir(parents=True, exist_ok=True)
         if relative == "torcx_tectonic/installdirs.py":
-            (modules / relative).write_text(installdirs_module(layout))
+            (modules / relative).write_text(installdirs_module(dirs))
         else:
             shutil.copyfile(source, modules / relative)
     compile_modules(modules, prefix)
@@ -405,11 +398,11 @@ def lay_out_program(program: Path, prefix: str, needs: Needs, layout: Mapping[st
 
 
 def check_self_contained(program: Path, loader: str) -> None:
-    """Every ELF file of the program loads its libraries from the program alone:
-    listed by the program's own loader, with no library path but the program's
-    (``--inhibit-cache``: not the build host's ld.so.cache). The interpreter's
-    ``DT_RPATH`` reaches the libraries of every module it loads only where
-    those have no ``DT_RUNPATH`` of their own: none may have one."""
+    """Every ELF file of the program loads its libraries from the program alone,
+    as listed by the program's own loader without the build host's
+    ld.so.cache: the interpreter by its own ``DT_RPATH``, the modules it loads
+    with that path given (it reaches their libraries only where they have no
+    library path of their own: none may have one)."""
     lib = program / "lib"
     outside: list[str] = []
     for elf in elf_files(program):
@@ -418,8 +411,8 @@ def check_self_contained(program: Path, loader: str) -> None:
         dynamic = run(["readelf", "-d", str(elf)], quiet=True).stdout
         if elf != program / "bin/python3" and re.search(r"\((RUNPATH|RPATH)\)", dynamic):
             outside.append(f"{elf.relative_to(program)} has a library path of its own")
-        listing = run([str(lib / loader), "--inhibit-cache", "--library-path", str(lib), "--list", str(elf)],
-                      quiet=True).stdout
+        path = [] if elf == program / "bin/python3" else ["--library-path", str(lib)]
+        listing = run([str(lib / loader), "--inhibit-cache", *path, "--list", str(elf)], quiet=True).stdout
         for name, target in ldd_libraries(listing, str(elf)).items():
             if os.path.dirname(os.path.normpath(target)) != str(lib) and name != loader:
                 outside.append(f"{elf.relative_to(program)} loads {name} from {target}")
@@ -477,7 +470,7 @@ def bundled_sources(needs: Needs, program: Path) -> list[str]:
     """What ``dpkg -S`` is asked about: the libraries by name, the interpreter,
     and the directory of each top-level module the program holds (the
     repository's own left out)."""
-    sources = {lib.name for lib in elf_files(program / "lib") if lib.suffix != ".pyc"}
+    sources = {lib.name for lib in elf_files(program / "lib")}
     sources.add(os.path.realpath(sys._base_executable))  # type: ignore[attr-defined]
     for relative, source in {**needs.modules, **needs.extensions}.items():
         top = relative.split("/")[0]
@@ -578,10 +571,9 @@ def build_program(tree: Path, layout: Layout, needs: Needs, arch: str) -> Progra
 
 def build(output: Path, work: Path | None = None) -> Image:
     """The whole build; returns what it made (the image is ``output/NAME-VERSION-ARCH.raw``)."""
-    from torcx_tectonic import __version__, installdirs
+    from torcx_tectonic import __version__
     from torcx_tectonic.config import render_default
 
-    check_layout({key: getattr(installdirs, key) for key in LAYOUT})
     arch = systemd_arch()
     epoch = source_date_epoch()
     work = work or output / "sysext"

