@@ -336,6 +336,7 @@ def libraries_of(elves: Iterable[Path]) -> dict[str, Path]:
 
 
 def loader_name(libraries: Mapping[str, Path]) -> str:
+    """The dynamic loader among the libraries: the program's ELF interpreter."""
     loaders = sorted(name for name in libraries if name.startswith("ld-linux"))
     if len(loaders) != 1:
         raise BuildError(f"expected one dynamic loader among the libraries, found {loaders or 'none'}")

@@ -51,7 +51,7 @@ OPT = Layout(PREFIX, {"LIBEXEC_DIR": f"{PREFIX}/libexec", "SYSTEMD_UNIT_DIR": "/
                       "SYSCONF_DIR": "/etc", "DOC_DIR": f"{PREFIX}/share/doc", "BIN_DIR": f"{PREFIX}/bin"},
              "/etc/systemd/system-generators", f"{PREFIX.lstrip('/')}/share/licenses",
              f"{PREFIX.lstrip('/')}/share/build-info.json")
-#: The Ignition spec version written: Container Linux's Ignition 0.34 reads 2.0 to 2.2 (2.3 is experimental there).
+#: The Ignition spec version written: a 2.x that Container Linux's last Ignition (0.34) reads.
 SPEC_VERSION = "2.2.0"
 #: Where the example config fetches the program from; `--base-url` puts in yours.
 BASE_URL = "https://torcx.example.com/opt/torcx-tectonic"
