@@ -5,6 +5,8 @@
 #   make bench                             the performance figures (generator, addon intake, flows), each beside
 #                                          a baseline measured in the same run
 #   make sysext                            the system extension image for Flatcar (no Python on the node)
+#   make opt BASE_URL=...                  /opt/torcx-tectonic and a spec 2.x Ignition config for nodes without
+#                                          system extensions (Container Linux)
 
 PYTHON ?= /usr/bin/python3
 DESTDIR ?=
@@ -21,8 +23,9 @@ APT_PACKAGES = systemd-container dbus gpg gpgv openssl iproute2 libsystemd-dev p
 	python3-pystemd python3-requests python3-iniparse python3-packaging python3-yaml \
 	python3-prometheus-client \
 	python3-dbus python3-gi \
-	python3-cryptography rpm squashfs-tools binutils
-# PyInstaller freezes the product for the system extension image (make sysext).
+	python3-cryptography rpm squashfs-tools binutils patchelf
+# PyInstaller's analysis picks what the system extension image's program holds (make sysext);
+# patchelf gives that program's interpreter its own loader and library path.
 PIP_PACKAGES = pytest==8.3.4 ruff==0.8.4 mypy==1.13.0 types-requests==2.31.0.6 types-PyYAML==6.0.12.20240917 \
 	hypothesis==6.67.1 pyinstaller==6.22.3 pyinstaller-hooks-contrib==2026.9 altgraph==0.17.5
 BUILD = build
@@ -31,7 +34,7 @@ RPMBUILD_FLAGS ?= $(shell rpm -q rpm >/dev/null 2>&1 || echo --nodeps)
 SCRIPTS = $(wildcard libexec/*)
 PACKAGE_FILES = $(wildcard torcx_tectonic/*.py torcx_tectonic/*/*.py)
 
-.PHONY: all install deps test lint compat unit integration node bench rpm sysext clean
+.PHONY: all install deps test lint compat unit integration node bench rpm sysext opt clean
 
 all: $(BUILD)/torcx-tectonic.conf
 
@@ -134,10 +137,19 @@ rpm: all
 	git archive --format=tar.gz --prefix=torcx-tectonic-0.1.0/ -o $(BUILD)/rpm/SOURCES/torcx-tectonic-0.1.0.tar.gz HEAD
 	rpmbuild -bb $(RPMBUILD_FLAGS) --define "_topdir $(CURDIR)/$(BUILD)/rpm" rpmspec/torcx-tectonic.spec
 
-# The system extension image build/torcx-tectonic-VERSION-ARCH.raw, its .sha512 and
-# the Ignition example with its hash filled in (build/torcx-tectonic-VERSION-ARCH.ign).
+# The system extension image build/torcx-tectonic-VERSION-ARCH.raw, its .sha512 (printed) and
+# the Ignition example with its hash filled in (build/torcx-tectonic-VERSION-ARCH.ign). Two
+# builds of one commit give the same bytes (SOURCE_DATE_EPOCH: the commit's time unless set).
 sysext: deps
 	$(VENV)/bin/python -m sysext.build --output $(BUILD)
+
+# The same program laid out under /opt/torcx-tectonic (build/torcx-tectonic-VERSION-ARCH-opt/,
+# to be served at BASE_URL) and the Ignition spec 2.2.0 config that fetches each file pinned
+# by its sha512, embeds the units, the generator and the configuration, and enables the
+# bootstrap (build/torcx-tectonic-VERSION-ARCH-opt.ign).
+BASE_URL ?= https://torcx.example.com/opt/torcx-tectonic
+opt: deps
+	$(VENV)/bin/python -m sysext.opt --output $(BUILD) --base-url $(BASE_URL)
 
 clean:
 	rm -rf $(BUILD) .mypy_cache .ruff_cache .pytest_cache

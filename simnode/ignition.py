@@ -4,10 +4,12 @@ A Flatcar node gets the product from its Ignition config alone, so the test
 of that path writes exactly what the shipped example would write: its files
 (``data:`` URLs decoded; remote sources from a map the test provides, checked
 against ``verification.hash`` as Ignition checks them), its links and its
-unit drop-ins. Only
-the parts of spec 3.x the example uses are understood; anything else is an
-error rather than silently skipped, so the example cannot grow a part the
-test does not apply.
+unit drop-ins, and the units it enables. Only
+the parts of spec 3.x the Flatcar example uses and of spec 2.x the /opt
+install's config uses are understood (2.x: every file names the ``root``
+file system, modes are numbers, hashes sha512 only); anything else is an
+error rather than silently skipped, so a config cannot grow a part the test
+does not apply.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from typing import Any
 
 #: Ignition spec versions whose files/links/directories sections this understands.
 SPEC_VERSIONS = ("3.0.0", "3.1.0", "3.2.0", "3.3.0", "3.4.0")
+#: Spec 2.x versions (Container Linux's Ignition 0.34 reads these, and no 3.x).
+SPEC2_VERSIONS = ("2.0.0", "2.1.0", "2.2.0", "2.3.0")
+#: The keys of a storage.files entry, by spec major version.
+FILE_KEYS = {2: {"filesystem", "path", "mode", "contents", "user", "group", "append"},
+             3: {"path", "mode", "contents", "user", "group", "overwrite", "append"}}
 #: Where Ignition writes units and drop-ins.
 UNIT_DIR = "/etc/systemd/system"
 HASH_FUNCTIONS = {"sha512": hashlib.sha512, "sha256": hashlib.sha256}
@@ -38,6 +45,7 @@ class Written:
     modes: dict[str, int] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
     directories: list[str] = field(default_factory=list)
+    enabled: list[str] = field(default_factory=list)
 
 
 def decode_data_url(url: str) -> bytes:
@@ -60,7 +68,20 @@ def check_hash(content: bytes, expected: str, where: str) -> None:
         raise IgnitionError(f"{where}: {function} is {actual}, the config expects {digest}")
 
 
-def _contents(entry: Mapping[str, Any], remote: Mapping[str, bytes], where: str) -> bytes:
+def _check_entry(entry: Mapping[str, Any], major: int, where: str) -> None:
+    """What spec ``major`` requires of a files/links/directories entry beyond its own keys."""
+    if major == 2 and entry.get("filesystem") != "root":
+        raise IgnitionError(f"{where}: spec 2 entries name their file system (\"filesystem\": \"root\")")
+    if major == 3 and "filesystem" in entry:
+        raise IgnitionError(f"{where}: spec 3 has no \"filesystem\" (it is spec 2's)")
+    if not str(entry.get("path", "")).startswith("/"):
+        raise IgnitionError(f"{where}: path {entry.get('path')!r} is not absolute")
+    mode = entry.get("mode", 0o644)
+    if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o7777:
+        raise IgnitionError(f"{where}: mode {mode!r} is not a number from 0 to 4095 (0o7777)")
+
+
+def _contents(entry: Mapping[str, Any], remote: Mapping[str, bytes], where: str, major: int) -> bytes:
     contents = entry.get("contents", {})
     unknown = set(contents) - {"source", "verification", "compression"}
     if unknown or contents.get("compression"):
@@ -76,15 +97,22 @@ def _contents(entry: Mapping[str, Any], remote: Mapping[str, bytes], where: str)
         raise IgnitionError(f"{where}: nothing serves {source} in this test")
     expected = contents.get("verification", {}).get("hash")
     if expected:
+        if major == 2 and not expected.startswith("sha512-"):
+            raise IgnitionError(f"{where}: spec 2 verifies sha512 only, not {expected.partition('-')[0]!r}")
         check_hash(data, expected, where)
     return data
 
 
 def files_stage(document: Mapping[str, Any], remote: Mapping[str, bytes] | None = None) -> Written:
-    """Everything an Ignition spec 3 config writes to the root file system."""
+    """Everything an Ignition spec 2 or 3 config writes to the root file system."""
     version = document.get("ignition", {}).get("version")
-    if version not in SPEC_VERSIONS:
-        raise IgnitionError(f"ignition.version {version!r}: expected one of {', '.join(SPEC_VERSIONS)}")
+    if version not in SPEC_VERSIONS + SPEC2_VERSIONS:
+        known = ", ".join(SPEC2_VERSIONS + SPEC_VERSIONS)
+        raise IgnitionError(f"ignition.version {version!r}: expected one of {known}")
+    major = int(version.split(".")[0])
+    others = sorted(set(document["ignition"]) - {"version"})
+    if others:
+        raise IgnitionError(f"ignition sections {others} are not supported here")
     if document.get("passwd") or document.get("kernelArguments"):
         raise IgnitionError("only storage (files, links, directories) and unit drop-ins are applied here")
     storage = document.get("storage", {})
@@ -93,21 +121,31 @@ def files_stage(document: Mapping[str, Any], remote: Mapping[str, bytes] | None 
         raise IgnitionError(f"storage sections {sorted(unknown)} are not supported here")
     written = Written()
     for entry in storage.get("directories", []):
+        _check_entry(entry, major, f"directory {entry.get('path')}")
         written.directories.append(entry["path"])
     for entry in storage.get("files", []):
-        path = entry["path"]
+        path = entry.get("path")
+        _check_entry(entry, major, f"file {path}")
+        unknown = set(entry) - FILE_KEYS[major]
+        if unknown:
+            raise IgnitionError(f"{path}: spec {major} files have no {sorted(unknown)}")
         if entry.get("append"):
             raise IgnitionError(f"{path}: append is not supported here")
-        written.files[path] = _contents(entry, remote or {}, path)
+        written.files[path] = _contents(entry, remote or {}, path, major)
         written.modes[path] = int(entry.get("mode", 0o644))
     for entry in storage.get("links", []):
+        _check_entry(entry, major, f"link {entry.get('path')}")
         if entry.get("hard"):
             raise IgnitionError(f"{entry['path']}: hard links are not supported here")
         written.links[entry["path"]] = entry["target"]
     for unit in document.get("systemd", {}).get("units", []):
-        unsupported = set(unit) - {"name", "dropins"}
+        unsupported = set(unit) - {"name", "dropins", "enabled"}
         if unsupported:
-            raise IgnitionError(f"{unit['name']}: {sorted(unsupported)} are not supported here (only drop-ins)")
+            raise IgnitionError(f"{unit['name']}: {sorted(unsupported)} are not supported here (drop-ins, enabled)")
+        if not isinstance(unit.get("enabled", False), bool):
+            raise IgnitionError(f"{unit['name']}: enabled {unit['enabled']!r} is not true or false")
+        if unit.get("enabled"):
+            written.enabled.append(unit["name"])
         for dropin in unit.get("dropins", []):
             path = f"{UNIT_DIR}/{unit['name']}.d/{dropin['name']}"
             written.files[path] = dropin.get("contents", "").encode()

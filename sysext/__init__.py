@@ -1,6 +1,7 @@
 """The system extension image: torcx-tectonic for nodes without Python.
 
-``launcher`` is the one frozen program of the image (every entry point is a
-symlink to it); ``build`` freezes it with PyInstaller, lays out the image's
-``/usr`` tree and packs it with ``mksquashfs`` (``make sysext``).
+``build`` lays out a program that brings its own interpreter, C library and
+every shared library it loads (so it needs nothing of the node but the
+kernel), the image's ``/usr`` tree around it, and packs it with
+``mksquashfs`` (``make sysext``).
 """

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from typing import Any
 
+from simnode.cluster import BOARD, Cluster
 from simnode.node import REBOOT_EXIT_CODE, Node
 
 BOOTSTRAP_UNITS = ("os-update", "kubelet-version", "docker-version", "addons", "kubelet-env", "finish")
@@ -94,6 +96,23 @@ def bootstrap_journal(node: Node) -> str:
     return node.journal(extra=extra)
 
 
-__all__ = ["REBOOT_EXIT_CODE", "bootstrap_journal", "failure", "has_record", "last_run", "record", "run_result",
-           "settled_record", "start_bootstrap", "start_bootstrap_expecting_reboot", "status", "step_done", "step_run",
-           "unit_result"]
+def assert_no_python(node: Node) -> None:
+    found = node.run("sh", "-c", "command -v python3 python3.11 python; ls -d /usr/lib/python3* "
+                     "/usr/local/lib/python3* /usr/lib/*-linux-gnu/libpython3* 2>/dev/null; true").stdout
+    assert found == "", f"the node has Python: {found}"
+
+
+def assert_bootstrapped(cluster: Cluster, node: Node, os_versions: tuple[str, ...]) -> None:
+    """What a finished bootstrap leaves, as on a packaged node."""
+    for os_version in os_versions:
+        addon = node.host_path(f"/var/lib/torcx/store/{os_version}/docker:17.03.torcx.tgz")
+        assert addon.is_file(), f"no addon for OS {os_version}"
+        assert hashlib.sha512(addon.read_bytes()).hexdigest() == cluster.bucket.expected_sha512(
+            BOARD, os_version, "17.03")
+    assert node.host_path("/etc/torcx/next-profile").read_text().strip() == "tectonic"
+    assert "KUBELET_IMAGE_TAG=v1.8.4_coreos.0" in node.host_path("/etc/kubernetes/kubelet.env").read_text()
+
+
+__all__ = ["REBOOT_EXIT_CODE", "assert_bootstrapped", "assert_no_python", "bootstrap_journal", "failure",
+           "has_record", "last_run", "record", "run_result", "settled_record", "start_bootstrap",
+           "start_bootstrap_expecting_reboot", "status", "step_done", "step_run", "unit_result"]

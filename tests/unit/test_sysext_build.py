@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from sysext import build
-from torcx_tectonic import installdirs
 
 
 def test_the_image_is_named_and_labelled_for_systemd_sysext() -> None:
@@ -42,12 +42,6 @@ def test_what_a_script_imports_is_frozen_in() -> None:
         build.script_imports("#!/bin/sh\necho hi\n", "x")
 
 
-def test_the_package_names_the_directories_the_image_has() -> None:
-    build.check_layout({key: getattr(installdirs, key) for key in build.LAYOUT})
-    with pytest.raises(build.BuildError, match="LIBEXEC_DIR = '/opt/tt', the image has '/usr/libexec/torcx-tectonic'"):
-        build.check_layout({**build.LAYOUT, "LIBEXEC_DIR": "/opt/tt"})
-
-
 def test_units_get_the_image_directories_and_no_placeholder_is_left() -> None:
     text = "Documentation=file:@DOCDIR@/README.md\nExecStart=@LIBEXECDIR@/flow-lock %i\n"
     assert build.substitute_unit(text, "u") == ("Documentation=file:/usr/share/doc/torcx-tectonic/README.md\n"
@@ -58,8 +52,58 @@ def test_units_get_the_image_directories_and_no_placeholder_is_left() -> None:
         build.substitute_unit(unit.read_text(), str(unit))
 
 
-def test_only_the_c_library_and_zlib_may_come_from_the_node() -> None:
-    allowed = ["libc.so.6", "libm.so.6", "ld-linux-x86-64.so.2", "ld-linux-aarch64.so.1", "libpthread.so.0",
-               "libdl.so.2", "libz.so.1", "linux-vdso.so.1"]
-    assert all(build.NODE_LIBRARIES.match(name) for name in allowed)
-    assert not any(build.NODE_LIBRARIES.match(name) for name in ("libsystemd.so.0", "libssl.so.3", "libpython3.11.so"))
+LDD = """\
+\tlinux-vdso.so.1 (0x00007ffd4d9e5000)
+\tlibssl.so.3 => /lib/x86_64-linux-gnu/libssl.so.3 (0x00007f0a1c000000)
+\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f0a1be1f000)
+\t/lib64/ld-linux-x86-64.so.2 (0x00007f0a1c1f4000)
+"""
+
+
+def test_every_library_is_taken_the_loader_and_the_c_library_included() -> None:
+    found = build.ldd_libraries(LDD, "_ssl.so")
+    assert found == {"libssl.so.3": "/lib/x86_64-linux-gnu/libssl.so.3", "libc.so.6": "/lib/x86_64-linux-gnu/libc.so.6",
+                     "ld-linux-x86-64.so.2": "/lib64/ld-linux-x86-64.so.2"}
+    assert build.loader_name({name: Path(p) for name, p in found.items()}) == "ld-linux-x86-64.so.2"
+    with pytest.raises(build.BuildError, match="_ssl.so needs libssl.so.3, which is found nowhere"):
+        build.ldd_libraries("\tlibssl.so.3 => not found\n", "_ssl.so")
+    assert build.ldd_libraries("\tstatically linked\n", "x") == {}
+
+
+def test_entry_points_are_the_scripts_with_the_programs_interpreter() -> None:
+    script = build.entry_script("#!/usr/bin/python3\nimport sys\n", "/opt/tt")
+    assert script == "#!/opt/tt/bin/python3 -IS\nimport sys\n"
+    with pytest.raises(build.BuildError, match="without a #! line"):
+        build.entry_script("import sys\n", "/opt/tt")
+
+
+def test_modules_go_where_their_name_says() -> None:
+    assert build.module_file("a.b", "/x/a/b.py") == "a/b.py"
+    assert build.module_file("a.b", "/x/a/b/__init__.py") == "a/b/__init__.py"
+    toc = {"pure": [["json", "/usr/lib/python3.11/json/__init__.py", "PYMODULE"]],
+           "binaries": [["python3.11/lib-dynload/_ssl.so", "/usr/lib/python3.11/lib-dynload/_ssl.so", "EXTENSION"],
+                        ["yaml/_yaml.so", "/d/yaml/_yaml.so", "EXTENSION"],
+                        ["libssl.so.3", "/lib/libssl.so.3", "BINARY"]],
+           "datas": [["certifi/cacert.pem", "/d/certifi/cacert.pem", "DATA"], ["base_library.zip", "/w/b.zip", "DATA"]]}
+    needs = build.needs_from(toc, ["encodings/__init__.pyc", "encodings/"], Path("/usr/lib/python3.11"))
+    assert needs.modules == {"json/__init__.py": Path("/usr/lib/python3.11/json/__init__.py"),
+                             "encodings/__init__.py": Path("/usr/lib/python3.11/encodings/__init__.py")}
+    # the libraries are found from the ELF files, not taken from the analysis
+    assert needs.extensions == {"_ssl.so": Path("/usr/lib/python3.11/lib-dynload/_ssl.so"),
+                                "yaml/_yaml.so": Path("/d/yaml/_yaml.so")}
+    assert needs.data == {"certifi/cacert.pem": Path("/d/certifi/cacert.pem")}
+
+
+def test_the_bundled_package_names_the_layouts_directories() -> None:
+    text = build.installdirs_module({**build.LAYOUT, "LIBEXEC_DIR": "/opt/torcx-tectonic/libexec"})
+    assert 'LIBEXEC_DIR = "/opt/torcx-tectonic/libexec"\n' in text and 'BIN_DIR = "/usr/bin"\n' in text
+    assert text.split('"""')[1] == (build.REPO / "torcx_tectonic/installdirs.py").read_text().split('"""')[1]
+
+
+def test_every_time_in_the_image_is_the_commits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert build.source_date_epoch() == 1700000000
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    commit_time = subprocess.run(["git", "-C", str(build.REPO), "log", "-1", "--format=%ct"], capture_output=True,
+                                 text=True, check=True).stdout
+    assert build.source_date_epoch() == int(commit_time)
