@@ -3,7 +3,7 @@ added, under their sections, and a paragraph of what each section measures."""
 
 from __future__ import annotations
 
-from simnode.bench import DOCUMENT, Bench, Row
+from simnode.table import DOCUMENT, Bench, Row
 
 
 def test_the_document_is_the_table_and_what_each_section_measures() -> None:

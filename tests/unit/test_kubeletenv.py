@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from simnode.bench import large_kubelet_env
+from simnode.documents import large_kubelet_env
 from torcx_tectonic.edges.envfile import parse_env
 from torcx_tectonic.edges.inputfile import MAX_FILE_BYTES
 from torcx_tectonic.errors import InputError

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from simnode.bench import large_mappings
+from simnode.documents import large_mappings
 from torcx_tectonic.cluster import mappings
 from torcx_tectonic.edges.inputfile import MAX_FILE_BYTES
 from torcx_tectonic.errors import InputError
