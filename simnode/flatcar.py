@@ -82,6 +82,25 @@ PYTHON_PATTERNS = (
 )
 
 
+def container_linux_files() -> dict[str, bytes | str]:
+    """What a Container Linux node without Python needs beyond a Container
+    Linux one (for ``Node(files=)``, with ``nspawn_args()`` and
+    ``torcx_on_host_python``): the update_engine stand-in on the host's
+    interpreter, which the product's units cannot reach."""
+    return {
+        "/usr/lib/systemd/system/update-engine.service.d/50-host-python.conf": UPDATE_ENGINE_ON_HOST_PYTHON,
+        "/etc/systemd/system/torcx-.service.d/50-no-host-python.conf": NO_HOST_PYTHON,
+    }
+
+
+def torcx_on_host_python(node: Node) -> None:
+    """The stand-in for torcx's generator, on the host's interpreter (the node has none)."""
+    generator = node.layer / "usr/lib/systemd/system-generators/torcx-generator"
+    body = generator.read_text().split("\n", 1)[1]
+    generator.write_text(f"#!{HOST_USR}/bin/python3 -I\n{body}")
+    generator.chmod(0o755)
+
+
 def python_paths(patterns: Iterable[str] = PYTHON_PATTERNS) -> list[str]:
     """The host's /usr paths that hold Python (what the node must not see)."""
     return sorted({path for pattern in patterns for path in glob.glob(pattern)})

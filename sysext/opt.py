@@ -24,6 +24,7 @@ go to ``/etc/systemd/system/`` and the generator to
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import os
@@ -90,9 +91,28 @@ def file_entry(path: str, mode: int, source: str, sha512: str | None = None) -> 
     return {"filesystem": "root", "path": path, "mode": mode, "contents": contents}
 
 
+#: The Flatcar example names Flatcar's update operator; these nodes keep the
+#: default, Container Linux's (a Flatcar node before 3185 sets Flatcar's back).
+FLATCAR_ANNOTATION = "annotation = flatcar-linux-update.v1.flatcar-linux.net/tectonic-torcx-pre-hook-ok\n"
+CONTAINER_LINUX_ANNOTATION = ("; annotation: the default names Container Linux's update operator; on Flatcar:\n"
+                              "; " + FLATCAR_ANNOTATION)
+
+
+def _embedded(url: str, path: str) -> bytes:
+    """The bytes of a data URL the example embeds (percent-encoded, or base64)."""
+    if url.startswith("data:;base64,"):
+        return base64.b64decode(url.removeprefix("data:;base64,"), validate=True)
+    if url.startswith("data:,"):
+        return urllib.parse.unquote_to_bytes(url.removeprefix("data:,"))
+    raise BuildError(f"{IGNITION_EXAMPLE}: {path} is not embedded as a data URL")
+
+
 def operator_files(example: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The Flatcar example's configuration and keyring files, as spec 2.x entries."""
-    found = [file_entry(f["path"], int(f.get("mode", 0o644)), f["contents"]["source"])
+    """The Flatcar example's configuration and keyring files, as spec 2.x
+    entries, for Container Linux's update operator."""
+    found = [file_entry(f["path"], int(f.get("mode", 0o644)), data_url(
+                 _embedded(f["contents"]["source"], f["path"]).replace(FLATCAR_ANNOTATION.encode(),
+                                                                        CONTAINER_LINUX_ANNOTATION.encode())))
              for f in example["storage"]["files"] if f["path"].startswith(OPERATOR_FILES)]
     if not found:
         raise BuildError(f"{IGNITION_EXAMPLE} has no file under {OPERATOR_FILES}")
