@@ -125,13 +125,20 @@ class Cluster(Closing):
 
     def node_files(self, settings: Mapping[str, Mapping[str, str]] | None = None, *,
                    installer_tag: str = "v1.8.4_coreos.0",
-                   local_mappings: Mapping[str, Sequence[str]] | None = None) -> dict[str, bytes | str]:
-        """What an installer puts on a node, pointing at these stand-ins."""
-        kubeconfig = self.workdir / "kubeconfig"
-        self.api.kubeconfig(kubeconfig, kind="certs")
+                   local_mappings: Mapping[str, Sequence[str]] | None = None,
+                   node: str = NODE_NAME) -> dict[str, bytes | str]:
+        """What an installer puts on a node, pointing at these stand-ins.
+        Another ``node`` than the first joins the cluster: its Node object
+        and its own kubelet certificate (``CN=system:node:<node>``)."""
+        kubeconfig = self.workdir / f"kubeconfig-{node}"
+        client = None
+        if node != NODE_NAME:
+            client = self.pki.issue_client(f"kubelet-{node}", f"system:node:{node}", ["system:nodes"])
+            self.api.create_node(node, labels={}, annotations={})
+        self.api.kubeconfig(kubeconfig, kind="certs", client=client)
         config = merge({
             "torcx": {"manifest_url": self.bucket.manifest_url_template, "keyring": KEYRING},
-            "kubernetes": {"kubeconfig": KUBECONFIG, "node_name": NODE_NAME},
+            "kubernetes": {"kubeconfig": KUBECONFIG, "node_name": node},
             "network": {"ca_bundle": CA_BUNDLE},
         }, FAST_SETTINGS, settings or {})
         return {

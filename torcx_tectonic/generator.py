@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from .directives import NEWEST_INTRODUCED, escape, running_version, understood
-from .flows import STATE_WRITES, Flow, Step, all_flows, timeout_secs
+from .flows import MANAGE_UNITS, STATE_WRITES, Flow, Step, all_flows, timeout_secs
 from .installdirs import DOC_DIR, LIBEXEC_DIR
 from .paths import CONFIG_FILE, LOCK_FILE
 
@@ -27,6 +27,8 @@ DOCS = f"man:systemd.generator(7) file:{DOC_DIR}/README.md"
 LOCK_TEMPLATE = "torcx-tectonic-lock@.service"
 #: The libexec script every step unit runs after it (``ExecStopPost=``).
 STOPPED = "step-stopped"
+#: The libexec script of the retry unit of a flow that backs off.
+RETRY = "retry-flow"
 #: Least privilege for every unit: what a step may touch is the table's
 #: declaration below these lines; everything else is read-only or absent.
 HARDENING = (
@@ -130,9 +132,14 @@ def render_step(config: Config, flow: Flow, step: Step, source: str) -> str:
                  f"Before={flow.target_unit}"]
     if flow.before:
         unit += ["# Done before these start.", f"Before={' '.join(flow.before)}"]
+    if flow.after:
+        unit += ["# Started with these, it runs once they ended.", *(f"After={u}" for u in flow.after)]
     if step.mounts:
         unit.append(f"RequiresMountsFor={' '.join(step.mounts)}")
     unit += step.conditions
+    if flow.backoff and step in flow.steps:
+        unit += ["# After a failed run the steps skip until its next try; a failure starts the wait for it.",
+                 *backoff_conditions(flow), f"OnFailure={flow.retry_unit}"]
     if step.followed_by:
         unit += ["# Started with this step, it runs when this one ended.", f"Wants={step.followed_by}"]
     followed = [flow.unit(s) for s in flow.steps if s.followed_by == flow.unit(step)]
@@ -168,6 +175,31 @@ def render_lock(config: Config) -> str:
     return f"{HEADER}\n{_section('Unit', unit)}\n{_section('Service', service)}"
 
 
+def backoff_conditions(flow: Flow) -> list[str]:
+    """What skips a flow that backs off (and its lock) while it waits for its next try."""
+    return [f"ConditionPathExists=!{flow.backoff_file}"] if flow.backoff else []
+
+
+def render_retry(config: Config, flow: Flow, source: str) -> str:
+    """The unit that starts a flow that backs off again at its next try."""
+    unit = [
+        f"Description=torcx-tectonic {flow.name}: start the flow again at its next try",
+        f"Documentation={DOCS}",
+        f"SourcePath={source}",
+        "# Started by a failed step (OnFailure=); nothing to wait for once the backoff ended.",
+        f"ConditionPathExists={flow.backoff_file}",
+    ]
+    service = [
+        "Type=oneshot",
+        f"ExecStart={LIBEXEC_DIR}/{RETRY} --flow {flow.name}",
+        f"SyslogIdentifier={flow.retry_unit.removesuffix('.service')}",
+        "# It waits until the next try the run record names, which a new failure moves.",
+        "TimeoutStartSec=infinity",
+        *sandbox(config, writes=(), network=False, capabilities=MANAGE_UNITS),
+    ]
+    return f"{HEADER}\n{_section('Unit', unit)}\n{_section('Service', service)}"
+
+
 def render_path(flow: Flow, source: str) -> str:
     trigger = flow.trigger
     assert trigger is not None
@@ -188,7 +220,8 @@ def render_lock_dropin(flow: Flow, source: str) -> str:
     """The lock skips like the flow's steps: skipped steps still pull it in,
     and systemd does not stop an unneeded unit whose dependents were skipped,
     so an active lock would block the other flows for the whole boot."""
-    return f"{HEADER}\n{_section('Unit', [f'SourcePath={source}', *flow.lock_conditions])}"
+    conditions = [*flow.lock_conditions, *backoff_conditions(flow)]
+    return f"{HEADER}\n{_section('Unit', [f'SourcePath={source}', *conditions])}"
 
 
 def only_understood(text: str, version: int, seen: dict[str, bool] | None = None) -> str:
@@ -219,8 +252,10 @@ def render(config: Config, version: int | None = None) -> Output:
                 out.links[f"{flow.target_unit}.requires/{name}"] = f"../{name}"
             for wanted_by in flow.wanted_by:
                 out.links[f"{wanted_by}.wants/{name}"] = f"../{name}"
-        if flow.lock_conditions:
+        if flow.lock_conditions or flow.backoff:
             out.files[f"{flow.lock_unit}.d/50-skip-with-steps.conf"] = render_lock_dropin(flow, source)
+        if flow.backoff:
+            out.files[flow.retry_unit] = render_retry(config, flow, source)
         if flow.trigger is not None:
             path_unit = f"{flow.unit_prefix}.path"
             out.files[path_unit] = render_path(flow, source)

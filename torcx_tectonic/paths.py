@@ -65,6 +65,13 @@ def flow_state_dir(flow: str, state_dir: str | os.PathLike[str] = STATE_DIR) -> 
     return os.path.join(state_dir, flow)
 
 
+def backoff_file(flow: str, state_dir: str | os.PathLike[str] = STATE_DIR) -> str:
+    """While it exists, ``flow`` backs off after failed runs: its steps
+    skip (a unit condition) until the flow's retry unit removes it, at the
+    next try. It names that time; /run forgets it at a reboot."""
+    return os.path.join(state_dir, f"{flow}.backoff")
+
+
 class NodePaths:
     """The node's well-known paths under ``root`` (``/`` on a node)."""
 

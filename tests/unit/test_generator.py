@@ -95,7 +95,8 @@ def test_each_step_requires_and_follows_the_previous_one_and_the_lock_when_locke
             text = out.files[flow.unit(step)]
             expected = [flow.unit(flow.steps[index - 1])] if index else []
             requires = [u for u in values(text, "Unit", "Requires") if u != flow.lock_unit]
-            after = [u for u in values(text, "Unit", "After") if u not in (flow.lock_unit, "network-online.target")]
+            after = [u for u in values(text, "Unit", "After")
+                     if u not in (flow.lock_unit, "network-online.target", *flow.after)]
             assert (requires, after) == (expected, expected), flow.unit(step)
             locked = flow.lock_unit in values(text, "Unit", "Requires") and flow.lock_unit in values(text, "Unit",
                                                                                                        "After")
@@ -118,7 +119,8 @@ def test_every_step_is_a_oneshot_running_its_libexec_script() -> None:
         assert values(text, "Service", "SyslogIdentifier") == [flow.unit(step).removesuffix(".service")]
         assert text.startswith(generator.HEADER)
     services = {n for n in out.files if n.endswith(".service") and "/" not in n}
-    assert services == {flow.unit(step) for flow, step in every_step(config)} | {generator.LOCK_TEMPLATE}
+    retry_units = {flow.retry_unit for flow in all_flows(config) if flow.backoff}
+    assert services == {flow.unit(step) for flow, step in every_step(config)} | {generator.LOCK_TEMPLATE} | retry_units
 
 
 def test_conditions_come_from_the_table() -> None:
@@ -126,7 +128,8 @@ def test_conditions_come_from_the_table() -> None:
     out = generator.render(config)
     for flow, step in every_step(config):
         found = [f"{k}={v}" for s, k, v in directives(out.files[flow.unit(step)]) if k.startswith("Condition")]
-        assert found == list(step.conditions), flow.unit(step)
+        backoff = generator.backoff_conditions(flow) if step in flow.steps else []
+        assert found == [*step.conditions, *backoff], flow.unit(step)
 
 
 def test_bootstrap_skips_once_kubelet_env_exists_and_finishes_only_a_run_of_this_boot() -> None:

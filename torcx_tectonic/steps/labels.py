@@ -1,0 +1,48 @@
+"""Step: write the node's answer on its own Node object.
+
+It runs after every run of the other flows and at boot (the runtime that
+runs changes only at a boot), as its own small flow that nothing waits for:
+an api-server that is down fails only this step, quickly (it gives up on a
+connection it cannot make), and the next run catches up. What it writes is
+``cluster.labels``' pure function of the verdicts ``torcx-tectonic status``
+computes from the node's disk.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..cluster import labels
+from ..cluster.view import client
+from ..commands.status import Status, gather
+from ..errors import InputError
+from ..state import NodeLabelled
+from .context import Context
+
+log = logging.getLogger(__name__)
+
+
+def running_version(status: Status) -> str | None:
+    """The runtime version running now: what torcx applied at this boot, or
+    with the sysext backend the image linked for the running OS, which
+    systemd-sysext merged at boot."""
+    if status.booted is not None or status.backend != "sysext":
+        return status.booted
+    return status.current.runtime_version
+
+
+def metadata(status: Status) -> labels.NodeMetadata:
+    return labels.node_metadata(runtime=status.runtime, running=running_version(status), next_ok=status.next.ok,
+                                reason=status.next.reason)
+
+
+def label_node(ctx: Context) -> NodeLabelled:
+    name = ctx.config.kubernetes.node_name
+    wanted = metadata(gather(ctx.config, ctx.paths, check_hashes=False, units=lambda _: {}))
+    api = client(ctx.config, ctx.state)
+    if api is None:
+        raise InputError(f"no kubeconfig at {ctx.config.kubernetes.kubeconfig}: cannot label node {name}")
+    with api:
+        api.patch_node(name, wanted.patch(), f"label node {name}")
+    log.info("node %s labelled %s", name, ", ".join(f"{k}={v}" for k, v in wanted.labels.items()))
+    return NodeLabelled(node=name, labels=dict(wanted.labels), annotations=dict(wanted.annotations))
