@@ -22,7 +22,11 @@ The parts, in the order they run:
   flow with nothing to do (each step's process time from systemd, the flow
   from its trigger to its last step's exit); how many times the addon and
   each manifest were fetched; and a bootstrap with default settings whose
-  api-server refuses connections.
+  api-server refuses connections;
+- an hour of a bucket that lacks the next OS's addon, played at 1/60 of the
+  time on a simulated node (simnode/storm.py): the new-OS runs and the
+  bucket requests with the backoff, beside the same hour with next to no
+  pause between runs (what the path unit did before).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from typing import Any
 
 from torcx_tectonic import config as product_config
 
+from . import storm
 from .cluster import CLUO_PREFIX, FAST_SETTINGS, Cluster, Release, build_bundle, cluster_node
 from .node import Node
 
@@ -619,6 +624,35 @@ def refused_part(bench: Bench, bundle: Path) -> None:
                       f"api-server up {steps[True][step]:.2f} s", steps[False][step] / steps[True][step]))
 
 
+#: The backoff's hour is played this many times faster (every wait the product makes, divided alike).
+STORM_SCALE = 60.0
+
+
+def backoff_part(bench: Bench, bundle: Path) -> None:
+    bench.section(f"an hour of a bucket lacking the next OS's addon, one node, at 1/{STORM_SCALE:g} of the time", """
+        A bootstrapped node whose OS update's manifest offers no Docker its Kubernetes accepts, so every new-OS run
+        fails at its Docker step (five attempts, the default retries) while the update waits; every wait is divided
+        by the scale, so a minute plays an hour. With the backoff, beside the same hour with next to no pause
+        between runs (the path unit started a failed run again at once). The goal is the most the policy allows:
+        each pause at least half its doubled delay.""")
+    hours: dict[bool, storm.Hour] = {}
+    for backing_off in (True, False):
+        with tempfile.TemporaryDirectory(prefix="tt-bench-storm-") as tmp, \
+                storm.failing_hour(bundle, Path(tmp), scale=STORM_SCALE, backoff=backing_off) as (_, _, hour):
+            hours[backing_off] = hour
+    bound = storm.most_runs(STORM_SCALE)
+    attempts = int(storm.scaled(STORM_SCALE)["units"]["retry_attempts"])
+    on, off = hours[True], hours[False]
+    pauses = ", ".join(f"{p * STORM_SCALE / 60:.0f}" for p in on.pauses)
+    bench.add(Row("new-OS runs in the hour", on.runs, "", f"no backoff {off.runs}", on.runs / max(off.runs, 1),
+                  f"≤ {bound}", on.runs <= bound, f"pauses between them {pauses} min"))
+    bench.add(Row("  GETs of the next OS's manifest", on.manifest_gets, "", f"no backoff {off.manifest_gets}",
+                  on.manifest_gets / max(off.manifest_gets, 1), f"≤ {bound * attempts}",
+                  on.manifest_gets <= bound * attempts))
+    bench.add(Row("  bucket requests (manifests and signatures)", on.requests, "", f"no backoff {off.requests}",
+                  on.requests / max(off.requests, 1)))
+
+
 SYSEXT_ROUNDS = 15
 
 
@@ -650,7 +684,7 @@ def sysext_part(bench: Bench, bundle: Path) -> None:
 
 PARTS: dict[str, Callable[[Bench, Path], None]] = {
     "generator": generator_part, "intake": intake_part, "new-kubelet": new_kubelet_part,
-    "bootstrap": bootstrap_part, "refused": refused_part, "sysext": sysext_part}
+    "bootstrap": bootstrap_part, "refused": refused_part, "backoff": backoff_part, "sysext": sysext_part}
 
 
 def main(argv: Sequence[str] = ()) -> int:

@@ -48,7 +48,8 @@ SYSEXT_MAPPINGS: dict[str, list[str]] = {"1.8": ["24.0.9", "20.10.24"], "1.9": [
 #: Settings that keep failing tests quick; each test may override any of them.
 FAST_SETTINGS: dict[str, dict[str, str]] = {
     "network": {"connect_timeout": "2", "read_timeout": "10", "retries": "1", "backoff_factor": "0.1"},
-    "units": {"retry_delay": "1", "retry_attempts": "2"},
+    # a failed new-OS run is tried again when the test starts it (or sets its own backoff)
+    "units": {"retry_delay": "1", "retry_attempts": "2", "backoff_delay": "3600"},
     "bootstrap": {"os_update_timeout": "30", "os_update_attempts": "2"},
     "kubernetes": {"label_poll_max_interval": "1", "label_timeout": "60"},
 }

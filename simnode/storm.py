@@ -19,7 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cluster import BOARD, CLUO_PREFIX, NODE_NAME, Cluster, Release
+from torcx_tectonic import config as configuration
+from torcx_tectonic.steps import backoff as policy
+
+from .cluster import BOARD, CLUO_PREFIX, NODE_NAME, Cluster, Release, ini
 from .node import Node
 
 CURRENT, NEXT = "1632.3.0", "1688.5.3"
@@ -41,6 +44,19 @@ def scaled(scale: float, *, backoff: bool = True) -> dict[str, dict[str, str]]:
     if not backoff:
         units.update(backoff_delay="0.001", backoff_max_delay="0.001")
     return {"units": {**units, "retry_attempts": "5"}}
+
+
+def most_runs(scale: float) -> int:
+    """The most runs the backoff policy lets begin in the scaled hour: each
+    run takes at least its retry pauses, and each pause after it at least
+    half its delay."""
+    units = configuration.build(configuration.collect([("scaled", ini(scaled(scale)))])).units
+    shortest_run = configuration.total_retry_delay(units)
+    now, runs = 0.0, 0
+    while now <= HOUR_SECS / scale:
+        runs += 1
+        now += shortest_run + policy.pause(runs, units, rand=lambda: 0.0)
+    return runs
 
 
 @dataclass(frozen=True)

@@ -179,7 +179,8 @@ class Flow:
         #: units whose runs end before the flow's steps start (when both start together)
         self.after = after
         #: a failed run is tried again only after a pause that grows with each failure in a row
-        #: ([units] backoff_delay): meanwhile the steps skip, and the flow's retry unit waits for the next try
+        #: ([units] backoff_delay): the target only wants the steps (a failure leaves it reached, so the
+        #: path unit does not start the run again), and the flow's retry unit waits for the next try
         self.backoff = backoff
 
     @property

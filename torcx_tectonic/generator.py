@@ -138,8 +138,8 @@ def render_step(config: Config, flow: Flow, step: Step, source: str) -> str:
         unit.append(f"RequiresMountsFor={' '.join(step.mounts)}")
     unit += step.conditions
     if flow.backoff and step in flow.steps:
-        unit += ["# After a failed run the steps skip until its next try; a failure starts the wait for it.",
-                 *backoff_conditions(flow), f"OnFailure={flow.retry_unit}"]
+        unit += ["# A failed run is tried again at its next try: this unit waits for it.",
+                 f"OnFailure={flow.retry_unit}"]
     if step.followed_by:
         unit += ["# Started with this step, it runs when this one ended.", f"Wants={step.followed_by}"]
     followed = [flow.unit(s) for s in flow.steps if s.followed_by == flow.unit(step)]
@@ -175,18 +175,13 @@ def render_lock(config: Config) -> str:
     return f"{HEADER}\n{_section('Unit', unit)}\n{_section('Service', service)}"
 
 
-def backoff_conditions(flow: Flow) -> list[str]:
-    """What skips a flow that backs off (and its lock) while it waits for its next try."""
-    return [f"ConditionPathExists=!{flow.backoff_file}"] if flow.backoff else []
-
-
 def render_retry(config: Config, flow: Flow, source: str) -> str:
     """The unit that starts a flow that backs off again at its next try."""
     unit = [
         f"Description=torcx-tectonic {flow.name}: start the flow again at its next try",
         f"Documentation={DOCS}",
         f"SourcePath={source}",
-        "# Started by a failed step (OnFailure=); nothing to wait for once the backoff ended.",
+        "# Started by a failed step (OnFailure=); nothing to wait for once a run began again.",
         f"ConditionPathExists={flow.backoff_file}",
     ]
     service = [
@@ -220,8 +215,7 @@ def render_lock_dropin(flow: Flow, source: str) -> str:
     """The lock skips like the flow's steps: skipped steps still pull it in,
     and systemd does not stop an unneeded unit whose dependents were skipped,
     so an active lock would block the other flows for the whole boot."""
-    conditions = [*flow.lock_conditions, *backoff_conditions(flow)]
-    return f"{HEADER}\n{_section('Unit', [f'SourcePath={source}', *conditions])}"
+    return f"{HEADER}\n{_section('Unit', [f'SourcePath={source}', *flow.lock_conditions])}"
 
 
 def only_understood(text: str, version: int, seen: dict[str, bool] | None = None) -> str:
@@ -249,10 +243,12 @@ def render(config: Config, version: int | None = None) -> Output:
             name = flow.unit(step)
             out.files[name] = render_step(config, flow, step, source)
             if flow.target and step in flow.steps:
-                out.links[f"{flow.target_unit}.requires/{name}"] = f"../{name}"
+                # a flow that backs off only wants its steps: its target stays reached when a run fails,
+                # so the path unit that started it does not start the run again at once
+                out.links[f"{flow.target_unit}.{'wants' if flow.backoff else 'requires'}/{name}"] = f"../{name}"
             for wanted_by in flow.wanted_by:
                 out.links[f"{wanted_by}.wants/{name}"] = f"../{name}"
-        if flow.lock_conditions or flow.backoff:
+        if flow.lock_conditions:
             out.files[f"{flow.lock_unit}.d/50-skip-with-steps.conf"] = render_lock_dropin(flow, source)
         if flow.backoff:
             out.files[flow.retry_unit] = render_retry(config, flow, source)

@@ -13,10 +13,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from simnode.cluster import BOARD, ini
-from simnode.storm import NEXT, failing_hour, fix_bucket, scaled
-from torcx_tectonic import config as configuration
-from torcx_tectonic.steps import backoff
+from simnode.cluster import BOARD
+from simnode.storm import NEXT, failing_hour, fix_bucket, most_runs, scaled
 
 from .flows import last_run, status, step_done
 from .test_new_os_and_kubelet import store_file
@@ -25,22 +23,10 @@ SCALE = 60.0
 BACKOFF_FILE = "/run/torcx-tectonic/new-os.backoff"
 
 
-def most_runs(window: float, settings: dict[str, dict[str, str]]) -> int:
-    """The most runs the policy lets start in ``window`` seconds: each run
-    takes at least its retry pauses, each pause after it at least half its delay."""
-    units = configuration.build(configuration.collect([("scaled", ini(settings))])).units
-    shortest_run = configuration.total_retry_delay(units)
-    now, runs = 0.0, 0
-    while now <= window:
-        runs += 1
-        now += shortest_run + backoff.pause(runs, units, rand=lambda: 0.0)
-    return runs
-
-
 def test_an_hour_of_a_bucket_without_the_addon_is_a_few_runs_and_the_fix_is_taken_at_the_next_try(
         bundle: Path, tmp_path: Path) -> None:
     units = scaled(SCALE)["units"]
-    bound = most_runs(3600 / SCALE, scaled(SCALE))
+    bound = most_runs(SCALE)
     with failing_hour(bundle, tmp_path, scale=SCALE) as (cluster, node, hour):
         print(f"\nin one hour at 1/{SCALE:g}: {hour.runs} runs, {hour.manifest_gets} GETs of the next OS's manifest, "
               f"{hour.requests} bucket requests; pauses {[round(p, 1) for p in hour.pauses]} s (bound {bound} runs)")

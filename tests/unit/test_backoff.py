@@ -69,14 +69,23 @@ def test_a_failed_run_records_its_next_try_and_holds_the_flow(env: StepEnv) -> N
     assert 300 <= run.next_try - run.finished <= 600  # backoff_delay 600: half to all of it
     held = backoff.hold_path(env.paths, "new-os")
     assert held.read_text().startswith("new-os backs off after 1 failed run(s) in a row until ")
-    # the generated steps skip while the file exists: it is the one their condition names
+    # the file the generated retry unit is conditioned on
     flow = next(f for f in flows.all_flows(env.config) if f.name == "new-os")
     assert flow.backoff_file == "/run/torcx-tectonic/new-os.backoff" == env.paths.on_node(held)
 
 
+def test_a_run_that_begins_ends_the_backoff(env: StepEnv) -> None:
+    failed_run(env)
+    found = flows.find_step(env.config, "new-os", "os-version")
+    assert found is not None
+    runner.run_step(found[0], found[1], env.config, None, env.paths)  # no update_engine here: it fails again
+    run = load_run(env.paths, "new-os")
+    assert run is not None and run.failed_in_a_row == 2
+    assert backoff.hold_path(env.paths, "new-os").read_text().startswith("new-os backs off after 2 failed run(s)")
+
+
 def test_failures_in_a_row_are_counted_and_a_success_starts_again_from_zero(env: StepEnv) -> None:
     for expected in (1, 2, 3):
-        backoff.hold_path(env.paths, "new-os").unlink(missing_ok=True)  # the retry unit's part at the next try
         assert failed_run(env) == 1
         found = load_run(env.paths, "new-os")
         assert found is not None and found.failed_in_a_row == expected
@@ -134,7 +143,7 @@ def test_the_retry_unit_waits_until_the_next_try_then_starts_the_flow(env: StepE
                                   start=started.append) is True
     assert started == ["torcx-new-os.target"]
     assert clock.now >= run.next_try and all(s <= backoff.LOOK_SECS for s in clock.sleeps)
-    assert not backoff.hold_path(env.paths, "new-os").exists()
+    assert backoff.hold_path(env.paths, "new-os").exists()  # until the run it started begins
 
 
 def test_the_retry_unit_starts_nothing_once_the_backoff_ended_otherwise(env: StepEnv) -> None:

@@ -128,8 +128,7 @@ def test_conditions_come_from_the_table() -> None:
     out = generator.render(config)
     for flow, step in every_step(config):
         found = [f"{k}={v}" for s, k, v in directives(out.files[flow.unit(step)]) if k.startswith("Condition")]
-        backoff = generator.backoff_conditions(flow) if step in flow.steps else []
-        assert found == [*step.conditions, *backoff], flow.unit(step)
+        assert found == list(step.conditions), flow.unit(step)
 
 
 def test_bootstrap_skips_once_kubelet_env_exists_and_finishes_only_a_run_of_this_boot() -> None:
@@ -190,7 +189,8 @@ def test_links_make_the_targets_require_their_steps() -> None:
     expected: dict[str, str] = {}
     for flow in all_flows(config):
         if flow.target:
-            expected |= {f"{flow.target_unit}.requires/{flow.unit(s)}": f"../{flow.unit(s)}" for s in flow.steps}
+            kind = "wants" if flow.backoff else "requires"
+            expected |= {f"{flow.target_unit}.{kind}/{flow.unit(s)}": f"../{flow.unit(s)}" for s in flow.steps}
         if flow.trigger:
             expected[f"multi-user.target.wants/{flow.unit_prefix}.path"] = f"../{flow.unit_prefix}.path"
         for unit in flow.wanted_by:
@@ -535,7 +535,7 @@ def test_generator_script_runs_on_the_system_python_without_network_or_dbus_modu
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
     assert (tmp_path / "torcx-new-os.path").is_file()
-    assert (tmp_path / "torcx-new-os.target.requires" / "torcx-new-os-gc.service").is_symlink()
+    assert (tmp_path / "torcx-new-os.target.wants" / "torcx-new-os-gc.service").is_symlink()
     assert (tmp_path / "docker.service.wants" / "torcx-docker-reset-data.service").is_symlink()
 
 

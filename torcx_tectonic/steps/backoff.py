@@ -1,17 +1,20 @@
 """Backoff: a flow whose runs keep failing waits longer and longer before it tries again.
 
 The new-OS flow is started by a path unit while update_engine's marker
-exists, that is for as long as the update waits for its reboot; a failed run
-would be started again at once, and with a bucket that lacks the next OS's
-addon every node of a fleet would ask it again and again. So when a run of
-such a flow (``Flow.backoff``) fails, the step that ends it computes the next
-try and records it on the run record, and writes the flow's backoff file
-before its process exits, that is before systemd sees the failure: every
-step of the flow has ``ConditionPathExists=!`` that file, so the path unit's
-immediate re-start skips them all (the target then counts as reached and
-the path unit is quiet). The failed step's ``OnFailure=`` starts the flow's
-retry unit, which waits until the next try, removes the file and starts the
-flow again; ``torcx-tectonic retry FLOW`` does the same at once.
+exists, that is for as long as the update waits for its reboot. Its target
+used to require the steps, so a failed run failed the target, and the path
+unit, seeing it stop with the marker still there, started the run again at
+once: with a bucket that lacks the next OS's addon every node of a fleet
+asked it again and again. Now the target of a flow that backs off
+(``Flow.backoff``) only wants its steps: a failed run leaves it reached, and
+the path unit is quiet. The step that ends a failed run computes the next
+try, records it on the run record and writes the flow's backoff file; its
+unit's ``OnFailure=`` starts the flow's retry unit, which waits until that
+time and starts the target again (starting a reached target starts the
+steps it wants that are not running). A run that begins, the retry unit's
+or one an operator starts (``systemctl start torcx-new-os.target``, or
+``torcx-tectonic retry new-os``), removes the file, so a waiting retry unit
+then starts nothing.
 
 The pause doubles with each run that fails in a row, from ``[units]
 backoff_delay`` up to ``backoff_max_delay``, and each is a random 50 to 100 %
@@ -76,6 +79,11 @@ def hold(state: FlowState, units: UnitSettings, rand: Callable[[], float] = rand
     return when
 
 
+def release(paths: NodePaths, flow: str) -> None:
+    """A run begins: the backoff of the one before it is over."""
+    hold_path(paths, flow).unlink(missing_ok=True)
+
+
 def _clock(when: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
 
@@ -90,14 +98,14 @@ def wait_and_retry(flow: Flow, paths: NodePaths, *, clock: Callable[[], float] =
                    start: Callable[[str], None] = systemd.start) -> bool:
     """The retry unit: wait until the next try the run record names, then
     remove the backoff file and start the flow; whether it started it (not
-    when the file is gone meanwhile: a run succeeded, or an operator retried)."""
+    when the file is gone meanwhile: a run began, an operator's or this
+    unit's own, which writes a new next try if it fails)."""
     held = hold_path(paths, flow.name)
     told = None
     while held.exists():
         run = load_run(paths, flow.name)
         due = run.next_try if run is not None and run.next_try is not None else clock()
-        if due <= clock():
-            held.unlink(missing_ok=True)
+        if due <= clock():  # the run that begins removes the file (it stays if starting fails)
             log.info("%s: starting the flow again (its next try was at %s)", flow.name, _clock(due))
             start(start_unit(flow))
             return True
@@ -112,11 +120,11 @@ def wait_and_retry(flow: Flow, paths: NodePaths, *, clock: Callable[[], float] =
 def retry_now(flow: Flow, paths: NodePaths, *, stop: Callable[[str], None] = systemd.stop,
               start: Callable[[str], None] = systemd.start) -> bool:
     """An operator's retry: stop the retry unit's wait, end the backoff and
-    start the flow at once; whether it was backing off."""
+    start the flow at once (without waiting for it, unlike ``systemctl
+    start``); whether it was backing off."""
     stop(flow.retry_unit)
-    held = hold_path(paths, flow.name)
-    backing_off = held.exists()
-    held.unlink(missing_ok=True)
+    backing_off = hold_path(paths, flow.name).exists()
+    release(paths, flow.name)
     start(start_unit(flow))
     return backing_off
 

@@ -175,6 +175,8 @@ def _run_locked(flow: Flow, step: Step, config: configuration.Config | None, con
                          ", ".join(str(p) for p in swept))
         if flow.begins_run(step):
             state.begin(step.name)
+            if flow.backoff:
+                backoff.release(paths, flow.name)
         else:
             # a step of the run started again (its flow run again while the steps
             # before it skip) continues a run that failed; a follower joins it as it is
