@@ -6,7 +6,8 @@ no update pending, one whose OS update's manifest offers its Docker, one
 whose next OS lacks it. The real ``kubectl`` then lists them with both
 columns and selects the worklist; fixing the bucket and `torcx-tectonic
 retry new-os` on the third node empties it. The stand-in refuses, as the
-NodeRestriction admission plugin does, a node labelling another node.
+NodeRestriction admission plugin does, a node labelling another node. An
+api-server that is down fails no flow, and the next run catches up.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import pytest
 from simnode.cluster import BOARD, CLUO_PREFIX, Cluster, Release
 from simnode.node import Node
 
-from .flows import last_run, step_done
+from .flows import failure, last_run, run_result, step_done, unit_result
 from .test_new_os_and_kubelet import apply_update
 
 CURRENT, NEXT, LACKING = "1632.3.0", "1688.5.3", "1688.6.0"
@@ -132,3 +133,27 @@ def test_a_node_may_label_only_itself_and_not_under_kubernetes_io(tmp_path: Path
         assert patch_as(cluster, "kubelet-node-2", "node-2", {NEXT_BOOT: "x" * 64}) == 422
         assert NEXT_BOOT not in cluster.api.labels("node-1")
         assert cluster.api.labels("node-2")[NEXT_BOOT] == "ok"
+
+
+def test_an_api_server_that_is_down_fails_no_flow_and_the_next_run_catches_up(bundle: Path, tmp_path: Path) -> None:
+    with Cluster(tmp_path, RELEASES, mappings={"1.8": ["17.03"]}, apiserver_up=False) as cluster:
+        files = {**cluster.node_files(), **cluster.bootstrapped_files(CURRENT)}
+        with Node(bundle=bundle, os_version=CURRENT, files=files) as node:
+            node.boot()
+            node.wait_for(lambda: run_result(node, "node-labels") == "failed", timeout=60, what="labels at boot")
+            assert f"cannot reach {cluster.api.url}" in failure(node, "node-labels", "patch")
+            kubelet_env = node.read("/etc/kubernetes/kubelet.env")
+            node.write("/etc/kubernetes/kubelet.env", "# rewritten\n" + kubelet_env)
+            node.wait_for(lambda: run_result(node, "new-kubelet") == "ok", timeout=60, what="the new-kubelet run")
+            # (a run that begins while the last one's units still end would merge into their jobs)
+            node.wait_for(lambda: run_result(node, "node-labels") == "failed"
+                          and last_run(node, "node-labels")["started"] > last_run(node, "new-kubelet")["started"]
+                          and unit_result(node, "torcx-new-kubelet-recheck.service")[0] == "inactive"
+                          and unit_result(node, "torcx-node-labels-patch.service")[0] == "failed",
+                          timeout=60, what="labels after the run, and the run's units, to end")
+            cluster.api.start()
+            node.write("/etc/kubernetes/kubelet.env", "# rewritten again\n" + kubelet_env)
+            node.wait_for(lambda: cluster.api.labels("node-1").get(NEXT_BOOT) == "ok", timeout=60,
+                          what="the next run to catch up")
+            assert run_result(node, "new-kubelet") == "ok"
+            assert cluster.api.labels("node-1")[RUNTIME] == "docker-17.03"

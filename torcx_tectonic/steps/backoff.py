@@ -97,9 +97,9 @@ def wait_and_retry(flow: Flow, paths: NodePaths, *, clock: Callable[[], float] =
                    sleep: Callable[[float], None] = time.sleep,
                    start: Callable[[str], None] = systemd.start) -> bool:
     """The retry unit: wait until the next try the run record names, then
-    remove the backoff file and start the flow; whether it started it (not
-    when the file is gone meanwhile: a run began, an operator's or this
-    unit's own, which writes a new next try if it fails)."""
+    start the flow (the run that begins removes the backoff file); whether
+    it started it, not when the file is gone meanwhile: a run began, an
+    operator's, which writes a new next try if it fails."""
     held = hold_path(paths, flow.name)
     told = None
     while held.exists():
