@@ -9,6 +9,7 @@ node under a temporary root; the api-server is a stand-in for KubeClient
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -17,9 +18,10 @@ import pytest
 
 from torcx_tectonic import flows
 from torcx_tectonic.cluster.labels import LABEL_VALUE, NEXT_BOOT, REASON, RUNTIME, node_metadata
+from torcx_tectonic.commands.status import Verdict, gather
 from torcx_tectonic.errors import InputError
 from torcx_tectonic.state import NodeLabelled
-from torcx_tectonic.steps.labels import label_node
+from torcx_tectonic.steps.labels import label_node, running_version
 
 from .helpers import make_config
 from .stepenv import ADDON, CURRENT_OS, MAPPINGS, StepEnv
@@ -121,6 +123,16 @@ def test_a_running_version_that_is_no_label_value_patches_nothing(env: StepEnv,
     with pytest.raises(InputError, match=r"docker-17\.03\+local\.build.*expected a Kubernetes label value"):
         patch_by_step(env, monkeypatch)
     assert env.state("node-labels").fact(NodeLabelled) is None
+
+
+def test_what_runs_is_what_torcx_applied_or_with_sysext_the_image_linked_for_the_running_os(env: StepEnv) -> None:
+    bootstrapped(env, booted="17.03")
+    torcx = gather(env.config, env.paths, units=lambda _: {})
+    assert running_version(torcx) == "17.03"
+    assert running_version(dataclasses.replace(torcx, booted=None)) is None  # torcx left no metadata: not known
+    linked = Verdict("3815.2.0", True, "24.0.9", "docker 24.0.9 from docker-24.0.9-x86-64.raw")
+    sysext = dataclasses.replace(torcx, backend="sysext", booted=None, current=linked)
+    assert running_version(sysext) == "24.0.9"
 
 
 def test_it_is_one_flow_that_nothing_waits_for_and_it_can_be_turned_off() -> None:
