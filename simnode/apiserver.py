@@ -24,8 +24,10 @@ check that a hook annotates only *after* that moment.
 from __future__ import annotations
 
 import base64
+import calendar
 import copy
 import json
+import re
 import ssl
 import threading
 import time
@@ -563,6 +565,111 @@ class ApiServer(Closing):
         return copy.deepcopy(new)
 
 
+# -- what kubectl needs: discovery, label selectors, server-side printing -------------------------
+
+def _api_versions(url: str) -> dict[str, Any]:
+    return {"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": url.split("//", 1)[1]}]}
+
+
+def _core_resources(url: str) -> dict[str, Any]:
+    return {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+        {"name": "nodes", "singularName": "", "namespaced": False, "kind": "Node",
+         "verbs": ["get", "list", "patch", "update"], "shortNames": ["no"]},
+        {"name": "configmaps", "singularName": "", "namespaced": True, "kind": "ConfigMap",
+         "verbs": ["get"], "shortNames": ["cm"]},
+    ]}
+
+
+#: Legacy discovery, as kube-apiserver answers a client that does not ask for the aggregated kind.
+DISCOVERY = {
+    "/api": _api_versions,
+    "/apis": lambda url: {"kind": "APIGroupList", "apiVersion": "v1", "groups": []},
+    "/api/v1": _core_resources,
+}
+
+#: A label key: an optional DNS-1123 subdomain prefix and a name, as apimachinery validates it.
+_LABEL_KEY = re.compile(r"(?:[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?")
+#: The prefixes a node may not set itself, but for the few NodeRestriction allows.
+_NODE_RESTRICTED = ("kubernetes.io/", "k8s.io/")
+_NODE_ALLOWED = ("kubernetes.io/hostname", "kubernetes.io/arch", "kubernetes.io/os", "beta.kubernetes.io/arch",
+                 "beta.kubernetes.io/os", "beta.kubernetes.io/instance-type", "node.kubernetes.io/instance-type",
+                 "failure-domain.beta.kubernetes.io/region", "failure-domain.beta.kubernetes.io/zone",
+                 "topology.kubernetes.io/region", "topology.kubernetes.io/zone")
+
+
+def _restricted(key: str) -> bool:
+    prefix = key.rpartition("/")[0]
+    return bool(prefix) and any(prefix + "/" == p or prefix.endswith("." + p.rstrip("/")) for p in _NODE_RESTRICTED)
+
+
+def restricted_labels(old: dict[str, Any], new: Any, identity: str) -> None:
+    """What the NodeRestriction admission plugin refuses a node: changing a
+    label under kubernetes.io or k8s.io beyond the ones kubelet sets; and,
+    as validation does for anyone, a label whose key or value is invalid."""
+    before = old["metadata"].get("labels") or {}
+    after = (new.get("metadata") or {}).get("labels") or {} if isinstance(new, dict) else {}
+    if not isinstance(after, dict):
+        return  # the update path refuses it with its own message
+    for key in set(before) | set(after):
+        if before.get(key) == after.get(key):
+            continue
+        if _restricted(key) and key not in _NODE_ALLOWED:
+            raise PatchError(403, "Forbidden", f'nodes "{old["metadata"]["name"]}" is forbidden: is not allowed to '
+                             f"modify labels: {key}")
+        value = after.get(key)
+        if not _LABEL_KEY.fullmatch(key) or (isinstance(value, str) and (
+                len(value) > 63 or not _LABEL_VALUE.fullmatch(value))):
+            raise PatchError(422, "Invalid", f'Node "{old["metadata"]["name"]}" is invalid: metadata.labels: '
+                             f'Invalid value: "{value}": must be 63 characters or less and be a valid label value')
+
+
+def parse_selector(text: str) -> list[tuple[str, str, str | None]]:
+    """An equality-based label selector (``k=v``, ``k==v``, ``k!=v``, ``k``,
+    ``!k``, comma-separated) as (key, operator, value) terms."""
+    terms: list[tuple[str, str, str | None]] = []
+    for raw in filter(None, (t.strip() for t in text.split(","))):
+        for op in ("!=", "==", "="):
+            key, found, value = raw.partition(op)
+            if found:
+                terms.append((key.strip(), "!=" if op == "!=" else "=", value.strip()))
+                break
+        else:
+            terms.append((raw[1:], "!", None) if raw.startswith("!") else (raw, "exists", None))
+        if not _LABEL_KEY.fullmatch(terms[-1][0]) or " " in raw:
+            raise PatchError(400, "BadRequest", f"unable to parse requirement: {raw!r}: only equality-based "
+                             "selectors are served here")
+    return terms
+
+
+def matches(terms: Sequence[tuple[str, str, str | None]], labels: dict[str, str]) -> bool:
+    for key, op, value in terms:
+        if (op == "=" and labels.get(key) != value) or (op == "!=" and labels.get(key) == value) or \
+                (op == "exists" and key not in labels) or (op == "!" and key in labels):
+            return False
+    return True
+
+
+def node_table(items: Sequence[dict[str, Any]], rv: str) -> dict[str, Any]:
+    """The ``meta.k8s.io/v1`` Table kube-apiserver prints nodes as, with
+    each row's metadata (kubectl reads ``-L`` columns from it)."""
+    columns = [("Name", "name", "Name must be unique within a namespace."),
+               ("Status", "", "The status of the node"), ("Roles", "", "The roles of the node"),
+               ("Age", "", "CreationTimestamp"), ("Version", "", "Kubelet Version reported by the node.")]
+    rows = []
+    for node in items:
+        meta = node["metadata"]
+        age = max(0, int(time.time() - calendar.timegm(time.strptime(meta["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ"))))
+        rows.append({"cells": [meta["name"], "Ready", "<none>", f"{age}s",
+                               node.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "")],
+                     "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta}})
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv},
+            "columnDefinitions": [{"name": n, "type": "string", "format": f, "description": d, "priority": 0}
+                                  for n, f, d in columns],
+            "rows": rows}
+
+
 def _common_name(subject: object) -> str:
     """The CN out of ``SSLSocket.getpeercert()["subject"]`` (a tuple of RDN tuples)."""
     if isinstance(subject, tuple):
@@ -635,6 +742,8 @@ class _ApiHandler(LoggingHandler):
                 return self._json(200, dict(api._version))
         if path in ("/healthz", "/readyz", "/livez"):
             return self.send_bytes(200, b"ok", "text/plain; charset=utf-8")
+        if path in DISCOVERY and self.command in ("GET", "HEAD"):
+            return self._json(200, DISCOVERY[path](self.server.api.url))
         if len(parts) == 6 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "configmaps":
             return self._configmap(parts[3], parts[5])
         if parts[:3] == ["api", "v1", "nodes"] and len(parts) == 4:
@@ -672,10 +781,17 @@ class _ApiHandler(LoggingHandler):
                 key, _, value = term.partition("=")
                 if key == "metadata.name":
                     wanted = value.lstrip("=")
+        try:
+            selector = [parse_selector(text) for text in query.get("labelSelector", [])]
+        except PatchError as e:
+            return self._status(e.code, e.reason, str(e))
         with api._lock:
             items = [copy.deepcopy(n) for k, n in sorted(api._nodes.items())
-                     if wanted is None or k == wanted]
+                     if (wanted is None or k == wanted)
+                     and all(matches(terms, n["metadata"].get("labels") or {}) for terms in selector)]
             rv = str(api._rv)
+        if "as=Table" in self.headers.get("Accept", ""):  # what kubectl get asks for: the server prints
+            return self._json(200, node_table(items, rv))
         self._json(200, {"kind": "NodeList", "apiVersion": "v1",
                          "metadata": {"selfLink": "/api/v1/nodes", "resourceVersion": rv},
                          "items": items})
@@ -729,6 +845,8 @@ class _ApiHandler(LoggingHandler):
                     raise PatchError(415, "UnsupportedMediaType",
                                      "the body of the request was in an unknown format - "
                                      f"accepted media types include: {', '.join(_PATCH_TYPES)}")
+                if identity.startswith("system:node:"):
+                    restricted_labels(current, new, identity)
                 result = api._replace_node(name, new, identity, self.command,
                                            str(rv) if rv is not None else None)
             except PatchError as e:

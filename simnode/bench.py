@@ -25,6 +25,10 @@ The parts, in the order they run:
   api-server refuses connections;
 - the parsers on this host: a 1 MiB kubelet.env with one long quoted value
   and 1 MiB of runtime mappings, each read from a file.
+- an hour of a bucket that lacks the next OS's addon, played at 1/60 of the
+  time on a simulated node (simnode/storm.py): the new-OS runs and the
+  bucket requests with the backoff, beside the same hour with next to no
+  pause between runs (what the path unit did before).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from typing import Any
 
 from torcx_tectonic import config as product_config
 
+from . import storm
 from .bareroot import node_etc
 from .cluster import CLUO_PREFIX, FAST_SETTINGS, Cluster, Release, build_bundle, cluster_node
 from .documents import large_kubelet_env, large_mappings
@@ -590,6 +595,38 @@ def sysext_rows(image_tree: Path, bundle: Path, rounds: int = SYSEXT_ROUNDS) -> 
     ]
 
 
+#: The backoff's hour is played this many times faster (every wait the product makes, divided alike).
+STORM_SCALE = 60.0
+
+
+def backoff_part(bench: Bench, bundle: Path) -> None:
+    bench.section(f"an hour of a bucket lacking the next OS's addon, one node, at 1/{STORM_SCALE:g} of the time", """
+        A bootstrapped node whose OS update's manifest offers no Docker its Kubernetes accepts, so every new-OS run
+        fails at its Docker step (five attempts, the default retries) while the update waits; every wait is divided
+        by the scale, so a minute plays an hour. With the backoff, beside the same hour with next to no pause
+        between runs (the path unit started a failed run again at once). The goal is the most the policy allows:
+        each pause at least half its doubled delay.""")
+    hours: dict[bool, storm.Hour] = {}
+    for backing_off in (True, False):
+        with tempfile.TemporaryDirectory(prefix="tt-bench-storm-") as tmp, \
+                storm.failing_hour(bundle, Path(tmp), scale=STORM_SCALE, backoff=backing_off) as (_, _, hour):
+            hours[backing_off] = hour
+    bound = storm.most_runs(STORM_SCALE)
+    attempts = int(storm.scaled(STORM_SCALE)["units"]["retry_attempts"])
+    on, off = hours[True], hours[False]
+    pauses = ", ".join(f"{p * STORM_SCALE / 60:.0f}" for p in on.pauses)
+    bench.add(Row("new-OS runs in the hour", on.runs, "", f"no backoff {off.runs}", on.runs / max(off.runs, 1),
+                  f"≤ {bound}", on.runs <= bound, f"pauses between them {pauses} min"))
+    bench.add(Row("  GETs of the next OS's manifest", on.manifest_gets, "", f"no backoff {off.manifest_gets}",
+                  on.manifest_gets / max(off.manifest_gets, 1), f"≤ {bound * attempts}",
+                  on.manifest_gets <= bound * attempts))
+    bench.add(Row("  bucket requests (manifests and signatures)", on.requests, "", f"no backoff {off.requests}",
+                  on.requests / max(off.requests, 1)))
+
+
+SYSEXT_ROUNDS = 15
+
+
 def sysext_part(bench: Bench, bundle: Path) -> None:
     """The program of the system extension image (make sysext), on this host."""
     bench.section("the system extension image (make sysext): its own interpreter and C library, on this host", """
@@ -641,7 +678,8 @@ def parse_part(bench: Bench, _bundle: Path) -> None:
 
 PARTS: dict[str, Callable[[Bench, Path], None]] = {
     "generator": generator_part, "intake": intake_part, "new-kubelet": new_kubelet_part,
-    "bootstrap": bootstrap_part, "refused": refused_part, "sysext": sysext_part, "parse": parse_part}
+    "bootstrap": bootstrap_part, "refused": refused_part, "backoff": backoff_part, "sysext": sysext_part,
+    "parse": parse_part}
 
 
 def main(argv: Sequence[str] = ()) -> int:

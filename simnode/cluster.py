@@ -48,7 +48,8 @@ SYSEXT_MAPPINGS: dict[str, list[str]] = {"1.8": ["24.0.9", "20.10.24"], "1.9": [
 #: Settings that keep failing tests quick; each test may override any of them.
 FAST_SETTINGS: dict[str, dict[str, str]] = {
     "network": {"connect_timeout": "2", "read_timeout": "10", "retries": "1", "backoff_factor": "0.1"},
-    "units": {"retry_delay": "1", "retry_attempts": "2"},
+    # a failed new-OS run is tried again when the test starts it (or sets its own backoff)
+    "units": {"retry_delay": "1", "retry_attempts": "2", "backoff_delay": "3600"},
     "bootstrap": {"os_update_timeout": "30", "os_update_attempts": "2"},
     "kubernetes": {"label_poll_max_interval": "1", "label_timeout": "60"},
 }
@@ -125,13 +126,20 @@ class Cluster(Closing):
 
     def node_files(self, settings: Mapping[str, Mapping[str, str]] | None = None, *,
                    installer_tag: str = "v1.8.4_coreos.0",
-                   local_mappings: Mapping[str, Sequence[str]] | None = None) -> dict[str, bytes | str]:
-        """What an installer puts on a node, pointing at these stand-ins."""
-        kubeconfig = self.workdir / "kubeconfig"
-        self.api.kubeconfig(kubeconfig, kind="certs")
+                   local_mappings: Mapping[str, Sequence[str]] | None = None,
+                   node: str = NODE_NAME) -> dict[str, bytes | str]:
+        """What an installer puts on a node, pointing at these stand-ins.
+        Another ``node`` than the first joins the cluster: its Node object
+        and its own kubelet certificate (``CN=system:node:<node>``)."""
+        kubeconfig = self.workdir / f"kubeconfig-{node}"
+        client = None
+        if node != NODE_NAME:
+            client = self.pki.issue_client(f"kubelet-{node}", f"system:node:{node}", ["system:nodes"])
+            self.api.create_node(node, labels={}, annotations={})
+        self.api.kubeconfig(kubeconfig, kind="certs", client=client)
         config = merge({
             "torcx": {"manifest_url": self.bucket.manifest_url_template, "keyring": KEYRING},
-            "kubernetes": {"kubeconfig": KUBECONFIG, "node_name": NODE_NAME},
+            "kubernetes": {"kubeconfig": KUBECONFIG, "node_name": node},
             "network": {"ca_bundle": CA_BUNDLE},
         }, FAST_SETTINGS, settings or {})
         return {

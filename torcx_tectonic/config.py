@@ -325,6 +325,10 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds to wait for the before-reboot label before the step fails (and retries)"),
     Setting("kubernetes", "label_poll_max_interval", Number(0, 3600, whole=False, unit="seconds"), "30",
             "longest pause between two looks at the node while waiting for the label"),
+    Setting("kubernetes", "node_labels", parse_bool, "yes",
+            "after each run, and at boot, label this node's Node object with the runtime it runs "
+            "(torcx-tectonic.io/runtime) and its next-boot verdict (torcx-tectonic.io/next-boot=ok|not-ok), and "
+            "annotate it with the verdict's reason (torcx-tectonic.io/reason)"),
     Setting("bootstrap", "upgrade_os", parse_bool, "yes", "force an OS update before configuring torcx"),
     Setting("bootstrap", "skip_torcx", parse_bool, "no", "leave torcx alone (only set the kubelet version)"),
     Setting("bootstrap", "reboot", parse_bool, "yes", "reboot when the OS or Docker changed"),
@@ -343,7 +347,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("units", "retry_delay", Number(0, MAX_RETRY_DELAY_SECS, whole=False, unit="seconds"), "30",
             "seconds before a failed network step (Docker version, addons, annotation) is tried again; doubles"),
     Setting("units", "retry_attempts", parse_attempts, "5",
-            "attempts of a network step before its unit fails (a new-OS flow is then triggered again)"),
+            "attempts of a network step before its unit fails (a new-OS flow is then triggered again, after "
+            "backoff_delay)"),
+    Setting("units", "backoff_delay", Number(0, SECONDS_PER_DAY, whole=False, unit="seconds"), "600",
+            "seconds before a failed new-OS run is started again while the update waits; doubles with each run "
+            "that fails in a row, up to backoff_max_delay, and each pause is a random 50 to 100 % of that so a "
+            "fleet spreads out (`torcx-tectonic retry new-os` starts one at once)"),
+    Setting("units", "backoff_max_delay", Number(0, SECONDS_PER_DAY, whole=False, unit="seconds"), "7200",
+            "the longest pause between two failed new-OS runs"),
     Setting("network", "ca_bundle", parse_optional_path, "",
             "CA bundle trusted for the release bucket instead of the system's (empty: the system's)"),
     Setting("network", "proxy", parse_proxy, "",
@@ -530,6 +541,7 @@ class KubernetesSettings(_Section):
     annotation: str
     label_timeout: float
     label_poll_max_interval: float
+    node_labels: bool
 
     def _finish(self, key: str, value: Any) -> Any:
         if key == "node_name" and not value:
@@ -589,6 +601,8 @@ class UnitSettings(_Section):
     SECTION = "units"
     retry_delay: float
     retry_attempts: int
+    backoff_delay: float
+    backoff_max_delay: float
 
 
 def host_name() -> str:

@@ -25,6 +25,7 @@ from .paths import (
     STATE_DIR,
     UPDATE_ENGINE_MARKER,
     USER_STORE,
+    backoff_file,
     flow_state_dir,
 )
 
@@ -38,6 +39,7 @@ BOOTSTRAP = "bootstrap"
 NEW_OS = "new-os"
 NEW_KUBELET = "new-kubelet"
 DOCKER_RESET = "docker-reset"
+NODE_LABELS = "node-labels"
 
 #: What every step writes: its flow's records and lock (this boot) and run records.
 STATE_WRITES = (STATE_DIR, dirname(RUNS_DIR))
@@ -88,6 +90,7 @@ ENTRY_POINTS = {
     "extension-version": "extension:choose_image",
     "install-extension": "extension:install_extension",
     "gc-extensions": "extension:collect_images",
+    "node-labels": "labels:label_node",
 }
 
 
@@ -160,13 +163,14 @@ class Flow:
     together they make one run (the first step begins it, the last ends it).
     ``followers`` are units that run after the run ended (``followed_by``)."""
 
-    __slots__ = ("before", "before_target", "description", "followers", "lock_conditions", "name", "steps",
-                 "target", "trigger", "wanted_by")
+    __slots__ = ("after", "backoff", "before", "before_target", "description", "followers", "lock_conditions",
+                 "name", "steps", "target", "trigger", "wanted_by")
 
     def __init__(self, name: str, description: str, steps: tuple[Step, ...], *, target: bool = False,
                  before_target: bool = False, trigger: PathTrigger | None = None,
                  lock_conditions: tuple[str, ...] = (), wanted_by: tuple[str, ...] = (),
-                 before: tuple[str, ...] = (), followers: tuple[Step, ...] = ()) -> None:
+                 before: tuple[str, ...] = (), followers: tuple[Step, ...] = (), after: tuple[str, ...] = (),
+                 backoff: bool = False) -> None:
         self.name = name
         self.description = description
         self.steps = steps
@@ -182,6 +186,12 @@ class Flow:
         #: units that start only after the flow's steps ended
         self.before = before
         self.followers = followers
+        #: units whose runs end before the flow's steps start (when both start together)
+        self.after = after
+        #: a failed run is tried again only after a pause that grows with each failure in a row
+        #: ([units] backoff_delay): the target only wants the steps (a failure leaves it reached, so the
+        #: path unit does not start the run again), and the flow's retry unit waits for the next try
+        self.backoff = backoff
 
     @property
     def unit_prefix(self) -> str:
@@ -197,6 +207,15 @@ class Flow:
     @property
     def lock_unit(self) -> str:
         return f"torcx-tectonic-lock@{self.name}.service"
+
+    @property
+    def retry_unit(self) -> str:
+        """The unit that starts the flow again at its next try (with ``backoff``)."""
+        return f"{self.unit_prefix}-retry.service"
+
+    @property
+    def backoff_file(self) -> str:
+        return backoff_file(self.name)
 
     def step(self, name: str) -> Step | None:
         return next((s for s in (*self.steps, *self.followers) if s.name == name), None)
@@ -324,7 +343,9 @@ def new_os_flow(config: Config) -> Flow:
              params={"after": runtime_backend(config).installs}),
     ), target=True, trigger=PathTrigger(
         "Prepare the runtime when an OS update waits for a reboot", "PathExists", UPDATE_ENGINE_MARKER,
-        "torcx-new-os.target", conditions=_bootstrapped(config)))
+        "torcx-new-os.target", conditions=_bootstrapped(config)),
+        # the marker stays while the update waits, so the path unit would start a failed run again at once
+        backoff=True)
 
 
 def new_kubelet_flow(config: Config) -> Flow:
@@ -357,6 +378,21 @@ def docker_reset_flow(config: Config) -> Flow:
     ), wanted_by=DOCKER_UNITS, before=(*DOCKER_UNITS, "docker.socket"))
 
 
+def node_labels_flow(config: Config, others: tuple[Flow, ...]) -> Flow:
+    """Label the node with its answer after every run of the ``others`` and
+    at boot (the runtime that runs changes at a boot). Its own flow, so that
+    nothing waits for it: the first step of a flow pulls it in, and it runs
+    once the flow's steps ended, however they ended, but not after a step
+    that waits for someone else (the operator's label may take an hour; the
+    verdicts do not change with it)."""
+    triggered = [f for f in others if f.trigger is not None or f.target]
+    return Flow(NODE_LABELS, "Tell the cluster what the node runs", (
+        Step("patch", "Label the node with its runtime and whether its next boot is ok", "node-labels",
+             network=True, timeout=REQUESTS, locked=False, conditions=_bootstrapped(config)),
+    ), wanted_by=("multi-user.target", *(f.unit(f.steps[0]) for f in triggered)),
+        after=tuple(f.unit(s) for f in others for s in f.steps if s.timeout != LABEL_WAIT))
+
+
 def _bootstrapped(config: Config) -> tuple[str, ...]:
     """Only a bootstrapped node follows changes; the bootstrap starts the
     path units itself when it ends without a reboot."""
@@ -364,7 +400,8 @@ def _bootstrapped(config: Config) -> tuple[str, ...]:
 
 
 def all_flows(config: Config) -> tuple[Flow, ...]:
-    return (bootstrap_flow(config), new_os_flow(config), new_kubelet_flow(config), docker_reset_flow(config))
+    flows = (bootstrap_flow(config), new_os_flow(config), new_kubelet_flow(config), docker_reset_flow(config))
+    return (*flows, node_labels_flow(config, flows)) if config.kubernetes.node_labels else flows
 
 
 def find_step(config: Config, flow_name: str, step_name: str) -> tuple[Flow, Step] | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from .directives import NEWEST_INTRODUCED, escape, running_version, understood
-from .flows import LOCAL_STEP_TIMEOUT_SECS, STATE_WRITES, Flow, Step, all_flows, timeout_secs
+from .flows import LOCAL_STEP_TIMEOUT_SECS, MANAGE_UNITS, STATE_WRITES, Flow, Step, all_flows, timeout_secs
 from .installdirs import DOC_DIR, LIBEXEC_DIR
 from .paths import CONFIG_FILE, LOCK_FILE, RUNS_DIR
 
@@ -30,6 +30,8 @@ STOPPED = "step-stopped"
 #: The unit that rewrites the metrics textfile, and the path unit that starts it when a run record changes.
 METRICS_UNIT = "torcx-tectonic-metrics.service"
 METRICS_PATH = "torcx-tectonic-metrics.path"
+#: The libexec script of the retry unit of a flow that backs off.
+RETRY = "retry-flow"
 #: Least privilege for every unit: what a step may touch is the table's
 #: declaration below these lines; everything else is read-only or absent.
 HARDENING = (
@@ -130,11 +132,16 @@ def render_step(config: Config, flow: Flow, step: Step, source: str) -> str:
                  f"Before={flow.target_unit}"]
     if flow.before:
         unit += ["# Done before these start.", f"Before={' '.join(flow.before)}"]
+    if flow.after:
+        unit += ["# Started with these, it runs once they ended.", *(f"After={u}" for u in flow.after)]
     if step.mounts:
         unit.append(f"RequiresMountsFor={' '.join(step.mounts)}")
     unit += step.conditions
     for other, why in step.after:
         unit += [f"# {why}", f"After={other}"]
+    if flow.backoff and step in flow.steps:
+        unit += ["# A failed run is tried again at its next try: this unit waits for it.",
+                 f"OnFailure={flow.retry_unit}"]
     if step.followed_by:
         unit += ["# Started with this step, it runs when this one ended.", f"Wants={step.followed_by}"]
     followed = [flow.unit(s) for s in flow.steps if s.followed_by == flow.unit(step)]
@@ -166,6 +173,26 @@ def render_lock(config: Config) -> str:
         "# Waiting for another flow to finish may take as long as that flow.",
         "TimeoutStartSec=infinity",
         *sandbox(writes=(*STATE_WRITES, os.path.dirname(LOCK_FILE)), network=False, capabilities=()),
+    ]
+    return f"{HEADER}\n{_section('Unit', unit)}\n{_section('Service', service)}"
+
+
+def render_retry(config: Config, flow: Flow, source: str) -> str:
+    """The unit that starts a flow that backs off again at its next try."""
+    unit = [
+        f"Description=torcx-tectonic {flow.name}: start the flow again at its next try",
+        f"Documentation={DOCS}",
+        f"SourcePath={source}",
+        "# Started by a failed step (OnFailure=); nothing to wait for once a run began again.",
+        f"ConditionPathExists={flow.backoff_file}",
+    ]
+    service = [
+        "Type=oneshot",
+        f"ExecStart={LIBEXEC_DIR}/{RETRY} --flow {flow.name}",
+        f"SyslogIdentifier={flow.retry_unit.removesuffix('.service')}",
+        "# It waits until the next try the run record names, which a new failure moves.",
+        "TimeoutStartSec=infinity",
+        *sandbox(writes=STATE_WRITES, network=False, capabilities=MANAGE_UNITS),
     ]
     return f"{HEADER}\n{_section('Unit', unit)}\n{_section('Service', service)}"
 
@@ -240,11 +267,15 @@ def render(config: Config, version: int | None = None) -> Output:
             name = flow.unit(step)
             out.files[name] = render_step(config, flow, step, source)
             if flow.target and step in flow.steps:
-                out.links[f"{flow.target_unit}.requires/{name}"] = f"../{name}"
+                # a flow that backs off only wants its steps: its target stays reached when a run fails,
+                # so the path unit that started it does not start the run again at once
+                out.links[f"{flow.target_unit}.{'wants' if flow.backoff else 'requires'}/{name}"] = f"../{name}"
             for wanted_by in flow.wanted_by:
                 out.links[f"{wanted_by}.wants/{name}"] = f"../{name}"
         if flow.lock_conditions:
             out.files[f"{flow.lock_unit}.d/50-skip-with-steps.conf"] = render_lock_dropin(flow, source)
+        if flow.backoff:
+            out.files[flow.retry_unit] = render_retry(config, flow, source)
         if flow.trigger is not None:
             path_unit = f"{flow.unit_prefix}.path"
             out.files[path_unit] = render_path(flow, source)

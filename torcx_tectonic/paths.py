@@ -65,6 +65,14 @@ def flow_state_dir(flow: str, state_dir: str | os.PathLike[str] = STATE_DIR) -> 
     return os.path.join(state_dir, flow)
 
 
+def backoff_file(flow: str, state_dir: str | os.PathLike[str] = STATE_DIR) -> str:
+    """While it exists, ``flow`` backs off after a failed run: the flow's
+    retry unit waits to start it again at the next try; the next run that
+    begins (that one, or one an operator starts) removes it. /run forgets
+    it at a reboot."""
+    return os.path.join(state_dir, f"{flow}.backoff")
+
+
 class NodePaths:
     """The node's well-known paths under ``root`` (``/`` on a node)."""
 

@@ -239,6 +239,16 @@ class NodeAnnotated(Record):
     label: str
 
 
+@record("node-labels")
+@dataclass(frozen=True)
+class NodeLabelled(Record):
+    """What the node wrote on its own Node object (None: a key removed)."""
+
+    node: str
+    labels: dict[str, str | None]
+    annotations: dict[str, str | None]
+
+
 @record("api-server")
 @dataclass(frozen=True)
 class ApiServerUnreachable(Record):
@@ -280,7 +290,9 @@ class StepRun:
 class Run:
     """One run of a flow, from its first step to its end."""
 
-    KIND: ClassVar[str] = f"{KIND_PREFIX}run.v1"
+    KIND: ClassVar[str] = f"{KIND_PREFIX}run.v2"
+    #: read as well: v1 records lack the backoff's fields (their defaults fit them)
+    OLDER_KINDS: ClassVar[tuple[str, ...]] = (f"{KIND_PREFIX}run.v1",)
 
     flow: str
     id: str
@@ -297,6 +309,10 @@ class Run:
     #: why the run before this one failed, when it did: a flow that is triggered
     #: again after a failure must not hide what went wrong
     previous_failure: str | None = None
+    #: runs of the flow that failed in a row: before this one, and this one too once it failed
+    failed_in_a_row: int = 0
+    #: when a flow that backs off tries again after this failed run (time.time())
+    next_try: float | None = None
 
     @property
     def duration(self) -> float | None:
@@ -365,8 +381,8 @@ def _build(cls: type[T], document: Any, where: str) -> T:
     return cls(**values)
 
 
-def _read_document(path: Path, kind: str, what: str) -> dict[str, Any]:
-    """The envelope of a state file, checked: ours, of ``kind``."""
+def _read_document(path: Path, kind: str, what: str, older: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The envelope of a state file, checked: ours, of ``kind`` (or one of the ``older`` kinds it reads)."""
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_DOCUMENT_BYTES + 1)
@@ -381,7 +397,7 @@ def _read_document(path: Path, kind: str, what: str) -> dict[str, Any]:
     except (ValueError, RecursionError):
         raise StateError(f"{path}: not JSON; expected {what} ({kind})") from None
     found = document.get("kind") if isinstance(document, dict) else None
-    if found != kind:
+    if found != kind and found not in older:
         written_by = "another version of torcx-tectonic" if isinstance(found, str) and found.startswith(
             KIND_PREFIX) else "something else"
         raise StateError(f"{path}: kind is {found!r}, written by {written_by}; expected {kind}",
@@ -404,7 +420,7 @@ def load_run(paths: NodePaths, flow: str) -> Run | None:
     """The flow's last run, or None when it never ran on this node."""
     path = paths.runs_dir / f"{flow}.json"
     try:
-        document = _read_document(path, Run.KIND, f"the run record of flow {flow}")
+        document = _read_document(path, Run.KIND, f"the run record of flow {flow}", Run.OLDER_KINDS)
     except FileNotFoundError:
         return None
     run = _build(Run, {k: v for k, v in document.items() if k != "kind"}, str(path))
@@ -461,6 +477,7 @@ class FlowState:
         except StateError:
             before = None
         previous = None
+        failed = before.failed_in_a_row if before is not None and before.result == FAILED else 0
         if before is not None and before.result == FAILED:
             previous = f"the run begun at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(before.started))} " \
                        f"failed at {before.failed_step}: {before.failure}"
@@ -468,7 +485,7 @@ class FlowState:
             previous = f"the run begun at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(before.started))} " \
                        f"never ended (interrupted at {before.steps[-1].step if before.steps else '?'})"
         return self._new(Run(flow=self.flow, id=_run_id(), started=now,
-                             steps=(StepRun(step, RUNNING, now),), previous_failure=previous))
+                             steps=(StepRun(step, RUNNING, now),), previous_failure=previous, failed_in_a_row=failed))
 
     def resume(self, step: str, *, reopen: bool = False) -> Run:
         """This boot's run, now at ``step``; a later step of a run that ended
@@ -517,7 +534,7 @@ class FlowState:
         run = self.current()
         run = run.with_step(self._ended_step(run, step, OK, None))
         if ends_run and run.result == RUNNING:
-            run = dataclasses.replace(run, result=OK, finished=self.clock(), note=note or run.note)
+            run = dataclasses.replace(run, result=OK, finished=self.clock(), note=note or run.note, failed_in_a_row=0)
         elif note:
             run = dataclasses.replace(run, note=note)
         return self._save_run(run)
@@ -532,8 +549,14 @@ class FlowState:
         assert run is not None
         run = run.with_step(self._ended_step(run, step, FAILED, message))
         if ends_run:
-            run = dataclasses.replace(run, result=FAILED, finished=self.clock(), failed_step=step, failure=message)
+            failed = run.failed_in_a_row + (0 if run.result == FAILED else 1)  # a failed run counts once
+            run = dataclasses.replace(run, result=FAILED, finished=self.clock(), failed_step=step, failure=message,
+                                      failed_in_a_row=failed)
         return self._save_run(run)
+
+    def tries_again_at(self, when: float) -> Run:
+        """Note on this boot's failed run when the flow tries again."""
+        return self._save_run(dataclasses.replace(self.current(), next_try=when))
 
     def rebooting(self, step: str, reason: str) -> Run:
         """The run ends in a reboot that the step queues next."""

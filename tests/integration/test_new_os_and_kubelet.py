@@ -105,7 +105,9 @@ def test_new_os_fetches_the_addon_gcs_old_stores_and_annotates_under_the_label(b
 def test_new_os_without_a_mapped_docker_sends_no_annotation_and_removes_nothing(bundle: Path,
                                                                                    tmp_path: Path) -> None:
     releases = [Release(CURRENT, ["17.03"]), Release(NEXT, ["1.12"])]
-    with bootstrapped(bundle, tmp_path, releases, files=OLD_STORES, mappings={"1.8": ["17.03"]}) as (cluster, node):
+    quick_backoff = {"units": {"backoff_delay": "2", "backoff_max_delay": "4"}}
+    with bootstrapped(bundle, tmp_path, releases, files=OLD_STORES, mappings={"1.8": ["17.03"]},
+                      settings=quick_backoff) as (cluster, node):
         node.boot()
         cluster.api.schedule_before_reboot(f"{CLUO_PREFIX}/", [ANNOTATION], after_seconds=0.5)
         apply_update(node)
@@ -125,11 +127,11 @@ def test_new_os_without_a_mapped_docker_sends_no_annotation_and_removes_nothing(
         code, document = status(node)
         assert (code, document["verdict"]["next"]["ok"]) == (1, False)
         assert f"none of the stores OS {NEXT} reads" in document["verdict"]["next"]["reason"]
-        # the path unit starts the flow again after a failure: the failure stays visible
+        # the flow is started again at its next try (the backoff): the failure stays visible
         run = document["flows"]["new-os"]["last_run"]
         assert run["failed_step"] == "docker-version" or "failed at docker-version" in run["previous_failure"], run
 
-        # A fixed ConfigMap heals the node: the flow is triggered again on its own.
+        # A fixed ConfigMap heals the node: the flow is tried again on its own.
         cluster.api.set_runtime_mappings({"kind": "VersionManifestV1",
                                           "versions": {"k8s": {"1.8": {"docker": ["17.03", "1.12"]}}}})
         node.wait_for(lambda: cluster.api.annotations().get(ANNOTATION) == "true", timeout=90,

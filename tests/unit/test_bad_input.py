@@ -277,6 +277,7 @@ BAD_VALUES = {
     ("kubernetes", "annotation"): ("no-prefix", "expected PREFIX/NAME"),
     ("kubernetes", "label_timeout"): ("1e308", "expected seconds more than 0 and at most 86400"),
     ("kubernetes", "label_poll_max_interval"): ("0", "expected seconds more than 0 and at most 3600"),
+    ("kubernetes", "node_labels"): ("labels", "expected one of yes, true"),
     ("bootstrap", "upgrade_os"): ("sometimes", "expected one of yes, true"),
     ("bootstrap", "skip_torcx"): ("2", "expected one of yes, true"),
     ("bootstrap", "reboot"): ("", "expected one of yes, true"),
@@ -302,6 +303,8 @@ BAD_VALUES = {
     ("sysext", "activate"): ("reboot", "expected one of next-boot, refresh"),
     ("units", "retry_delay"): ("601", "expected seconds more than 0 and at most 600"),
     ("units", "retry_attempts"): ("0x10", "expected a whole number from 1 to 100"),
+    ("units", "backoff_delay"): ("-5", "expected seconds more than 0 and at most 86400"),
+    ("units", "backoff_max_delay"): ("1h", "expected seconds more than 0 and at most 86400"),
 }
 
 

@@ -95,7 +95,7 @@ def test_each_step_requires_and_follows_the_previous_one_and_the_lock_when_locke
             text = out.files[flow.unit(step)]
             expected = [flow.unit(flow.steps[index - 1])] if index else []
             requires = [u for u in values(text, "Unit", "Requires") if u != flow.lock_unit]
-            declared = (flow.lock_unit, "network-online.target", *(unit for unit, _ in step.after))
+            declared = (flow.lock_unit, "network-online.target", *flow.after, *(unit for unit, _ in step.after))
             after = [u for u in values(text, "Unit", "After") if u not in declared]
             assert (requires, after) == (expected, expected), flow.unit(step)
             locked = flow.lock_unit in values(text, "Unit", "Requires") and flow.lock_unit in values(text, "Unit",
@@ -128,8 +128,9 @@ def test_every_step_is_a_oneshot_running_its_libexec_script() -> None:
         assert values(text, "Service", "SyslogIdentifier") == [flow.unit(step).removesuffix(".service")]
         assert text.startswith(generator.HEADER)
     services = {n for n in out.files if n.endswith(".service") and "/" not in n}
-    assert services == {flow.unit(step) for flow, step in every_step(config)} | {generator.LOCK_TEMPLATE,
-                                                                                generator.METRICS_UNIT}
+    retry_units = {flow.retry_unit for flow in all_flows(config) if flow.backoff}
+    assert services == {flow.unit(step) for flow, step in every_step(config)} | {
+        generator.LOCK_TEMPLATE, generator.METRICS_UNIT} | retry_units
 
 
 def test_conditions_come_from_the_table() -> None:
@@ -198,7 +199,8 @@ def test_links_make_the_targets_require_their_steps() -> None:
     expected: dict[str, str] = {}
     for flow in all_flows(config):
         if flow.target:
-            expected |= {f"{flow.target_unit}.requires/{flow.unit(s)}": f"../{flow.unit(s)}" for s in flow.steps}
+            kind = "wants" if flow.backoff else "requires"
+            expected |= {f"{flow.target_unit}.{kind}/{flow.unit(s)}": f"../{flow.unit(s)}" for s in flow.steps}
         if flow.trigger:
             expected[f"multi-user.target.wants/{flow.unit_prefix}.path"] = f"../{flow.unit_prefix}.path"
         for unit in flow.wanted_by:
@@ -542,7 +544,7 @@ def test_generator_script_runs_on_the_system_python_without_network_or_dbus_modu
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
     assert (tmp_path / "torcx-new-os.path").is_file()
-    assert (tmp_path / "torcx-new-os.target.requires" / "torcx-new-os-gc.service").is_symlink()
+    assert (tmp_path / "torcx-new-os.target.wants" / "torcx-new-os-gc.service").is_symlink()
     assert (tmp_path / "docker.service.wants" / "torcx-docker-reset-data.service").is_symlink()
 
 

@@ -29,6 +29,7 @@ from torcx_tectonic.state import (
     KubernetesVersion,
     ManifestCache,
     NodeAnnotated,
+    NodeLabelled,
     OsVersions,
     Record,
     Run,
@@ -69,6 +70,8 @@ SAMPLES: tuple[Record, ...] = (
                        activated="at the next boot"),
     ApiServerUnreachable(server="https://k8s:443", reason="api-server version: connection refused",
                          step="kubelet-version"),
+    NodeLabelled(node="node-1", labels={"torcx-tectonic.io/runtime": None, "torcx-tectonic.io/next-boot": "ok"},
+                 annotations={"torcx-tectonic.io/reason": "docker:17.03 from /var/lib/torcx/store"}),
 )
 
 
@@ -256,7 +259,7 @@ def test_a_run_begins_resumes_and_ends_ok(env: StepEnv) -> None:
     addons = ended.steps[1]
     assert addons.finished is not None and addons.started < addons.finished <= ended.finished
     assert load_run(env.paths, "new-kubelet") == ended == state.current()
-    assert json.loads(state.run_file.read_text())["kind"] == "torcx-tectonic.run.v1"
+    assert json.loads(state.run_file.read_text())["kind"] == "torcx-tectonic.run.v2"
 
 
 def test_a_step_that_does_not_end_the_run_leaves_it_running(env: StepEnv) -> None:

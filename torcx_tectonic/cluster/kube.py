@@ -253,11 +253,13 @@ class KubeClient:
         return body
 
     def annotate_node(self, name: str, annotations: Mapping[str, str]) -> dict[str, Any]:
-        body = self._json(
-            "PATCH", ("api", "v1", "nodes", check_node_name(name)), f"annotate node {name}",
-            json={"metadata": {"annotations": dict(annotations)}},
-            headers={"Content-Type": "application/merge-patch+json"},
-        )
+        return self.patch_node(name, {"metadata": {"annotations": dict(annotations)}}, f"annotate node {name}")
+
+    def patch_node(self, name: str, patch: Mapping[str, Any], what: str) -> dict[str, Any]:
+        """A JSON merge patch of the node: it changes exactly the keys it
+        names (null removes one), so what others wrote on the node stays."""
+        body = self._json("PATCH", ("api", "v1", "nodes", check_node_name(name)), what, json=dict(patch),
+                          headers={"Content-Type": "application/merge-patch+json"})
         return body if isinstance(body, dict) else {}
 
 

@@ -6,6 +6,10 @@ answer rests on; ``--json`` gives the same as a stable, versioned document
 (``kind: torcx-tectonic-status-v1``). Exit status: 0 when both verdicts are
 ok, 1 otherwise, 2 on a usage error.
 
+``torcx-tectonic retry FLOW`` starts a flow that backs off after failed
+runs (new-os) at once, instead of at its next try. Exit status: 0 when it
+was started, 1 when systemd refused, 2 on a usage error.
+
 ``torcx-tectonic mirror`` copies from a reachable bucket what nodes with no
 route out need into a directory (mirror.py). Exit status: 0 when the mirror
 is complete, 1 on an error or when something nodes need could not be
@@ -28,9 +32,11 @@ from ..cluster.mappings import RuntimeMappings, load_mappings
 from ..cluster.view import Cluster
 from ..edges.inputfile import BOARD, KUBE_VERSION, OS_VERSION, Grammar, read_text
 from ..errors import ConfigError, InputError, TorcxTectonicError
+from ..flows import all_flows
 from ..mirroring import DEFAULT_MANIFEST_PATH, Request, check_manifest_path
 from ..paths import NodePaths
-from ..state import encode
+from ..state import FAILED, encode
+from ..steps import backoff
 from ..verdict import Verdict
 from . import mirror
 from .status import KIND, FlowStatus, Status, gather
@@ -59,6 +65,11 @@ def _flow_line(flow: FlowStatus) -> str:
         line += f"\n      {run.note}"
     if run.previous_failure and run.result in ("running", "ok"):
         line += f"\n      before it, {run.previous_failure}"
+    if run.result == FAILED and run.next_try is not None and flow.this_boot:
+        left = run.next_try - time.time()
+        line += (f"\n      backing off after {run.failed_in_a_row} failed run(s) in a row: next try at "
+                 f"{_when(run.next_try)} ({f'in {left:.0f}s' if left > 0 else 'due now'}); "
+                 f"`torcx-tectonic retry {flow.flow}` tries now")
     return line
 
 
@@ -129,6 +140,9 @@ def main(argv: Sequence[str] | None = None, paths: NodePaths | None = None) -> i
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     status_parser = commands.add_parser("status", help="will this node boot with the Docker its Kubernetes needs?")
     status_parser.add_argument("--json", action="store_true", help="print a torcx-tectonic-status-v1 document")
+    retry_parser = commands.add_parser("retry", help="start a flow that backs off after failed runs now")
+    retry_parser.add_argument("flow", choices=[f.name for f in all_flows(configuration.build({})) if f.backoff],
+                              help="the flow to start (its backoff ends)")
     _mirror_arguments(commands.add_parser(
         "mirror", help="copy what nodes with no route out need from a reachable bucket into a directory",
         description="Copy the signed manifests of the OS versions given and the addons their nodes need for the "
@@ -141,14 +155,30 @@ def main(argv: Sequence[str] | None = None, paths: NodePaths | None = None) -> i
     try:
         config = configuration.load()
     except ConfigError as err:
-        sys.stderr.write(f"torcx-tectonic: {err}; showing the status with the default configuration\n")
+        sys.stderr.write(f"torcx-tectonic: {err}; going on with the default configuration\n")
         config = configuration.build({})
+    if args.command == "retry":
+        return retry_command(config, args.flow, paths or NodePaths())
     status = gather(config, paths)
     if args.json:
         sys.stdout.write(json.dumps(document(status), indent=2, sort_keys=True) + "\n")
     else:
         sys.stdout.write(render_text(status))
     return 0 if status.ok else 1
+
+
+def retry_command(config: configuration.Config, name: str, paths: NodePaths) -> int:
+    """``torcx-tectonic retry FLOW``: end the flow's backoff and start it now."""
+    flow = next(f for f in all_flows(config) if f.name == name)
+    try:
+        was = backoff.retry_now(flow, paths)
+    except (OSError, TorcxTectonicError) as err:  # not root, no bus
+        sys.stderr.write(f"torcx-tectonic retry: {err}\n")
+        return 1
+    sys.stdout.write(f"torcx-tectonic retry: started {backoff.start_unit(flow)}"
+                     f"{' (its backoff ended)' if was else ' (it was not backing off)'}; "
+                     f"`journalctl -u '{flow.unit_prefix}-*'` follows it\n")
+    return 0
 
 
 def _grammar_argument(rule: Grammar, what: str) -> Any:

@@ -51,6 +51,10 @@ def start(unit: str) -> None:
     _call(f"start {unit}", "StartUnit", unit.encode(), b"replace")
 
 
+def stop(unit: str) -> None:
+    _call(f"stop {unit}", "StopUnit", unit.encode(), b"replace")
+
+
 def restart(unit: str) -> None:
     _call(f"restart {unit}", "RestartUnit", unit.encode(), b"replace")
 

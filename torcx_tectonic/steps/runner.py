@@ -43,7 +43,7 @@ from ..flows import ENTRY_POINTS, LABEL_WAIT, Flow, Step, find_step, timeout_sec
 from ..node import systemd
 from ..paths import NodePaths
 from ..state import FlowState, Record
-from . import cleanup
+from . import backoff, cleanup
 from .context import Context
 from .lock import RunLock
 
@@ -186,19 +186,19 @@ def _run_locked(flow: Flow, step: Step, config: configuration.Config | None, con
         return 0
     except TorcxTectonicError as err:
         log.error("%s/%s failed: %s", flow.name, step.name, err)
-        _record_failure(state, step, str(err), ends_run)
+        _record_failure(config, flow, state, step, str(err), ends_run)
         if os.environ.get("SYSTEMD_LOG_LEVEL", "").lower() == "debug":
             raise
     except OSError as err:  # the node refused: a full disk, a read-only file system, permissions
         log.error("%s/%s failed: %s", flow.name, step.name, err)
-        _record_failure(state, step, str(err), ends_run)
+        _record_failure(config, flow, state, step, str(err), ends_run)
     except Stopped:
         message = "stopped by systemd before it ended (its timeout passed, or the node shuts down)"
         log.error("%s/%s %s", flow.name, step.name, message)
-        _record_failure(state, step, message, ends_run)
+        _record_failure(config, flow, state, step, message, ends_run)
     except Exception as err:
         log.exception("%s/%s failed with an internal error (a bug in torcx-tectonic)", flow.name, step.name)
-        _record_failure(state, step, f"internal error: {err!r}", ends_run)
+        _record_failure(config, flow, state, step, f"internal error: {err!r}", ends_run)
     return 1
 
 
@@ -213,6 +213,8 @@ def _join_run(flow: Flow, step: Step, config: configuration.Config | None, paths
                      ", ".join(str(p) for p in swept))
     if flow.begins_run(step):
         state.begin(step.name)
+        if flow.backoff:
+            backoff.release(paths, flow.name)
     else:
         # a step of the run started again (its flow run again while the steps
         # before it skip) continues a run that failed; a follower joins it as it is
@@ -264,8 +266,11 @@ def stopped(argv: Sequence[str] | None = None, paths: NodePaths | None = None,
             for path in cleanup.leftovers(config, node):
                 log.warning("removed %s, which %s/%s left when it did not end", path, flow.name, step.name)
             how = ended_how(result, env.get("EXIT_CODE", ""), env.get("EXIT_STATUS", ""))
-            if FlowState(node, flow.name).step_interrupted(step.name, how, ends_run=not flow.follows_run(step)):
+            state = FlowState(node, flow.name)
+            if state.step_interrupted(step.name, how, ends_run=not flow.follows_run(step)):
                 log.error("%s/%s: %s", flow.name, step.name, how)
+                if flow.backoff:
+                    backoff.hold(state, config.units)
     except (OSError, TorcxTectonicError) as err:
         log.error("cannot clean up after %s/%s: %s", flow.name, step.name, err)
     sys.exit(0)
@@ -289,8 +294,13 @@ def ended_how(result: str, exit_code: str, exit_status: str) -> str:
     return f"{how} before the step ended"
 
 
-def _record_failure(state: FlowState, step: Step, message: str, ends_run: bool) -> None:
+def _record_failure(config: configuration.Config | None, flow: Flow, state: FlowState, step: Step, message: str,
+                    ends_run: bool) -> None:
+    """Record the failure; when it ends a run of a flow that backs off, the
+    next try too, before the process exits (see backoff)."""
     try:
         state.step_failed(step.name, message, ends_run=ends_run)
+        if ends_run and flow.backoff:
+            backoff.hold(state, (config or configuration.build({})).units)
     except (OSError, TorcxTectonicError) as err:
         log.error("cannot record the failure of %s/%s: %s", state.flow, step.name, err)
