@@ -27,6 +27,7 @@ from ..errors import InputError, TorcxTectonicError, shown
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import re
+    from collections.abc import Callable
     from typing import Any, Union
 
     #: A file name as text or as a pathlib.Path.
@@ -73,18 +74,25 @@ def _read(path: PathLike, expected: str, limit: int, error: ErrorType, *, missin
         raise error(f"{path}: cannot open ({_reason(err)}); expected {expected}") from None
     try:
         mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
-            raise error(f"{path}: is a directory; expected {expected}")
-        if not stat.S_ISREG(mode):
-            raise error(f"{path}: is not a regular file; expected {expected}")
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read(limit + 1)
+        if stat.S_ISDIR(mode) or not stat.S_ISREG(mode):
+            os.close(fd)
+            raise error(f"{path}: is {'a directory' if stat.S_ISDIR(mode) else 'not a regular file'}; "
+                        f"expected {expected}")
+        return read_open(fd, limit, lambda: error(f"{path}: larger than {limit} bytes; expected {expected}"))
     except OSError as err:
         raise error(f"{path}: cannot read ({_reason(err)}); expected {expected}") from None
+
+
+def read_open(fd: int, limit: int, too_large: Callable[[], Exception]) -> bytes:
+    """All of the open file ``fd``, which it closes; ``too_large()`` is
+    raised past ``limit`` bytes (one byte more is read to know)."""
+    try:
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            data = handle.read(limit + 1)
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise error(f"{path}: larger than {limit} bytes; expected {expected}")
+        raise too_large()
     return data
 
 

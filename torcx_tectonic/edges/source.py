@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePath
 
 from ..errors import InputError, LocalFileMissing, NetworkError, shown
-from .inputfile import BOARD, OS_VERSION
+from .inputfile import BOARD, OS_VERSION, read_open
 from .progress import Progress
 
 FILE_PREFIX = "file://"
@@ -150,15 +150,9 @@ def read_file_url(url: str, what: str, limit: int, missing: Exception | None = N
     path = file_url_path(url, what)
     fd = _open(path, url, what, missing)
     try:
-        with os.fdopen(fd, "rb", closefd=False) as handle:
-            data = handle.read(limit + 1)
+        return read_open(fd, limit, lambda: NetworkError(f"{what}: {url} is larger than {limit} bytes"))
     except OSError as err:
         raise NetworkError(f"{what}: reading {path} ({url}) failed: {err.strerror or err}") from None
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise NetworkError(f"{what}: {url} is larger than {limit} bytes")
-    return data
 
 
 def stream_file_url(url: str, what: str) -> Iterator[bytes]:
