@@ -132,6 +132,17 @@ class RuntimeChoice(Record):
     reason: str | None = None
 
 
+@record("pin")
+@dataclass(frozen=True)
+class RuntimePin(Record):
+    """A fact of the run, kept even when the choice fails: the runtime
+    version the node is pinned to (None: no pin) and where that was read,
+    so the status can say why a verdict is not ok."""
+
+    version: str | None
+    source: str
+
+
 class RuntimeInstalled(Record):
     """What a backend's install step records: the runtime version now in
     place for the next boot, and the one before it."""

@@ -33,6 +33,7 @@ from torcx_tectonic.state import (
     Record,
     Run,
     RuntimeChoice,
+    RuntimePin,
     StateError,
     StepRun,
     StoresCollected,
@@ -69,6 +70,7 @@ SAMPLES: tuple[Record, ...] = (
                        activated="at the next boot"),
     ApiServerUnreachable(server="https://k8s:443", reason="api-server version: connection refused",
                          step="kubelet-version"),
+    RuntimePin(version="1.12", source="node node-1 annotation torcx-tectonic.io/pin-runtime"),
 )
 
 

@@ -248,6 +248,19 @@ current-context: x
     assert "refused" not in caplog.text.replace("(connection refused", "")
 
 
+def test_a_pin_chooses_its_image_or_fails_naming_the_checksum_list(env: StepEnv, bucket: RoutedServer) -> None:
+    sysext_env(env, bucket, {"docker-20.10.24-x86-64.raw": b"old", "docker-24.0.9-x86-64.raw": b"new"})
+    env.configure({"runtime.pin": "20.10.24"})
+    assert chosen(env).version == "20.10.24"
+    env.reboot()
+    env.configure({"runtime.pin": "24.0.9"})
+    bucket.routes["/sysext/SHA256SUMS"] = (200, f"{hashlib.sha256(b'old').hexdigest()}  docker-20.10.24-x86-64.raw\n"
+                                           .encode())
+    with pytest.raises(NoRuntimeVersion, match=r"docker is pinned to 24.0.9 .*, which is not offered: "
+                                               r".*/sysext/SHA256SUMS for x86-64 offers 20.10.24"):
+        chosen(env)
+
+
 def test_no_accepted_image_fails_naming_both_sides(env: StepEnv, bucket: RoutedServer) -> None:
     sysext_env(env, bucket, {"docker-25.0.3-x86-64.raw": b"new"})
     with pytest.raises(NoRuntimeVersion, match=r"no docker version for Kubernetes v1.8.4\+coreos.0: the mappings "

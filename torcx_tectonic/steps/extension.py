@@ -20,11 +20,12 @@ from ..edges.inputfile import decode_text, read_text
 from ..errors import ConfigError, InputError
 from ..node import dockerdata, systemd
 from ..state import ExtensionInstalled, KubernetesVersion, OsVersions, RuntimeChoice, StoresCollected
-from ..strategy import NoRuntimeVersion
+from ..strategy import NoRuntimeVersion, pinned_version
 from ..sysext import images as sysext
 from ..torcx.bucket import Bucket
 from ..torcx.manifest import file_digest
 from .context import Context
+from .runtime import read_pin
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +64,15 @@ def choose_image(ctx: Context) -> RuntimeChoice:
     cluster = ctx.cluster()
     mappings = cluster.runtime_mappings()
     ctx.remember(cluster)
+    pin = read_pin(ctx, cluster, mappings, sx.runtime)
     try:
         preferred = mappings.versions_for(kube, sx.runtime)
     except InputError as err:
         raise NoRuntimeVersion(f"no {sx.runtime} version for Kubernetes {kube}: {err}; {sx.sums_url} offers "
                                f"{', '.join(available) or 'none'}") from None
-    version = next((v for v in preferred if v in available), None)
-    if version is None:
+    version = pinned_version(pin, sx.runtime, {f"{sx.sums_url} for {arch}": available}) if pin else next(
+        (v for v in preferred if v in available), "")
+    if not version:
         raise NoRuntimeVersion(
             f"no {sx.runtime} version for Kubernetes {kube}: the mappings from {mappings.source} accept "
             f"{', '.join(preferred)}, {sx.sums_url} offers {', '.join(available) or 'none'} for {arch}")
