@@ -29,10 +29,11 @@ from torcx_tectonic.state import (
 )
 from torcx_tectonic.steps.bootstrap import reboot_reasons
 from torcx_tectonic.steps.dockerreset import reset_step
-from torcx_tectonic.steps.extension import changed_from, choose_image, collect_images, install_extension
+from torcx_tectonic.steps.extension import choose_image, collect_images, install_extension
 from torcx_tectonic.strategy import NoRuntimeVersion
 from torcx_tectonic.sysext import images as sysext
 from torcx_tectonic.sysext.backend import SysextBackend, sysext_verdict
+from torcx_tectonic.sysext.switch import changed_from
 
 from .helpers import RoutedServer
 from .stepenv import StepEnv

@@ -6,6 +6,10 @@ answer rests on; ``--json`` gives the same as a stable, versioned document
 (``kind: torcx-tectonic-status-v1``). Exit status: 0 when both verdicts are
 ok, 1 otherwise, 2 on a usage error.
 
+``torcx-tectonic rollback`` puts back the runtime version the node ran
+before its last runtime change (rollback.py). Exit status: 0 when it rolled
+back, 1 when there is nothing to roll back to (nothing changed) or it failed.
+
 ``torcx-tectonic mirror`` copies from a reachable bucket what nodes with no
 route out need into a directory (mirror.py). Exit status: 0 when the mirror
 is complete, 1 on an error or when something nodes need could not be
@@ -32,7 +36,7 @@ from ..mirroring import DEFAULT_MANIFEST_PATH, Request, check_manifest_path
 from ..paths import NodePaths
 from ..state import encode
 from ..verdict import Verdict
-from . import mirror
+from . import mirror, rollback
 from .status import KIND, FlowStatus, Status, gather
 
 USAGE = 2
@@ -129,6 +133,12 @@ def main(argv: Sequence[str] | None = None, paths: NodePaths | None = None) -> i
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     status_parser = commands.add_parser("status", help="will this node boot with the Docker its Kubernetes needs?")
     status_parser.add_argument("--json", action="store_true", help="print a torcx-tectonic-status-v1 document")
+    commands.add_parser(
+        "rollback", help="put back the runtime version this node ran before its last runtime change",
+        description="Select (torcx) or link (sysext) again the runtime version the node ran before its last "
+                    "runtime change, if it is still kept, with the Docker data reset of a forward change; it "
+                    "applies at the next boot. The next new-kubelet or new-OS run would move the node forward "
+                    "again unless it is pinned.")
     _mirror_arguments(commands.add_parser(
         "mirror", help="copy what nodes with no route out need from a reachable bucket into a directory",
         description="Copy the signed manifests of the OS versions given and the addons their nodes need for the "
@@ -138,6 +148,8 @@ def main(argv: Sequence[str] | None = None, paths: NodePaths | None = None) -> i
     args = parser.parse_args(argv)
     if args.command == "mirror":
         return mirror_command(args, parser)
+    if args.command == "rollback":
+        return rollback_command(paths or NodePaths())
     try:
         config = configuration.load()
     except ConfigError as err:
@@ -149,6 +161,18 @@ def main(argv: Sequence[str] | None = None, paths: NodePaths | None = None) -> i
     else:
         sys.stdout.write(render_text(status))
     return 0 if status.ok else 1
+
+
+def rollback_command(paths: NodePaths) -> int:
+    """``torcx-tectonic rollback``: what it did on stdout; why it did not on stderr, exit 1."""
+    try:
+        config = configuration.load()
+        done = rollback.roll_back(config, paths)
+    except (TorcxTectonicError, OSError) as err:
+        sys.stderr.write(f"torcx-tectonic rollback: {err}\n")
+        return 1
+    sys.stdout.write(rollback.render(done, config.kubernetes.node_name))
+    return 0
 
 
 def _grammar_argument(rule: Grammar, what: str) -> Any:

@@ -23,7 +23,7 @@ from ..cluster.mappings import kube_minor
 from ..cluster.view import local_mappings
 from ..config import Config
 from ..errors import TorcxTectonicError
-from ..flows import all_flows, path_units
+from ..flows import ROLLBACK, all_flows, path_units
 from ..node import kubeletenv, systemd
 from ..node.osrelease import os_release_from_text
 from ..paths import NodePaths
@@ -205,8 +205,9 @@ def gather(config: Config, paths: NodePaths | None = None, *, check_hashes: bool
     pin = _pin(config, paths, flow_names)
     view = dataclasses.replace(view, current=pinned(view.current, pin, backend.runtime),
                                next=view.next and pinned(view.next, pin, backend.runtime))
-    return _status(config, paths, units, flow_names, [*problems, *view.problems], board=board, current_os=current,
-                   next_os=next_os, next_source=next_source, kube_version=kube_version, kube_source=kube_source,
+    return _status(config, paths, units, [*flow_names, ROLLBACK], [*problems, *view.problems], board=board,
+                   current_os=current, next_os=next_os, next_source=next_source, kube_version=kube_version,
+                   kube_source=kube_source,
                    runtime=backend.runtime, wanted=tuple(wanted), mapping_source=mapping_source,
                    reset_pending=facts.reset_pending, view=view, current=view.current,
                    next=_next_verdict(view.current, view.next, current, next_os, next_source, next_known))
