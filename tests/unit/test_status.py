@@ -283,12 +283,14 @@ def test_label_values_are_quoted_as_the_text_format_wants() -> None:
         (Verdict("1688.5.3", True, "17.03", "fine"), RuntimePin(None, "no pin"), True, "fine"),
         (Verdict("1688.5.3", True, "1.12", "fine"), RuntimePin("1.12", "the annotation"), True, "fine"),
         (Verdict("1688.5.3", True, "17.03", "fine"), RuntimePin("1.12", "the annotation"), False,
-         "docker is pinned to 1.12 (the annotation), but OS 1688.5.3 would run 17.03: fine"),
-        (Verdict("1688.5.3", False, None, "in none of the stores"), RuntimePin("1.12", "the annotation"), False,
-         "docker is pinned to 1.12 (the annotation), but OS 1688.5.3 would run another: in none of the stores"),
+         "docker is pinned to 1.12 (the annotation); OS 1688.5.3 would run 17.03: fine"),
+        (Verdict("1688.5.3", False, None, "unreadable profile"), RuntimePin("1.12", "the annotation"), False,
+         "docker is pinned to 1.12 (the annotation); OS 1688.5.3 would run no known version: unreadable profile"),
+        (Verdict("1688.5.3", False, "1.12", "in none of the stores"), RuntimePin("1.12", "the annotation"), False,
+         "docker is pinned to 1.12 (the annotation); OS 1688.5.3 would run 1.12: in none of the stores"),
         (Verdict(None, False, None, "unknown"), RuntimePin("1.12", "the annotation"), False, "unknown"),
     ],
-    ids=["no-pin", "pinned-and-there", "pinned-elsewhere", "pinned-and-missing", "os-unknown"],
+    ids=["no-pin", "pinned-and-there", "pinned-elsewhere", "pinned-and-unknown", "pinned-and-missing", "os-unknown"],
 )
 def test_a_pin_decides_the_verdict(verdict: Verdict, pin: RuntimePin, ok: bool, says: str) -> None:
     found = pinned(verdict, pin, "docker")

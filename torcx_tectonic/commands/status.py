@@ -167,13 +167,16 @@ def _pin(config: Config, paths: NodePaths, flows: Sequence[str]) -> RuntimePin:
 
 def pinned(verdict: Verdict, pin: RuntimePin, runtime: str) -> Verdict:
     """A verdict with the pin: an OS that would run another version than
-    the pinned one is not ok, whatever the mappings accept."""
+    the pinned one is not ok, whatever the mappings accept; a verdict that
+    is not ok says first that the node is pinned (a pin the next OS cannot
+    satisfy is why its runtime step failed)."""
     if pin.version is None or verdict.os is None:
         return verdict
-    if verdict.runtime_version == pin.version:
+    if verdict.ok and verdict.runtime_version == pin.version:
         return dataclasses.replace(verdict, notes=(*verdict.notes, f"pinned to {pin.version} ({pin.source})"))
-    return dataclasses.replace(verdict, ok=False, reason=f"{runtime} is pinned to {pin.version} ({pin.source}), but "
-                               f"OS {verdict.os} would run {verdict.runtime_version or 'another'}: {verdict.reason}")
+    return dataclasses.replace(verdict, ok=False, reason=f"{runtime} is pinned to {pin.version} ({pin.source}); OS "
+                               f"{verdict.os} would run {verdict.runtime_version or 'no known version'}: "
+                               f"{verdict.reason}")
 
 
 def _reset_pending(paths: NodePaths) -> str | None:
