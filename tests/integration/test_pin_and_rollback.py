@@ -10,10 +10,15 @@ discovery endpoints (/api, /apis) first, which the stand-in does not serve.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
-from simnode.cluster import ANNOTATION, CLUO_PREFIX, NODE_NAME, Release, enable
+import pytest
+
+from simnode.cluster import ANNOTATION, CLUO_PREFIX, NODE_NAME, Release, enable, flatcar_node
+from simnode.flatcar import LEVELLED
 from simnode.node import Node
 from torcx_tectonic.cluster.kube import KubeClient, load_kubeconfig
 from torcx_tectonic.cluster.view import PIN_ANNOTATION
@@ -21,6 +26,8 @@ from torcx_tectonic.config import NetworkSettings
 
 from .flows import failure, last_run, run_result, status, step_done
 from .test_new_os_and_kubelet import CURRENT, NEXT, apply_update, bootstrapped, selected, store_file
+from .test_sysext_backend import CURRENT as FLATCAR
+from .test_sysext_backend import LINK, docker_says
 
 THIRD = "1745.7.0"
 LABEL = f"{CLUO_PREFIX}/before-reboot"
@@ -132,4 +139,49 @@ def test_rollback_after_a_kubernetes_upgrade_boots_the_previous_docker_on_emptie
         again = node.run("torcx-tectonic", "rollback", check=False)
         assert again.returncode == 1 and "is no longer kept" in again.stderr, again.stderr
         assert selected(node) == "17.03"
+        node.shutdown()
+
+
+#: Docker as a unit of the node's own (the test images bring only the binary): started after the merged
+#: /usr, it notes what it found in its data directory and which version it is, as the torcx test addons do.
+DOCKER_UNIT = """[Unit]
+Description=Docker from the merged system extension (test)
+After=systemd-sysext.service
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'mkdir -p /var/lib/docker && ls -A /var/lib/docker > /run/docker-saw; \\
+  /usr/bin/docker > /run/docker-version'
+"""
+
+
+@pytest.mark.skipif(shutil.which("mksquashfs") is None, reason="needs mksquashfs (make test installs it)")
+def test_rollback_on_a_flatcar_node_links_the_kept_image_and_systemd_sysext_merges_it(bundle: Path) -> None:
+    with flatcar_node(bundle, {"24.0.9": LEVELLED, "25.0.3": LEVELLED}, os_version=FLATCAR,
+                      settings={"bootstrap": {"reboot": "no", "upgrade_os": "no"}},
+                      files={"/etc/systemd/system/docker.service": DOCKER_UNIT}) as (_, node):
+        enable(node, "docker.service", unit_dir="/etc/systemd/system")
+        node.boot()
+        assert node.systemctl("start", "torcx-bootstrap.target", check=False, timeout=120).returncode == 0
+        node.write("/etc/kubernetes/kubelet.env", KUBE_1_9)
+        node.wait_for(lambda: run_result(node, "new-kubelet") == "ok", timeout=90, what="the new-kubelet flow")
+        assert os.readlink(node.host_path(LINK)) == "/opt/extensions/docker/docker-25.0.3-x86-64.raw"
+        reboot(node)
+        node.wait_for(lambda: docker_says(node) == "docker 25.0.3", timeout=60, what="systemd-sysext to merge 25.0.3")
+        assert docker_started(node) == ("docker 25.0.3", "")
+        node.write("/var/lib/docker/containers/written-by-25.0.3", "newer format")
+
+        result = node.run("torcx-tectonic", "rollback", check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.startswith("torcx-tectonic rollback: docker 25.0.3 → 24.0.9, applied at the next boot\n")
+        assert os.readlink(node.host_path(LINK)) == "/opt/extensions/docker/docker-24.0.9-x86-64.raw"
+        assert json.loads(node.read("/var/lib/torcx-tectonic/docker-reset-needed")) == {"from": "25.0.3",
+                                                                                         "to": "24.0.9"}
+        reboot(node)
+        node.wait_for(lambda: docker_says(node) == "docker 24.0.9", timeout=60, what="systemd-sysext to merge 24.0.9")
+        assert docker_started(node) == ("docker 24.0.9", "")  # the data 25.0.3 wrote is gone before it started
+        assert not node.exists("/var/lib/torcx-tectonic/docker-reset-needed")
+        code, document = status(node)
+        assert document["flows"]["rollback"]["last_run"]["result"] == "ok"
+        assert document["verdict"]["current"]["runtime_version"] == "24.0.9"
         node.shutdown()
