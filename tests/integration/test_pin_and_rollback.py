@@ -72,6 +72,8 @@ def test_an_annotated_pin_holds_across_an_os_update_and_one_the_next_os_lacks_bl
         code, document = status(node)
         assert (code, document["verdict"]["next"]["runtime_version"]) == (0, "1.12"), document
         assert f"pinned to 1.12 (node {NODE_NAME} annotation {PIN_ANNOTATION})" in document["verdict"]["next"]["notes"]
+        assert (document["runtime"]["pin"], document["runtime"]["pin_source"]) == (
+            "1.12", f"node {NODE_NAME} annotation {PIN_ANNOTATION}")
         cluster.api.grant_reboot(f"{CLUO_PREFIX}/", [ANNOTATION])
 
         # The OS update's reboot; then Kubernetes 1.9, whose mappings prefer 17.06: the pin still holds.

@@ -90,6 +90,7 @@ def render_text(status: Status) -> str:
             f"  accepted:       {', '.join(status.wanted) or '?'} ({status.mapping_source})",
             f"  running now:    {status.booted or '-'} ({status.view.booted_source})",
             f"  reset pending:  {status.reset_pending or 'no'}",
+            f"  pinned:         {status.pin.version or 'no'} ({status.pin.source})",
             f"  backend:        {status.backend}"]
     for title, lines in status.view.sections:
         out += [title, *lines]
@@ -117,7 +118,8 @@ def document(status: Status) -> dict[str, Any]:
         "kubernetes": {"version": status.kube_version, "source": status.kube_source},
         "runtime": {"name": status.runtime, "backend": status.backend, "wanted": list(status.wanted),
                     "mapping_source": status.mapping_source, "booted": status.booted,
-                    "reset_pending": status.reset_pending},
+                    "reset_pending": status.reset_pending, "pin": status.pin.version,
+                    "pin_source": status.pin.source},
         "verdict": {"current": verdict(status.current), "next": verdict(status.next)},
         **status.view.document,
         "flows": {flow.flow: {"this_boot": flow.this_boot, "interrupted": flow.interrupted,

@@ -72,6 +72,8 @@ class Status:
     next: Verdict
     #: the backend's own part: what runs now, what it keeps
     view: RuntimeView
+    #: the pin in force as this boot's last run read it, else the key (docs/design.md, 'Pins')
+    pin: RuntimePin
     problems: tuple[str, ...] = field(default=())
 
     @property
@@ -212,7 +214,7 @@ def gather(config: Config, paths: NodePaths | None = None, *, check_hashes: bool
                    current_os=current, next_os=next_os, next_source=next_source, kube_version=kube_version,
                    kube_source=kube_source,
                    runtime=backend.runtime, wanted=tuple(wanted), mapping_source=mapping_source,
-                   reset_pending=facts.reset_pending, view=view, current=view.current,
+                   reset_pending=facts.reset_pending, view=view, current=view.current, pin=pin,
                    next=_next_verdict(view.current, view.next, current, next_os, next_source, next_known))
 
 
