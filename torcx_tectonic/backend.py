@@ -15,10 +15,10 @@ from typing import Protocol
 from .config import Config
 from .flows import runtime_backend
 from .paths import NodePaths
-from .state import RuntimeChange
+from .state import RolledBack, RuntimeChange
 from .sysext.backend import SysextBackend
 from .torcx.backend import TorcxBackend
-from .verdict import Facts, RolledBack, RuntimeView
+from .verdict import Facts, RuntimeView
 
 
 class Backend(Protocol):

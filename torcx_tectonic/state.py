@@ -217,6 +217,26 @@ class ExtensionInstalled(RuntimeInstalled):
                 "addons_installed": 1 if self.action == "downloaded" else 0}
 
 
+@record("rollback")
+@dataclass(frozen=True)
+class RolledBack(RuntimeInstalled):
+    """What ``torcx-tectonic rollback`` put back: the runtime version the
+    next boot runs again, the one it replaced, where the older version is
+    found, whether Docker's data is emptied first and when it applies. Kept
+    in the rollback's own run, so this boot's view of what runs follows it
+    as it follows an install step's record."""
+
+    runtime: str
+    version: str
+    previous: str | None
+    found: tuple[str, ...]
+    #: the Docker reset the next boot does ("from → to"), None without one
+    reset: str | None
+    #: when it applies: "at the next boot", or "now" (sysext with activate = refresh)
+    activated: str
+    runtime_changed: bool = True
+
+
 @record("kubelet-env")
 @dataclass(frozen=True)
 class KubeletEnvWritten(Record):

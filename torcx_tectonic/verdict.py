@@ -56,18 +56,3 @@ class RuntimeView:
     document: dict[str, Any] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
 
-
-@dataclass(frozen=True)
-class RolledBack:
-    """What a backend's rollback put back: the runtime version the next boot
-    runs again (``version``), the one it replaced (``replaced``), where the
-    older version is found, and whether Docker's data is emptied first."""
-
-    runtime: str
-    replaced: str | None
-    version: str
-    found: tuple[str, ...]
-    #: the Docker reset the next boot does ("from → to"), None without one
-    reset: str | None
-    #: when it applies ("at the next boot", or "now")
-    applies: str

@@ -18,6 +18,7 @@ from torcx_tectonic.commands.rollback import roll_back
 from torcx_tectonic.errors import NothingToRollBack
 from torcx_tectonic.state import AddonsInstalled, OsVersions, RuntimeChange, load_change, load_run, note_change
 from torcx_tectonic.steps import runner
+from torcx_tectonic.sysext.backend import SysextBackend
 
 from .stepenv import CURRENT_OS, NEXT_OS, StepEnv
 
@@ -69,7 +70,7 @@ def test_the_runner_keeps_a_runtime_change_across_boots_once(env: StepEnv) -> No
 def test_after_the_reboot_into_the_newer_docker_the_older_is_selected_and_its_data_emptied(env: StepEnv) -> None:
     upgraded(env, booted="17.06")
     done = roll_back(env.config, env.paths, units=no_units, clock=lambda: 1_700_000_100.0)
-    assert (done.replaced, done.version, done.reset) == ("17.06", "17.03", "17.06 → 17.03")
+    assert (done.previous, done.version, done.reset) == ("17.06", "17.03", "17.06 → 17.03")
     assert selected(env) == "17.03"
     assert json.loads(env.paths.docker_reset_marker.read_text()) == {"from": "17.06", "to": "17.03"}
     assert done.found == (f"{env.paths.user_store / CURRENT_OS / 'docker:17.03.torcx.tgz'} (OS {CURRENT_OS})",)
@@ -90,7 +91,7 @@ def test_before_the_reboot_the_pending_reset_is_dropped(env: StepEnv) -> None:
     upgraded(env, booted="17.03")
     env.write(env.paths.docker_reset_marker, '{"from": "17.03", "to": "17.06"}\n')
     done = roll_back(env.config, env.paths, units=no_units)
-    assert (done.replaced, done.version, done.reset) == ("17.06", "17.03", None)
+    assert (done.previous, done.version, done.reset) == ("17.06", "17.03", None)
     assert selected(env) == "17.03" and not env.paths.docker_reset_marker.exists()
 
 
@@ -167,11 +168,17 @@ def sysext_upgraded(env: StepEnv, images: tuple[str, ...] = ("24.0.9", "25.0.3")
 
 def test_a_sysext_rollback_links_the_kept_image_again(env: StepEnv) -> None:
     link = sysext_upgraded(env)
+    env.write(env.root / "usr/lib/extension-release.d/extension-release.docker", LEVELLED)  # 25.0.3 is merged
+    assert SysextBackend(env.config).booted(env.paths) == "25.0.3"
     done = roll_back(env.config, env.paths, units=no_units)
-    assert (done.replaced, done.version, done.applies) == ("25.0.3", "24.0.9", "at the next boot")
+    assert (done.previous, done.version, done.activated) == ("25.0.3", "24.0.9", "at the next boot")
     assert os.readlink(link) == "/opt/extensions/docker/docker-24.0.9-x86-64.raw"
     assert json.loads(env.paths.docker_reset_marker.read_text()) == {"from": "25.0.3", "to": "24.0.9"}
     assert os.readlink(env.paths.extensions_dir / "docker-flatcar.raw") == "/dev/null"
+    # until the next boot, 25.0.3 still runs: the rollback's record says what the link named before it
+    found = status.gather(env.config, env.paths, units=no_units)
+    assert found.booted == "25.0.3"
+    assert found.current.runtime_version == "24.0.9"  # what the running OS merges at its next boot
 
 
 def test_a_sysext_rollback_refuses_an_image_gc_removed_or_one_that_does_not_fit(env: StepEnv) -> None:

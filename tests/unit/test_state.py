@@ -31,6 +31,7 @@ from torcx_tectonic.state import (
     NodeAnnotated,
     OsVersions,
     Record,
+    RolledBack,
     Run,
     RuntimeChoice,
     RuntimePin,
@@ -71,6 +72,8 @@ SAMPLES: tuple[Record, ...] = (
     ApiServerUnreachable(server="https://k8s:443", reason="api-server version: connection refused",
                          step="kubelet-version"),
     RuntimePin(version="1.12", source="node node-1 annotation torcx-tectonic.io/pin-runtime"),
+    RolledBack(runtime="docker", version="17.03", previous="17.06", found=("/var/lib/torcx/store/d.tgz (OS 1)",),
+               reset="17.06 → 17.03", activated="at the next boot", runtime_changed=False),
 )
 
 

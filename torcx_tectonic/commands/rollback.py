@@ -23,9 +23,9 @@ from ..errors import NothingToRollBack
 from ..flows import ROLLBACK
 from ..node import systemd
 from ..paths import NodePaths
-from ..state import FlowState, RuntimeChange, load_change, note_change
+from ..state import FlowState, RolledBack, RuntimeChange, load_change, note_change
 from ..steps import lock
-from ..verdict import Facts, RolledBack
+from ..verdict import Facts
 from .status import gather
 
 
@@ -45,10 +45,11 @@ def roll_back(config: Config, paths: NodePaths,
                       mapping_source=status.mapping_source)
         done = backend.roll_back(paths, facts, change)
         now = clock()
-        note_change(paths, RuntimeChange(runtime=done.runtime, previous=done.replaced, version=done.version,
+        note_change(paths, RuntimeChange(runtime=done.runtime, previous=done.previous, version=done.version,
                                          changed=now, by=ROLLBACK))
         state = FlowState(paths, ROLLBACK, clock)
         state.begin(ROLLBACK)
+        state.save(done)
         state.step_succeeded(ROLLBACK, ends_run=True, note=summary(done, change))
     return done
 
@@ -57,15 +58,15 @@ def summary(done: RolledBack, change: RuntimeChange) -> str:
     """What the rollback did, in one line (the run record's note)."""
     reset = f"; {done.runtime}'s data is emptied before it starts ({done.reset})" if done.reset else \
         f"; {done.runtime}'s data stays (no reset pending)"
-    return (f"rolled back {done.runtime} from {done.replaced or 'none'} to {done.version} (the version before the "
+    return (f"rolled back {done.runtime} from {done.previous or 'none'} to {done.version} (the version before the "
             f"change of {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(change.changed))} by {change.by}), "
-            f"applied {done.applies}{reset}")
+            f"applied {done.activated}{reset}")
 
 
 def render(done: RolledBack, node_name: str) -> str:
     """The command's output: what it did, and that the next run would undo it unless pinned."""
-    return (f"torcx-tectonic rollback: {done.runtime} {done.replaced or 'none'} → {done.version}, "
-            f"applied {done.applies}\n"
+    return (f"torcx-tectonic rollback: {done.runtime} {done.previous or 'none'} → {done.version}, "
+            f"applied {done.activated}\n"
             + "".join(f"  found:  {where}\n" for where in done.found)
             + (f"  reset:  /var/lib/docker is emptied before {done.runtime} {done.version} starts ({done.reset})\n"
                if done.reset else "  reset:  none pending\n")

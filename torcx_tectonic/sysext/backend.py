@@ -14,17 +14,20 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from ..config import Config
 from ..edges.inputfile import decode_text, read_text
 from ..errors import NothingToRollBack, TorcxTectonicError
-from ..flows import all_flows
+from ..flows import ROLLBACK, all_flows
 from ..node import dockerdata
 from ..paths import NodePaths
-from ..state import ExtensionInstalled, FlowState, RuntimeChange, StateError
-from ..verdict import Facts, RolledBack, RuntimeView, Verdict
+from ..state import ExtensionInstalled, FlowState, Record, RolledBack, RuntimeChange, StateError
+from ..verdict import Facts, RuntimeView, Verdict
 from . import images as sysext
 from .switch import linked_before, switch
+
+R = TypeVar("R", bound=Record)
 
 
 @dataclass(frozen=True)
@@ -73,18 +76,13 @@ class SysextBackend:
         """Whether this boot merged an extension of the runtime's name."""
         return (paths.root / sysext.RELEASE_DIR / f"extension-release.{self.runtime}").exists()
 
-    def changes_this_boot(self, paths: NodePaths) -> list[ExtensionInstalled]:
-        """This boot's install records that changed the link, oldest first."""
-        found = []
-        for flow in all_flows(self.config):
-            state = FlowState(paths, flow.name)
-            try:
-                started, installed = state.current().started, state.load(ExtensionInstalled)
-            except TorcxTectonicError:
-                continue
-            if installed.runtime_changed:
-                found.append((started, installed))
-        return [installed for _, installed in sorted(found, key=lambda pair: pair[0])]
+    def changes_this_boot(self, paths: NodePaths) -> list[ExtensionInstalled | RolledBack]:
+        """This boot's install and rollback records that changed the link, oldest first."""
+        records: list[tuple[float, ExtensionInstalled | RolledBack | None]] = [
+            *(_this_boot(paths, flow.name, ExtensionInstalled) for flow in all_flows(self.config)),
+            _this_boot(paths, ROLLBACK, RolledBack)]
+        return [installed for _, installed in sorted(records, key=lambda pair: pair[0])
+                if installed is not None and installed.runtime_changed]
 
     def booted(self, paths: NodePaths) -> str | None:
         """The runtime version systemd-sysext merged: the image linked at boot
@@ -200,8 +198,17 @@ class SysextBackend:
         if booted == target:
             dockerdata.cancel(paths.docker_reset_marker)  # the older Docker is the one running: its data stays
         pending = dockerdata.pending(paths.docker_reset_marker)
-        return RolledBack(runtime=runtime, replaced=linked, version=target, found=(paths.on_node(image),),
-                          reset=f"{pending[0]} → {pending[1]}" if pending else None, applies=applies)
+        return RolledBack(runtime=runtime, previous=linked, version=target, found=(paths.on_node(image),),
+                          reset=f"{pending[0]} → {pending[1]}" if pending else None, activated=applies)
+
+
+def _this_boot(paths: NodePaths, flow: str, kind: type[R]) -> tuple[float, R | None]:
+    """When this boot's run of ``flow`` began and its record of ``kind`` (None: none)."""
+    state = FlowState(paths, flow)
+    try:
+        return state.current().started, state.load(kind)
+    except TorcxTectonicError:
+        return 0.0, None
 
 
 def _release_of(paths: NodePaths, image: Path, runtime: str) -> sysext.Release:

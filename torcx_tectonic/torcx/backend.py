@@ -19,10 +19,10 @@ from ..errors import NothingToRollBack, TorcxTectonicError
 from ..node import dockerdata
 from ..node.osrelease import parse_os_version
 from ..paths import NodePaths
-from ..state import ManifestCache, RuntimeChange
+from ..state import ManifestCache, RolledBack, RuntimeChange
 from ..steps.addons import select
 from ..strategy import ADDON_EPOCH, supports_addons
-from ..verdict import Facts, RolledBack, RuntimeView, Verdict
+from ..verdict import Facts, RuntimeView, Verdict
 from . import profile, store
 from .manifest import PackageList, file_digest, parse_package_list
 
@@ -332,8 +332,8 @@ class TorcxBackend:
                                     f"{'; '.join(missing) or 'the running OS version is not known'}")
         select(paths, self.config, target)
         pending = dockerdata.pending(paths.docker_reset_marker)
-        return RolledBack(runtime=runtime, replaced=reference, version=target, found=tuple(found),
-                          reset=f"{pending[0]} → {pending[1]}" if pending else None, applies="at the next boot")
+        return RolledBack(runtime=runtime, previous=reference, version=target, found=tuple(found),
+                          reset=f"{pending[0]} → {pending[1]}" if pending else None, activated="at the next boot")
 
 
 def _profile_lines(name: str, source: str, profiles: dict[str, dict[str, tuple[str, ...]]]) -> tuple[str, ...]:
