@@ -166,7 +166,6 @@ class SysextBackend:
                                  "images": [dataclasses.asdict(i) for i in images]}},
             problems=tuple(problems))
 
-
     def roll_back(self, paths: NodePaths, facts: Facts, change: RuntimeChange) -> RolledBack:
         """Link ``change.previous``'s image again, once it is still in the
         store (the GC keeps ``[sysext] keep`` images, never the linked one)

@@ -306,7 +306,6 @@ class TorcxBackend:
                       "stores": [dataclasses.asdict(item) for item in stores]},
             problems=(*problems, *profile_problems))
 
-
     def roll_back(self, paths: NodePaths, facts: Facts, change: RuntimeChange) -> RolledBack:
         """Select ``change.previous`` again in the next profile, once every OS
         version that boots next finds its addon in a store torcx reads (the
