@@ -15,6 +15,7 @@ from typing import Protocol
 from .config import Config
 from .flows import runtime_backend
 from .paths import NodePaths
+from .state import RolledBack, RuntimeChange
 from .sysext.backend import SysextBackend
 from .torcx.backend import TorcxBackend
 from .verdict import Facts, RuntimeView
@@ -37,6 +38,11 @@ class Backend(Protocol):
 
     def view(self, paths: NodePaths, facts: Facts, *, check_hashes: bool = True) -> RuntimeView:
         """The verdicts for the running and the next OS, and what it keeps."""
+
+    def roll_back(self, paths: NodePaths, facts: Facts, change: RuntimeChange) -> RolledBack:
+        """Put back ``change.previous`` for the running and the next OS, with
+        the Docker reset rule of a forward change; NothingToRollBack, with
+        nothing changed, when it is selected already or no longer kept."""
 
 
 IMPLEMENTATIONS: dict[str, Callable[[Config], Backend]] = {"torcx": TorcxBackend, "sysext": SysextBackend}

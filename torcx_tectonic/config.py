@@ -28,7 +28,17 @@ import io
 import os
 import stat
 
-from .edges.inputfile import DNS_SUBDOMAIN, KUBE_VERSION, NAME, NODE_NAME, Grammar, grammar, is_url, read_text
+from .edges.inputfile import (
+    DNS_SUBDOMAIN,
+    KUBE_VERSION,
+    NAME,
+    NODE_NAME,
+    RUNTIME_VERSION,
+    Grammar,
+    grammar,
+    is_url,
+    read_text,
+)
 from .errors import ConfigError, shown
 from .paths import (
     CONFIG_DROPIN_DIR,
@@ -146,6 +156,7 @@ parse_name = _grammar_parser(NAME)
 parse_node_name = _grammar_parser(NODE_NAME, empty_ok=True)
 parse_kube_version = _grammar_parser(KUBE_VERSION, empty_ok=True)
 parse_annotation = _grammar_parser(ANNOTATION)
+parse_pin = _grammar_parser(RUNTIME_VERSION, empty_ok=True)
 
 
 def parse_path(value: str) -> str:
@@ -365,6 +376,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("runtime", "backend", choice(*BACKENDS), "torcx",
             "how the node gets its container runtime: torcx addons (Container Linux; Flatcar up to 3760) or "
             "system extension images merged by systemd-sysext (Flatcar from 3794)"),
+    Setting("runtime", "pin", parse_pin, "",
+            "hold the node at this runtime version, whatever the runtime mappings prefer (empty: no pin); the node's "
+            "annotation torcx-tectonic.io/pin-runtime wins over it, and it must be a version the mappings list for "
+            "some Kubernetes minor", example="17.03"),
     Setting("sysext", "runtime", choice("docker", "containerd"), "docker",
             "the container runtime whose image is kept (its versions come from the runtime mappings)"),
     Setting("sysext", "images_url", parse_image_url, "",
@@ -573,6 +588,7 @@ class NetworkSettings(_Section):
 class RuntimeSettings(_Section):
     SECTION = "runtime"
     backend: str
+    pin: str
 
 
 class SysextSettings(_Section):

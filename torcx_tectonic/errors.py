@@ -29,6 +29,11 @@ class InputError(TorcxTectonicError):
     os-release, kubelet.env) is malformed."""
 
 
+class NothingToRollBack(TorcxTectonicError):
+    """No earlier runtime version is recorded, or it is no longer on the
+    node: a rollback changes nothing."""
+
+
 class VerificationError(TorcxTectonicError):
     """A signature or hash does not match: the data must not be used."""
 

@@ -40,6 +40,8 @@ NEW_OS = "new-os"
 NEW_KUBELET = "new-kubelet"
 DOCKER_RESET = "docker-reset"
 NODE_LABELS = "node-labels"
+#: Not a flow of units: the run record ``torcx-tectonic rollback`` leaves, which the status shows beside them.
+ROLLBACK = "rollback"
 
 #: What every step writes: its flow's records and lock (this boot) and run records.
 STATE_WRITES = (STATE_DIR, dirname(RUNS_DIR))

@@ -56,6 +56,8 @@ CACHE_DIR = "/var/cache/torcx-tectonic"
 LOCK_FILE = STATE_DIR + "/lock"
 DOCKER_DATA = "/var/lib/docker"
 DOCKER_RESET_MARKER = "/var/lib/torcx-tectonic/docker-reset-needed"
+#: The last runtime change, kept across boots: what a rollback goes back to (see state.py).
+RUNTIME_CHANGE = "/var/lib/torcx-tectonic/runtime-change.json"
 LIBEXEC_DIR = _LIBEXEC_DIR
 
 
@@ -171,3 +173,7 @@ class NodePaths:
     @property
     def docker_reset_marker(self) -> Path:
         return self._at(DOCKER_RESET_MARKER)
+
+    @property
+    def runtime_change(self) -> Path:
+        return self._at(RUNTIME_CHANGE)

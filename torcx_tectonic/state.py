@@ -14,6 +14,9 @@ kind, never a loosely shaped map read back by file name:
   boots so the status can say what a run that ended in a reboot did.
 - ``/var/cache/torcx-tectonic/manifests/``: verified manifests, apart from
   the records; a record names the digest of the one it used.
+- ``/var/lib/torcx-tectonic/runtime-change.json``: the last change of the
+  runtime version, kept across boots (``RuntimeChange``): what a rollback
+  puts back.
 
 Loading a document of another kind or version, or one that is not ours, is a
 StateError naming the file and what was expected, never a crash.
@@ -132,6 +135,17 @@ class RuntimeChoice(Record):
     reason: str | None = None
 
 
+@record("pin")
+@dataclass(frozen=True)
+class RuntimePin(Record):
+    """A fact of the run, kept even when the choice fails: the runtime
+    version the node is pinned to (None: no pin) and where that was read,
+    so the status can say why a verdict is not ok."""
+
+    version: str | None
+    source: str
+
+
 class RuntimeInstalled(Record):
     """What a backend's install step records: the runtime version now in
     place for the next boot, and the one before it."""
@@ -201,6 +215,26 @@ class ExtensionInstalled(RuntimeInstalled):
     def counters(self) -> dict[str, int]:
         return {"downloaded_bytes": self.bytes if self.action == "downloaded" else 0,
                 "addons_installed": 1 if self.action == "downloaded" else 0}
+
+
+@record("rollback")
+@dataclass(frozen=True)
+class RolledBack(RuntimeInstalled):
+    """What ``torcx-tectonic rollback`` put back: the runtime version the
+    next boot runs again, the one it replaced, where the older version is
+    found, whether Docker's data is emptied first and when it applies. Kept
+    in the rollback's own run, so this boot's view of what runs follows it
+    as it follows an install step's record."""
+
+    runtime: str
+    version: str
+    previous: str | None
+    found: tuple[str, ...]
+    #: the Docker reset the next boot does ("from → to"), None without one
+    reset: str | None
+    #: when it applies: "at the next boot", or "now" (sysext with activate = refresh)
+    activated: str
+    runtime_changed: bool = True
 
 
 @record("kubelet-env")
@@ -322,6 +356,55 @@ class Run:
         """This run with ``step``'s entry added or replaced."""
         steps = (*(s for s in self.steps if s.step != step.step), step)
         return dataclasses.replace(self, steps=steps)
+
+
+@dataclass(frozen=True)
+class RuntimeChange:
+    """The last change of the runtime version a node boots, kept across boots.
+
+    The install records say what a change replaced (``previous``), but they
+    are this boot's, in /run: after the reboot that applies the change, the
+    Docker reset that empties the older Docker's data and the kubelet's
+    upgrade, they are gone, and the disk alone (a store or an image GC kept)
+    says what could be put back, not what ran before. So the step runner
+    keeps the last change here when an install step records one, and a
+    rollback reads it (then checks on disk that the older version is still
+    there)."""
+
+    KIND: ClassVar[str] = f"{KIND_PREFIX}runtime-change.v1"
+
+    runtime: str
+    #: the version the node ran before (None: the OS's own, which is nothing of ours to put back)
+    previous: str | None
+    version: str
+    changed: float
+    #: the flow that made the change, or "rollback"
+    by: str
+
+
+def load_change(paths: NodePaths) -> RuntimeChange | None:
+    """The last runtime change, or None when none was recorded on this node."""
+    path = paths.runtime_change
+    try:
+        document = _read_document(path, RuntimeChange.KIND, "the last runtime change")
+    except FileNotFoundError:
+        return None
+    return _build(RuntimeChange, {k: v for k, v in document.items() if k != "kind"}, str(path))
+
+
+def note_change(paths: NodePaths, change: RuntimeChange) -> bool:
+    """Keep ``change`` as the last one, unless it is the one kept already (a
+    flow run again before the reboot): its time stays the first run's.
+    Returns whether it was written."""
+    try:
+        kept = load_change(paths)
+    except StateError:
+        kept = None  # replaced: a document of another version says nothing a rollback could trust
+    if kept is not None and (kept.runtime, kept.previous, kept.version) == (change.runtime, change.previous,
+                                                                            change.version):
+        return False
+    _write_document(paths.runtime_change, RuntimeChange.KIND, encode(change))
+    return True
 
 
 # --- encoding ---------------------------------------------------------------------------------

@@ -55,3 +55,4 @@ class RuntimeView:
     #: the JSON view's keys of this backend
     document: dict[str, Any] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
+

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from torcx_tectonic.state import (
     ManifestCache,
     OsVersions,
     RuntimeChoice,
+    RuntimePin,
     StateError,
     StoresCollected,
 )
@@ -325,6 +328,67 @@ def test_no_known_docker_version_names_kubernetes_the_mappings_and_the_offer(env
     assert f"no docker version for Kubernetes {KUBE}" in message
     assert "runtime-mappings.yaml accept 17.03, 1.12" in message
     assert "the manifest for OS 1688.5.3 offers 18.06" in message
+
+
+def test_a_configured_pin_wins_over_the_mappings_and_is_kept_for_the_run(env: StepEnv, bucket: RoutedServer,
+                                                                        keys: Keys) -> None:
+    both = manifest([("17.03", ADDON, [_url(bucket)]), ("1.12", b"old", [_url(bucket, "/old")])])
+    serve_manifest(bucket, NEXT_OS, both, keys)
+    serve_manifest(bucket, CURRENT_OS, both, keys)
+    env.configure({"runtime.pin": "1.12"})
+    choice = _runtime_step(env, bucket, keys)
+    assert (choice.version, choice.os_versions) == ("1.12", (NEXT_OS, CURRENT_OS))
+    # no kubeconfig: the annotation cannot be read, and the pin's source says so
+    assert env.state("new-os").load(RuntimePin) == RuntimePin(
+        "1.12", "[runtime] pin (the node's annotation could not be read)")
+
+
+def test_an_api_server_that_is_down_leaves_the_configured_pin_and_says_so(env: StepEnv, bucket: RoutedServer,
+                                                                         keys: Keys,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    both = manifest([("17.03", ADDON, [_url(bucket)]), ("1.12", b"old", [_url(bucket, "/old")])])
+    serve_manifest(bucket, NEXT_OS, both, keys)
+    serve_manifest(bucket, CURRENT_OS, both, keys)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        server = f"https://127.0.0.1:{probe.getsockname()[1]}"  # closed once the probe is: connections are refused
+    env.write(env.config.kubernetes.kubeconfig, f"""apiVersion: v1
+kind: Config
+clusters: [{{name: c, cluster: {{server: "{server}"}}}}]
+users: [{{name: u, user: {{token: secret}}}}]
+contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
+current-context: x
+""")
+    env.configure({"runtime.pin": "1.12", "network.backoff_factor": "0.01"})
+    caplog.set_level(logging.INFO)
+    choice = _runtime_step(env, bucket, keys)
+    assert choice.version == "1.12"
+    assert "the node's torcx-tectonic.io/pin-runtime annotation could not be read: using [runtime] pin (1.12)" \
+        in caplog.text
+    assert env.state("new-os").load(RuntimePin).source == "[runtime] pin (the node's annotation could not be read)"
+    assert "using the node-local runtime mappings" in caplog.text  # the mappings found it down first,
+    assert "the annotation torcx-tectonic.io/pin-runtime is not known" not in caplog.text  # so it is not asked again
+
+
+def test_a_pin_the_next_os_does_not_offer_fails_naming_the_pin_and_the_offer(env: StepEnv, bucket: RoutedServer,
+                                                                              keys: Keys) -> None:
+    serve_manifest(bucket, NEXT_OS, manifest([("17.03", ADDON, [_url(bucket)])]), keys)
+    serve_manifest(bucket, CURRENT_OS, manifest([("1.12", b"old", [_url(bucket, "/old")])]), keys)
+    env.configure({"runtime.pin": "1.12"})
+    with pytest.raises(NoRuntimeVersion, match=r"docker is pinned to 1.12 \(\[runtime\] pin .*\), which is not "
+                       r"offered: the manifest for OS 1688.5.3 offers 17.03"):
+        _runtime_step(env, bucket, keys)
+    assert env.state("new-os").load(RuntimePin).version == "1.12"
+
+
+def test_a_pin_the_mappings_never_list_is_refused(env: StepEnv, bucket: RoutedServer, keys: Keys) -> None:
+    serve_manifest(bucket, NEXT_OS, addon_manifest(_url(bucket)), keys)
+    serve_manifest(bucket, CURRENT_OS, addon_manifest(_url(bucket)), keys)
+    env.configure({"runtime.pin": "1.10"})
+    with pytest.raises(InputError, match="pin 1.10 names a docker version the runtime mappings never list for any "
+                                         "Kubernetes minor"):
+        _runtime_step(env, bucket, keys)
+    assert env.state("new-os").load(RuntimePin).source.startswith("refused: [runtime] pin")
 
 
 def test_the_runtime_choice_before_the_addon_epoch_needs_no_bucket(env: StepEnv, bucket: RoutedServer) -> None:

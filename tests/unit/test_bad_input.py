@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from torcx_tectonic import config
+from torcx_tectonic import config, strategy
 from torcx_tectonic.cluster import kube, mappings
 from torcx_tectonic.edges import signature
 from torcx_tectonic.errors import (
@@ -293,6 +293,7 @@ BAD_VALUES = {
     ("network", "no_proxy"): ("10.3.0.1, .cluster.local", "expected host names, domains (.example.com)"),
     ("metrics", "textfile_dir"): ("/var/lib/node exporter", "expected an absolute path without spaces"),
     ("runtime", "backend"): ("rkt", "expected one of torcx, sysext"),
+    ("runtime", "pin"): ("v17.03", "expected a runtime version like 17.03 or 24.0.9"),
     ("sysext", "runtime"): ("podman", "expected one of docker, containerd"),
     ("sysext", "images_url"): ("https://m/{{.Name}}-latest.raw", "expected the placeholder {{.Version}}"),
     ("sysext", "checksums_url"): ("ftp://m/SHA256SUMS", "expected an https://, http:// or file:// URL (or nothing)"),
@@ -839,6 +840,49 @@ def _api_node_traversal(node: Node) -> Thunk:
         with _client(node) as client:
             return client.annotate_node("../namespaces/kube-system/configmaps/x", {"a.b/c": "true"})
     return run
+
+
+# --- the runtime pin: the node's annotation as the api-server answers it, or the key ------------------------------
+
+PIN_KEY = "torcx-tectonic.io/pin-runtime"
+PIN_MAPPINGS = 'kind: VersionManifestV1\nversions:\n  k8s:\n    "1.8":\n      docker: ["17.03", "1.12"]\n'
+
+
+def _pin(node: Node, annotation: Any, configured: str = "") -> Thunk:
+    """What the runtime step does with the pin before it chooses: read the
+    node's annotation, then check it (or the key) against the mappings."""
+    node.server.routes["/api/v1/nodes/node-1"] = (200, json.dumps(
+        {"metadata": {"name": "node-1", "annotations": {PIN_KEY: annotation}}}).encode())
+    listed = mappings.parse_mappings(PIN_MAPPINGS, "mappings.yaml")
+
+    def run() -> object:
+        with _client(node) as client:
+            value = client.node_annotation("node-1", PIN_KEY)
+        return strategy.resolve_pin(value, f"node node-1 annotation {PIN_KEY}", configured, "[runtime] pin",
+                                    "docker", listed.by_minor, listed.source)
+    return run
+
+
+ANNOTATED = f"node node-1 annotation {PIN_KEY}: pin "
+table(InputError, _pin, [
+    ("pin-annotation-word", "latest", ANNOTATED + "'latest'", "expected a runtime version like 17.03"),
+    ("pin-annotation-v", "v17.03", ANNOTATED + "'v17.03'", "expected a runtime version like 17.03"),
+    ("pin-annotation-newline", "17.03\n", ANNOTATED + "'17.03\\n'", "expected a runtime version like 17.03"),
+    ("pin-annotation-traversal", "17.03/../../x", ANNOTATED + "'17.03/../../x'", "expected a runtime version"),
+    ("pin-annotation-never-listed", "1.10", ANNOTATED + "1.10",
+     "names a docker version the runtime mappings never list for any Kubernetes minor (from mappings.yaml, which "
+     "list 1.12, 17.03)"),
+])
+table(NetworkError, _pin, [
+    ("pin-annotation-number", 1.12, "node node-1: metadata.annotations.torcx-tectonic.io/pin-runtime",
+     "is 1.12; expected text"),
+])
+
+
+@case("pin-key-never-listed", InputError, "[runtime] pin: pin 18.09",
+      "names a docker version the runtime mappings never list for any Kubernetes minor")
+def _pin_key_never_listed(node: Node) -> Thunk:
+    return _pin(node, None, configured="18.09")
 
 
 # --- the suite ---------------------------------------------------------------------------------------------------

@@ -419,7 +419,7 @@ def test_a_new_os_run_end_to_end_with_metrics(env: StepEnv, monkeypatch: pytest.
                                            "annotate"]
     assert run.counters == {"downloaded_bytes": len(ADDON), "addons_installed": 2}
     records = env.state("new-os").records()
-    assert sorted(records) == ["addons", "annotation", "kubernetes-version", "os-versions", "runtime-choice",
+    assert sorted(records) == ["addons", "annotation", "kubernetes-version", "os-versions", "pin", "runtime-choice",
                                "store-gc"]
     assert isinstance(records["runtime-choice"], RuntimeChoice) and records["runtime-choice"].version == "17.03"
     assert records["store-gc"] == StoresCollected(CURRENT_OS, ("1576.4.0",))

@@ -32,8 +32,10 @@ from torcx_tectonic.state import (
     NodeLabelled,
     OsVersions,
     Record,
+    RolledBack,
     Run,
     RuntimeChoice,
+    RuntimePin,
     StateError,
     StepRun,
     StoresCollected,
@@ -72,6 +74,9 @@ SAMPLES: tuple[Record, ...] = (
                          step="kubelet-version"),
     NodeLabelled(node="node-1", labels={"torcx-tectonic.io/runtime": None, "torcx-tectonic.io/next-boot": "ok"},
                  annotations={"torcx-tectonic.io/reason": "docker:17.03 from /var/lib/torcx/store"}),
+    RuntimePin(version="1.12", source="node node-1 annotation torcx-tectonic.io/pin-runtime"),
+    RolledBack(runtime="docker", version="17.03", previous="17.06", found=("/var/lib/torcx/store/d.tgz (OS 1)",),
+               reset="17.06 → 17.03", activated="at the next boot", runtime_changed=False),
 )
 
 

@@ -14,9 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from torcx_tectonic.commands import cli as command
 from torcx_tectonic.commands import metrics, status
+from torcx_tectonic.commands.status import pinned
 from torcx_tectonic.config import Config
 from torcx_tectonic.paths import NodePaths
-from torcx_tectonic.state import FlowState, ManifestCache, OsVersions, RuntimeChoice
+from torcx_tectonic.state import FlowState, ManifestCache, OsVersions, RuntimeChoice, RuntimePin
 from torcx_tectonic.torcx import backend as torcx_backend
 from torcx_tectonic.verdict import Verdict
 
@@ -274,3 +275,24 @@ def test_label_values_are_quoted_as_the_text_format_wants() -> None:
     (family,) = list(text_string_to_metric_families(text))  # type: ignore[no-untyped-call]
     assert family.documentation == "help with \\ a backslash"
     assert [(s.labels, s.value) for s in family.samples] == [({"v": tricky}, 2.0)]
+
+
+@pytest.mark.parametrize(
+    ("verdict", "pin", "ok", "says"),
+    [
+        (Verdict("1688.5.3", True, "17.03", "fine"), RuntimePin(None, "no pin"), True, "fine"),
+        (Verdict("1688.5.3", True, "1.12", "fine"), RuntimePin("1.12", "the annotation"), True, "fine"),
+        (Verdict("1688.5.3", True, "17.03", "fine"), RuntimePin("1.12", "the annotation"), False,
+         "docker is pinned to 1.12 (the annotation); OS 1688.5.3 would run 17.03: fine"),
+        (Verdict("1688.5.3", False, None, "unreadable profile"), RuntimePin("1.12", "the annotation"), False,
+         "docker is pinned to 1.12 (the annotation); OS 1688.5.3 would run no known version: unreadable profile"),
+        (Verdict("1688.5.3", False, "1.12", "in none of the stores"), RuntimePin("1.12", "the annotation"), False,
+         "docker is pinned to 1.12 (the annotation); OS 1688.5.3 would run 1.12: in none of the stores"),
+        (Verdict(None, False, None, "unknown"), RuntimePin("1.12", "the annotation"), False, "unknown"),
+    ],
+    ids=["no-pin", "pinned-and-there", "pinned-elsewhere", "pinned-and-unknown", "pinned-and-missing", "os-unknown"],
+)
+def test_a_pin_decides_the_verdict(verdict: Verdict, pin: RuntimePin, ok: bool, says: str) -> None:
+    found = pinned(verdict, pin, "docker")
+    assert (found.ok, found.reason) == (ok, says)
+    assert ("pinned to 1.12 (the annotation)" in found.notes) == (ok and pin.version is not None)

@@ -29,10 +29,11 @@ from torcx_tectonic.state import (
 )
 from torcx_tectonic.steps.bootstrap import reboot_reasons
 from torcx_tectonic.steps.dockerreset import reset_step
-from torcx_tectonic.steps.extension import changed_from, choose_image, collect_images, install_extension
+from torcx_tectonic.steps.extension import choose_image, collect_images, install_extension
 from torcx_tectonic.strategy import NoRuntimeVersion
 from torcx_tectonic.sysext import images as sysext
 from torcx_tectonic.sysext.backend import SysextBackend, sysext_verdict
+from torcx_tectonic.sysext.switch import changed_from
 
 from .helpers import RoutedServer
 from .stepenv import StepEnv
@@ -246,6 +247,19 @@ current-context: x
     assert choice.version == "20.10.24"
     assert "could not be reached earlier in this run" in caplog.text
     assert "refused" not in caplog.text.replace("(connection refused", "")
+
+
+def test_a_pin_chooses_its_image_or_fails_naming_the_checksum_list(env: StepEnv, bucket: RoutedServer) -> None:
+    sysext_env(env, bucket, {"docker-20.10.24-x86-64.raw": b"old", "docker-24.0.9-x86-64.raw": b"new"})
+    env.configure({"runtime.pin": "20.10.24"})
+    assert chosen(env).version == "20.10.24"
+    env.reboot()
+    env.configure({"runtime.pin": "24.0.9"})
+    bucket.routes["/sysext/SHA256SUMS"] = (200, f"{hashlib.sha256(b'old').hexdigest()}  docker-20.10.24-x86-64.raw\n"
+                                           .encode())
+    with pytest.raises(NoRuntimeVersion, match=r"docker is pinned to 24.0.9 .*, which is not offered: "
+                                               r".*/sysext/SHA256SUMS for x86-64 offers 20.10.24"):
+        chosen(env)
 
 
 def test_no_accepted_image_fails_naming_both_sides(env: StepEnv, bucket: RoutedServer) -> None:

@@ -252,6 +252,13 @@ class KubeClient:
                 raise NetworkError(f"{what}: metadata.{field} is {shown(value)}; expected a mapping")
         return body
 
+    def node_annotation(self, name: str, key: str) -> str | None:
+        """The node's annotation ``key`` (None: it has none); annotations are text."""
+        value = ((self.node(name).get("metadata") or {}).get("annotations") or {}).get(key)
+        if value is not None and not isinstance(value, str):
+            raise NetworkError(f"node {name}: metadata.annotations.{key} is {shown(value)}; expected text")
+        return value
+
     def annotate_node(self, name: str, annotations: Mapping[str, str]) -> dict[str, Any]:
         return self.patch_node(name, {"metadata": {"annotations": dict(annotations)}}, f"annotate node {name}")
 

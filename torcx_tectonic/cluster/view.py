@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 #: backoff pause apart: a refusing api-server costs about two seconds, not the
 #: whole retry budget).
 FALLBACK_CONNECT_RETRIES = 2
+#: The annotation of the node's own Node object that pins its runtime version
+#: (docs/design.md, 'Pins'); set with ``kubectl annotate node NAME KEY=VERSION``.
+PIN_ANNOTATION = "torcx-tectonic.io/pin-runtime"
 
 
 class Cluster:
@@ -109,6 +112,22 @@ class Cluster:
                     log.warning("ConfigMap %s/%s has no %s; using the node-local runtime mappings",
                                 MAPPINGS_NAMESPACE, MAPPINGS_CONFIGMAP, MAPPINGS_KEY)
         return local_mappings(self.config)
+
+    def node_annotation(self, key: str) -> tuple[str | None, str] | None:
+        """The node's own annotation ``key`` (None when it has none) and
+        where it was read; None when the api-server cannot be asked or does
+        not answer with the node (the caller falls back, and says so)."""
+        api = self.client()
+        if api is None:
+            return None
+        name = self.config.kubernetes.node_name
+        with api:
+            try:
+                return api.node_annotation(name, key), f"node {name} annotation {key}"
+            except NetworkError as err:
+                log.warning("%s; the annotation %s is not known", err, key)
+                self._failed(api, err)
+                return None
 
 
 def client(config: Config) -> KubeClient | None:

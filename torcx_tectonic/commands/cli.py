@@ -10,6 +10,10 @@ ok, 1 otherwise, 2 on a usage error.
 runs (new-os) at once, instead of at its next try. Exit status: 0 when it
 was started, 1 when systemd refused, 2 on a usage error.
 
+``torcx-tectonic rollback`` puts back the runtime version the node ran
+before its last runtime change (rollback.py). Exit status: 0 when it rolled
+back, 1 when there is nothing to roll back to (nothing changed) or it failed.
+
 ``torcx-tectonic mirror`` copies from a reachable bucket what nodes with no
 route out need into a directory (mirror.py). Exit status: 0 when the mirror
 is complete, 1 on an error or when something nodes need could not be
@@ -38,7 +42,7 @@ from ..paths import NodePaths
 from ..state import FAILED, encode
 from ..steps import backoff
 from ..verdict import Verdict
-from . import mirror
+from . import mirror, rollback
 from .status import KIND, FlowStatus, Status, gather
 
 USAGE = 2
@@ -97,6 +101,7 @@ def render_text(status: Status) -> str:
             f"  accepted:       {', '.join(status.wanted) or '?'} ({status.mapping_source})",
             f"  running now:    {status.booted or '-'} ({status.view.booted_source})",
             f"  reset pending:  {status.reset_pending or 'no'}",
+            f"  pinned:         {status.pin.version or 'no'} ({status.pin.source})",
             f"  backend:        {status.backend}"]
     for title, lines in status.view.sections:
         out += [title, *lines]
@@ -124,7 +129,8 @@ def document(status: Status) -> dict[str, Any]:
         "kubernetes": {"version": status.kube_version, "source": status.kube_source},
         "runtime": {"name": status.runtime, "backend": status.backend, "wanted": list(status.wanted),
                     "mapping_source": status.mapping_source, "booted": status.booted,
-                    "reset_pending": status.reset_pending},
+                    "reset_pending": status.reset_pending, "pin": status.pin.version,
+                    "pin_source": status.pin.source},
         "verdict": {"current": verdict(status.current), "next": verdict(status.next)},
         **status.view.document,
         "flows": {flow.flow: {"this_boot": flow.this_boot, "interrupted": flow.interrupted,
@@ -143,6 +149,12 @@ def main(argv: Sequence[str] | None = None, paths: NodePaths | None = None) -> i
     retry_parser = commands.add_parser("retry", help="start a flow that backs off after failed runs now")
     retry_parser.add_argument("flow", choices=[f.name for f in all_flows(configuration.build({})) if f.backoff],
                               help="the flow to start (its backoff ends)")
+    commands.add_parser(
+        "rollback", help="put back the runtime version this node ran before its last runtime change",
+        description="Select (torcx) or link (sysext) again the runtime version the node ran before its last "
+                    "runtime change, if it is still kept, with the Docker data reset of a forward change; it "
+                    "applies at the next boot. The next new-kubelet or new-OS run would move the node forward "
+                    "again unless it is pinned.")
     _mirror_arguments(commands.add_parser(
         "mirror", help="copy what nodes with no route out need from a reachable bucket into a directory",
         description="Copy the signed manifests of the OS versions given and the addons their nodes need for the "
@@ -152,6 +164,8 @@ def main(argv: Sequence[str] | None = None, paths: NodePaths | None = None) -> i
     args = parser.parse_args(argv)
     if args.command == "mirror":
         return mirror_command(args, parser)
+    if args.command == "rollback":
+        return rollback_command(paths or NodePaths())
     try:
         config = configuration.load()
     except ConfigError as err:
@@ -178,6 +192,18 @@ def retry_command(config: configuration.Config, name: str, paths: NodePaths) -> 
     sys.stdout.write(f"torcx-tectonic retry: started {backoff.start_unit(flow)}"
                      f"{' (its backoff ended)' if was else ' (it was not backing off)'}; "
                      f"`journalctl -u '{flow.unit_prefix}-*'` follows it\n")
+    return 0
+
+
+def rollback_command(paths: NodePaths) -> int:
+    """``torcx-tectonic rollback``: what it did on stdout; why it did not on stderr, exit 1."""
+    try:
+        config = configuration.load()
+        done = rollback.roll_back(config, paths)
+    except (TorcxTectonicError, OSError) as err:
+        sys.stderr.write(f"torcx-tectonic rollback: {err}\n")
+        return 1
+    sys.stdout.write(rollback.render(done, config.kubernetes.node_name))
     return 0
 
 

@@ -23,7 +23,7 @@ from ..cluster.mappings import kube_minor
 from ..cluster.view import local_mappings
 from ..config import Config
 from ..errors import TorcxTectonicError
-from ..flows import all_flows, path_units
+from ..flows import ROLLBACK, all_flows, path_units
 from ..node import kubeletenv, systemd
 from ..node.osrelease import os_release_from_text
 from ..paths import NodePaths
@@ -33,6 +33,7 @@ from ..state import (
     OsVersions,
     Run,
     RuntimeChoice,
+    RuntimePin,
     load_run,
 )
 from ..verdict import Facts, RuntimeView, Verdict
@@ -71,6 +72,8 @@ class Status:
     next: Verdict
     #: the backend's own part: what runs now, what it keeps
     view: RuntimeView
+    #: the pin in force as this boot's last run read it, else the key (docs/design.md, 'Pins')
+    pin: RuntimePin
     problems: tuple[str, ...] = field(default=())
 
     @property
@@ -94,7 +97,8 @@ def _read_os(paths: NodePaths) -> tuple[str | None, str | None, list[str]]:
     return release.board, release.version, []
 
 
-def _latest(paths: NodePaths, cls: type[OsVersions] | type[RuntimeChoice], flows: Sequence[str]) -> list[object]:
+def _latest(paths: NodePaths, cls: type[OsVersions] | type[RuntimeChoice] | type[RuntimePin],
+            flows: Sequence[str]) -> list[object]:
     """This boot's records of ``cls``, the most recent run first."""
     found = []
     for flow in flows:
@@ -152,6 +156,31 @@ def _wanted(config: Config, paths: NodePaths, kube_version: str | None, flows: S
         return (), str(err)
 
 
+def _pin(config: Config, paths: NodePaths, flows: Sequence[str]) -> RuntimePin:
+    """The pin this boot's latest runtime step read (the annotation is in
+    the cluster, which the status does not ask), else the configuration key."""
+    for record in _latest(paths, RuntimePin, flows):
+        assert isinstance(record, RuntimePin)
+        return record
+    if config.runtime.pin:
+        return RuntimePin(config.runtime.pin, "[runtime] pin; no run of this boot read the node's annotation")
+    return RuntimePin(None, "no pin known ([runtime] pin is not set; no run of this boot read the annotation)")
+
+
+def pinned(verdict: Verdict, pin: RuntimePin, runtime: str) -> Verdict:
+    """A verdict with the pin: an OS that would run another version than
+    the pinned one is not ok, whatever the mappings accept; a verdict that
+    is not ok says first that the node is pinned (a pin the next OS cannot
+    satisfy is why its runtime step failed)."""
+    if pin.version is None or verdict.os is None:
+        return verdict
+    if verdict.ok and verdict.runtime_version == pin.version:
+        return dataclasses.replace(verdict, notes=(*verdict.notes, f"pinned to {pin.version} ({pin.source})"))
+    return dataclasses.replace(verdict, ok=False, reason=f"{runtime} is pinned to {pin.version} ({pin.source}); OS "
+                               f"{verdict.os} would run {verdict.runtime_version or 'no known version'}: "
+                               f"{verdict.reason}")
+
+
 def _reset_pending(paths: NodePaths) -> str | None:
     try:
         document = json.loads(paths.docker_reset_marker.read_text())
@@ -178,10 +207,14 @@ def gather(config: Config, paths: NodePaths | None = None, *, check_hashes: bool
                   kube_version=kube_version, wanted=tuple(wanted), mapping_source=mapping_source,
                   reset_pending=_reset_pending(paths))
     view = backend.view(paths, facts, check_hashes=check_hashes)
-    return _status(config, paths, units, flow_names, [*problems, *view.problems], board=board, current_os=current,
-                   next_os=next_os, next_source=next_source, kube_version=kube_version, kube_source=kube_source,
+    pin = _pin(config, paths, flow_names)
+    view = dataclasses.replace(view, current=pinned(view.current, pin, backend.runtime),
+                               next=view.next and pinned(view.next, pin, backend.runtime))
+    return _status(config, paths, units, [*flow_names, ROLLBACK], [*problems, *view.problems], board=board,
+                   current_os=current, next_os=next_os, next_source=next_source, kube_version=kube_version,
+                   kube_source=kube_source,
                    runtime=backend.runtime, wanted=tuple(wanted), mapping_source=mapping_source,
-                   reset_pending=facts.reset_pending, view=view, current=view.current,
+                   reset_pending=facts.reset_pending, view=view, current=view.current, pin=pin,
                    next=_next_verdict(view.current, view.next, current, next_os, next_source, next_known))
 
 

@@ -236,6 +236,16 @@ KUBE_VERSION = grammar(
     r"v?(?P<major>0|[1-9][0-9]*)\.(?P<minor>0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[-+_.][0-9A-Za-z.+_-]*)?",
     128,
 )
+#: A runtime version an operator pins (``[runtime] pin``, the node's pin
+#: annotation): dotted whole numbers with an optional suffix, as Docker and
+#: containerd number their releases (17.03, 1.12.6, 24.0.9, 17.03.2-ce); no
+#: "v", no spaces, nothing that could name another file in a store.
+RUNTIME_VERSION = grammar(
+    "a runtime version like 17.03 or 24.0.9: dotted whole numbers, optionally followed by '-' or '+' and letters, "
+    "digits or '.'",
+    r"[0-9]{1,9}(?:\.[0-9]{1,9}){1,3}(?:[-+][0-9A-Za-z]+(?:\.[0-9A-Za-z]+)*)?",
+    64,
+)
 #: A node name: a DNS-1123 subdomain, as Kubernetes requires of every node.
 NODE_NAME = grammar(
     "a DNS-1123 subdomain (lowercase letters, digits, '-' and '.', at most 253 characters)", DNS_SUBDOMAIN, 253

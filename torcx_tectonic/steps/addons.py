@@ -18,6 +18,7 @@ from ..config import Config
 from ..edges import source
 from ..errors import InputError
 from ..node import dockerdata
+from ..paths import NodePaths
 from ..state import AddonPlacement, AddonsInstalled, ManifestCache, OsVersions, RuntimeChoice, StoresCollected
 from ..torcx import profile, store
 from ..torcx.manifest import PackageVersion, file_digest, parse_package_list
@@ -72,7 +73,7 @@ def install_addons(ctx: Context) -> AddonsInstalled:
             placements.append(place(ctx, downloads, os_version, os_versions.current, found, placements))
     finally:
         downloads.close()
-    previous, changed, name = select(ctx, choice.version)
+    previous, changed, name = select(ctx.paths, ctx.config, choice.version)
     log.info("profile %s selects %s:%s%s", name, addon, choice.version, "" if changed else " (unchanged)")
     return AddonsInstalled(runtime=addon, version=choice.version, placements=tuple(placements), profile=name,
                            changed_files=tuple(str(p) for p in changed), previous=previous,
@@ -114,11 +115,12 @@ def place(ctx: Context, downloads: Downloads, os_version: str, current: str, fou
     return AddonPlacement(os=os_version, action="downloaded", path=str(target), url=url, bytes=stored.stat().st_size)
 
 
-def select(ctx: Context, version: str) -> tuple[str | None, list[Path], str]:
+def select(paths: NodePaths, config: Config, version: str) -> tuple[str | None, list[Path], str]:
     """Make the next profile select ``version``; arrange emptying Docker's
     data when the Docker that runs (or was to run) changes. Returns the
-    version before, the files rewritten and the profile's name."""
-    paths, addon = ctx.paths, ctx.config.torcx.addon
+    version before, the files rewritten and the profile's name. The install
+    step selects forward, a rollback back, by the same rule."""
+    addon = config.torcx.addon
     booted = profile.booted_reference(paths.torcx_metadata, addon)
     before = booted
     if before is None:
@@ -133,7 +135,7 @@ def select(ctx: Context, version: str) -> tuple[str | None, list[Path], str]:
         log.warning("%s changes from %s to %s: %s will be emptied before it starts", addon, before, version,
                     paths.docker_data)
     name, changed = profile.select_image(user_profiles=paths.user_profiles, vendor_profiles=paths.vendor_profiles,
-                                         next_profile_file=paths.next_profile, configured=ctx.config.torcx.profile,
+                                         next_profile_file=paths.next_profile, configured=config.torcx.profile,
                                          name=addon, reference=version)
     # Only what torcx says booted can cancel a pending reset: the next profile
     # already names the new version after a first run.

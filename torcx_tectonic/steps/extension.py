@@ -18,23 +18,18 @@ from ..config import Config
 from ..edges.atomic import fsync_dir
 from ..edges.inputfile import decode_text, read_text
 from ..errors import ConfigError, InputError
-from ..node import dockerdata, systemd
 from ..state import ExtensionInstalled, KubernetesVersion, OsVersions, RuntimeChoice, StoresCollected
-from ..strategy import NoRuntimeVersion
+from ..strategy import NoRuntimeVersion, pinned_version
 from ..sysext import images as sysext
+from ..sysext.switch import linked_before, switch
 from ..torcx.bucket import Bucket
 from ..torcx.manifest import file_digest
 from .context import Context
+from .runtime import read_pin
 
 log = logging.getLogger(__name__)
 
 SUMS = "SHA256SUMS"
-#: The runtime whose data a version change empties.
-DOCKER = "docker"
-#: The reset marker's "from" for Flatcar's own Docker image (it has no version of ours).
-FLATCAR_DOCKER = "flatcar"
-#: Restarting these merges the images anew (Flatcar's way on systemd 252: not `systemd-sysext refresh`).
-REFRESH_UNITS = ("systemd-sysext.service", "ensure-sysext.service")
 
 
 def _images_url(config: Config) -> str:
@@ -63,13 +58,15 @@ def choose_image(ctx: Context) -> RuntimeChoice:
     cluster = ctx.cluster()
     mappings = cluster.runtime_mappings()
     ctx.remember(cluster)
+    pin = read_pin(ctx, cluster, mappings, sx.runtime)
     try:
         preferred = mappings.versions_for(kube, sx.runtime)
     except InputError as err:
         raise NoRuntimeVersion(f"no {sx.runtime} version for Kubernetes {kube}: {err}; {sx.sums_url} offers "
                                f"{', '.join(available) or 'none'}") from None
-    version = next((v for v in preferred if v in available), None)
-    if version is None:
+    version = pinned_version(pin, sx.runtime, {f"{sx.sums_url} for {arch}": available}) if pin else next(
+        (v for v in preferred if v in available), "")
+    if not version:
         raise NoRuntimeVersion(
             f"no {sx.runtime} version for Kubernetes {kube}: the mappings from {mappings.source} accept "
             f"{', '.join(preferred)}, {sx.sums_url} offers {', '.join(available) or 'none'} for {arch}")
@@ -104,10 +101,8 @@ def install_extension(ctx: Context) -> ExtensionInstalled:
     fits = _fits(release, host_releases(ctx, os_versions), image.name, arch, paths.extension_link(sx.runtime))
     sysext.verified_cache(paths.cache_dir).store(f"{image.name}.release", _release_text(release).encode())
     link = paths.extension_link(sx.runtime)
-    linked = sysext.linked_image(link)
-    previous = changed_from(sysext.version_of(linked, sx.runtime, arch) if linked else None, choice.version,
-                            dockerdata.pending(paths.docker_reset_marker) if sx.runtime == DOCKER else None)
-    changed, activated = _switch(ctx, image, choice.version, previous)
+    previous = linked_before(ctx.config, paths, arch, choice.version)
+    changed, activated = switch(ctx.config, paths, image, choice.version, previous)
     log.info("%s links %s%s; merged %s", link, image.name, "" if changed else " (unchanged)", activated)
     return ExtensionInstalled(runtime=sx.runtime, version=choice.version, image=str(image), link=str(link),
                               action=action, bytes=size, previous=previous, runtime_changed=previous != choice.version,
@@ -147,37 +142,6 @@ def _fits(release: sysext.Release, hosts: dict[str, sysext.Release], name: str, 
                              f"so it is not linked (the node keeps what {link} links to)")
         fits[os_version] = _fit(release, host)
     return fits
-
-
-def changed_from(linked: str | None, version: str, pending: tuple[str | None, str] | None) -> str | None:
-    """The runtime version the node changes from (None: Flatcar's own). The
-    link's, unless it names ``version`` already but the Docker reset marker
-    says that change has not booted yet (a run killed after the link changed,
-    or a second run before the reboot): the marker knows where Docker comes from."""
-    if linked == version and pending is not None and pending[1] == version:
-        return None if pending[0] in (None, FLATCAR_DOCKER) else pending[0]
-    return linked
-
-
-def _switch(ctx: Context, image: Path, version: str, previous: str | None) -> tuple[bool, str]:
-    """Link ``image`` for systemd-sysext (the Docker reset marker first, when
-    Docker changes), mask Flatcar's own image if configured, merge at once if
-    configured. Returns whether the link changed and when the image is merged."""
-    sx, paths = ctx.config.sysext, ctx.paths
-    # The reset marker first: once the link names the new image, a run after a crash finds it linked and would
-    # no longer know that Docker changes.
-    if previous != version and sx.runtime == DOCKER and dockerdata.arrange(
-            paths.docker_reset_marker, previous or FLATCAR_DOCKER, version):
-        log.warning("docker changes from %s to %s: %s will be emptied before it starts", previous or "Flatcar's",
-                    version, paths.docker_data)
-    changed = sysext.link(paths.extension_link(sx.runtime), paths.on_node(image))
-    if sx.mask_builtin and sysext.link(paths.extension_link(sx.runtime + sysext.BUILTIN_SUFFIX), "/dev/null"):
-        log.info("masked Flatcar's own %s image", sx.runtime)
-    if not (changed and sx.activate == "refresh"):
-        return changed, sysext.MERGED_AT_NEXT_BOOT
-    for unit in REFRESH_UNITS:
-        systemd.restart(unit)
-    return changed, sysext.MERGED_NOW
 
 
 def _fit(image: sysext.Release, host: sysext.Release) -> str:

@@ -42,7 +42,7 @@ from ..errors import ConfigError, LocalFileMissing, TorcxTectonicError, Verifica
 from ..flows import ENTRY_POINTS, LABEL_WAIT, Flow, Step, find_step, timeout_secs
 from ..node import systemd
 from ..paths import NodePaths
-from ..state import FlowState, Record
+from ..state import FlowState, Record, RuntimeChange, RuntimeInstalled, note_change
 from . import backoff, cleanup
 from .context import Context
 from .lock import RunLock
@@ -222,8 +222,12 @@ def _join_run(flow: Flow, step: Step, config: configuration.Config | None, paths
 
 
 def _record_success(flow: Flow, step: Step, state: FlowState, record: Record) -> None:
-    """Keep the step's record; end the step, or reboot when the record asks for it."""
+    """Keep the step's record (and a runtime change across boots, for a
+    rollback); end the step, or reboot when the record asks for it."""
     state.save(record)
+    if isinstance(record, RuntimeInstalled) and record.runtime_changed and record.version is not None:
+        note_change(state.paths, RuntimeChange(runtime=record.runtime, previous=record.previous,
+                                               version=record.version, changed=state.clock(), by=flow.name))
     reason = record.reboot_reason()
     if reason is None:
         state.step_succeeded(step.name, ends_run=flow.ends_run(step))

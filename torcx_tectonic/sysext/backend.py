@@ -14,15 +14,20 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from ..config import Config
-from ..edges.inputfile import decode_text
-from ..errors import TorcxTectonicError
-from ..flows import all_flows
+from ..edges.inputfile import decode_text, read_text
+from ..errors import NothingToRollBack, TorcxTectonicError
+from ..flows import ROLLBACK, all_flows
+from ..node import dockerdata
 from ..paths import NodePaths
-from ..state import ExtensionInstalled, FlowState
+from ..state import ExtensionInstalled, FlowState, Record, RolledBack, RuntimeChange, StateError
 from ..verdict import Facts, RuntimeView, Verdict
 from . import images as sysext
+from .switch import linked_before, switch
+
+R = TypeVar("R", bound=Record)
 
 
 @dataclass(frozen=True)
@@ -71,18 +76,13 @@ class SysextBackend:
         """Whether this boot merged an extension of the runtime's name."""
         return (paths.root / sysext.RELEASE_DIR / f"extension-release.{self.runtime}").exists()
 
-    def changes_this_boot(self, paths: NodePaths) -> list[ExtensionInstalled]:
-        """This boot's install records that changed the link, oldest first."""
-        found = []
-        for flow in all_flows(self.config):
-            state = FlowState(paths, flow.name)
-            try:
-                started, installed = state.current().started, state.load(ExtensionInstalled)
-            except TorcxTectonicError:
-                continue
-            if installed.runtime_changed:
-                found.append((started, installed))
-        return [installed for _, installed in sorted(found, key=lambda pair: pair[0])]
+    def changes_this_boot(self, paths: NodePaths) -> list[ExtensionInstalled | RolledBack]:
+        """This boot's install and rollback records that changed the link, oldest first."""
+        records: list[tuple[float, ExtensionInstalled | RolledBack | None]] = [
+            *(_this_boot(paths, flow.name, ExtensionInstalled) for flow in all_flows(self.config)),
+            _this_boot(paths, ROLLBACK, RolledBack)]
+        return [installed for _, installed in sorted(records, key=lambda pair: pair[0])
+                if installed is not None and installed.runtime_changed]
 
     def booted(self, paths: NodePaths) -> str | None:
         """The runtime version systemd-sysext merged: the image linked at boot
@@ -165,6 +165,61 @@ class SysextBackend:
             document={"images": {"link": paths.on_node(link), "store": paths.on_node(store),
                                  "images": [dataclasses.asdict(i) for i in images]}},
             problems=tuple(problems))
+
+    def roll_back(self, paths: NodePaths, facts: Facts, change: RuntimeChange) -> RolledBack:
+        """Link ``change.previous``'s image again, once it is still in the
+        store (the GC keeps ``[sysext] keep`` images, never the linked one)
+        and the running and the next OS would both merge it."""
+        runtime, target = self.runtime, change.previous
+        link = paths.extension_link(runtime)
+        linked = sysext.linked_version(link, runtime)
+        if target is None or target == linked:
+            raise NothingToRollBack(f"{paths.on_node(link)} links {runtime} {target} already" if target else
+                                    f"{runtime} {change.version} replaced Flatcar's own image")
+        arch = sysext.arch_of(facts.board or "?")
+        image = paths.image_store / runtime / sysext.image_name(runtime, target, arch)
+        if not image.is_file():
+            raise NothingToRollBack(f"{runtime} {target}, which ran before {change.version}, is no longer kept: "
+                                    f"{paths.on_node(image)} is missing (the GC keeps {self.config.sysext.keep} "
+                                    "images, [sysext] keep)")
+        release = _release_of(paths, image, runtime)
+        host = sysext.release_from_text(read_text(paths.os_release, "os-release"), str(paths.os_release))
+        hosts = {facts.current_os or "running": host}
+        if facts.next_os:
+            hosts[facts.next_os] = sysext.next_release(host, facts.next_os)
+        for os_version, host_release in hosts.items():
+            problem = sysext.misfit(release, host_release, arch)
+            if problem is not None:
+                raise NothingToRollBack(f"{image.name} does not fit OS {os_version}: {problem}; systemd-sysext would "
+                                        "not merge it, so it is not linked")
+        booted = self.booted(paths)  # before the link changes: it names what booted when no step changed it
+        _, applies = switch(self.config, paths, image, target, linked_before(self.config, paths, arch, target))
+        if booted == target:
+            dockerdata.cancel(paths.docker_reset_marker)  # the older Docker is the one running: its data stays
+        pending = dockerdata.pending(paths.docker_reset_marker)
+        return RolledBack(runtime=runtime, previous=linked, version=target, found=(paths.on_node(image),),
+                          reset=f"{pending[0]} → {pending[1]}" if pending else None, activated=applies)
+
+
+def _this_boot(paths: NodePaths, flow: str, kind: type[R]) -> tuple[float, R | None]:
+    """When this boot's run of ``flow`` began and its record of ``kind`` (None: none)."""
+    state = FlowState(paths, flow)
+    try:
+        return state.current().started, state.load(kind)
+    except TorcxTectonicError:
+        return 0.0, None
+
+
+def _release_of(paths: NodePaths, image: Path, runtime: str) -> sysext.Release:
+    """The image's extension-release: as the install step cached it, else
+    read from the image."""
+    cache = sysext.verified_cache(paths.cache_dir)
+    try:
+        text = decode_text(cache.read(f"{image.name}.release", "extension-release"), image.name,
+                           "an extension-release")
+    except StateError:
+        return sysext.read_release(image, runtime)
+    return sysext.release_from_text(text, image.name)
 
 
 def _image_lines(link: str, store: str, images: Sequence[Image]) -> tuple[str, ...]:

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config
-from ..errors import TorcxTectonicError
+from ..errors import NothingToRollBack, TorcxTectonicError
+from ..node import dockerdata
 from ..node.osrelease import parse_os_version
 from ..paths import NodePaths
-from ..state import ManifestCache
+from ..state import ManifestCache, RolledBack, RuntimeChange
+from ..steps.addons import select
 from ..strategy import ADDON_EPOCH, supports_addons
 from ..verdict import Facts, RuntimeView, Verdict
 from . import profile, store
@@ -303,6 +305,34 @@ class TorcxBackend:
                                       for kind, found in profiles.items()}},
                       "stores": [dataclasses.asdict(item) for item in stores]},
             problems=(*problems, *profile_problems))
+
+    def roll_back(self, paths: NodePaths, facts: Facts, change: RuntimeChange) -> RolledBack:
+        """Select ``change.previous`` again in the next profile, once every OS
+        version that boots next finds its addon in a store torcx reads (the
+        GC keeps the versioned stores of the running OS and later ones)."""
+        runtime, target = self.runtime, change.previous
+        name, _, reference, problem = _selected(paths, runtime)
+        if problem is not None:
+            raise NothingToRollBack(f"the next profile cannot be read: {problem}")
+        if target is None or target == reference:
+            raise NothingToRollBack(f"profile {name} already selects {runtime}:{reference}" if target else
+                                    f"{runtime} {change.version} replaced the OS's own")
+        stores = _stores(paths, facts.current_os)
+        wanted = Selection(runtime, name, target, None, None, (), "")
+        found, missing = [], []
+        for os_version in dict.fromkeys(v for v in (facts.next_os, facts.current_os) if v):
+            location, _, searched = _locate(os_version, wanted, stores, facts.current_os, None, False)
+            if location is None:
+                missing.append(f"OS {os_version} finds it in none of {', '.join(searched)}")
+            else:
+                found.append(f"{location} (OS {os_version})")
+        if missing or not found:
+            raise NothingToRollBack(f"{runtime}:{target}, which ran before {change.version}, is no longer kept: "
+                                    f"{'; '.join(missing) or 'the running OS version is not known'}")
+        select(paths, self.config, target)
+        pending = dockerdata.pending(paths.docker_reset_marker)
+        return RolledBack(runtime=runtime, previous=reference, version=target, found=tuple(found),
+                          reset=f"{pending[0]} → {pending[1]}" if pending else None, activated="at the next boot")
 
 
 def _profile_lines(name: str, source: str, profiles: dict[str, dict[str, tuple[str, ...]]]) -> tuple[str, ...]:
