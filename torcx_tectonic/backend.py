@@ -30,9 +30,6 @@ class Backend(Protocol):
     def booted(self, paths: NodePaths) -> str | None:
         """The runtime version this boot runs (None: not known, or the OS's own)."""
 
-    def written_directories(self, paths: NodePaths) -> list[Path]:
-        """Where its steps write files, through temporary files beside them."""
-
     def leftovers(self, paths: NodePaths) -> list[Path]:
         """Remove what an interrupted step of it left beyond temporary files."""
 

@@ -50,6 +50,10 @@ MANIFEST_CACHE = (CACHE_DIR,)
 TORCX = (dirname(USER_STORE), dirname(NEXT_PROFILE), dirname(DOCKER_RESET_MARKER))
 #: What the sysext steps write: the links systemd-sysext merges and the image store.
 EXTENSIONS = (EXTENSIONS_DIR, dirname(IMAGE_STORE), dirname(DOCKER_RESET_MARKER), CACHE_DIR)
+#: How deep below a directory the steps write they make directories of their own (the flows'
+#: state, the versioned stores, the profiles, the image store, the cache's kinds and boards).
+NESTED_DEPTH = {STATE_DIR: 1, dirname(RUNS_DIR): 1, CACHE_DIR: 2, dirname(USER_STORE): 2, dirname(NEXT_PROFILE): 1,
+                dirname(IMAGE_STORE): 2}
 #: The service manager checks this capability before it enables, starts or reboots for a caller.
 MANAGE_UNITS = ("CAP_SYS_ADMIN",)
 
@@ -323,7 +327,7 @@ def bootstrap_flow(config: Config) -> Flow:
     steps += [
         # it enables the kubelet before it writes kubelet.env, the file that ends bootstrapping
         Step("kubelet-env", "Set the kubelet version", "kubelet-env", bus=True, capabilities=MANAGE_UNITS,
-             conditions=pending, writes=(escape(dirname(kubelet_env)),)),
+             conditions=pending, writes=(dirname(kubelet_env),)),
         Step("finish", "Enable the kubelet and reboot when needed", "finish-bootstrap", bus=True,
              params={"installs": None if boot.skip_torcx else runtime_backend(config).installs},
              capabilities=MANAGE_UNITS, conditions=(f"ConditionPathIsDirectory={flow_state_dir(BOOTSTRAP)}",)),
@@ -412,6 +416,18 @@ def find_step(config: Config, flow_name: str, step_name: str) -> tuple[Flow, Ste
             step = flow.step(step_name)
             return (flow, step) if step is not None else None
     return None
+
+
+def written_directories(config: Config) -> dict[str, int]:
+    """Every directory a step of the flows may write files into, with how
+    deep below it the steps make directories. Each step's sandbox names its
+    own from the table, and the clean-up sweeps them all from here."""
+    found = {path: NESTED_DEPTH.get(path, 0) for path in STATE_WRITES}
+    for flow in all_flows(config):
+        for step in (*flow.steps, *flow.followers):
+            for path in step.writes:
+                found.setdefault(path, NESTED_DEPTH.get(path, 0))
+    return found
 
 
 def path_units(config: Config) -> tuple[str, ...]:

@@ -67,7 +67,7 @@ def writable(paths: Sequence[str]) -> list[str]:
     ProtectSystem=strict, created by systemd when they are missing."""
     managed: dict[str, list[str]] = {key: [] for _, key in MANAGED_DIRECTORIES}
     writable_paths: list[str] = []
-    for path in dict.fromkeys(paths):
+    for path in dict.fromkeys(escape(p) for p in paths):
         for prefix, key in MANAGED_DIRECTORIES:
             if path.startswith(prefix) and len(path) > len(prefix):
                 managed[key].append(path[len(prefix):])
@@ -282,7 +282,7 @@ def render(config: Config, version: int | None = None) -> Output:
             out.links[f"multi-user.target.wants/{path_unit}"] = f"../{path_unit}"
     textfile_dir = config.metrics.path_text("textfile_dir")
     if textfile_dir:  # written at boot, then whenever a run record changes
-        out.files[METRICS_UNIT], out.files[METRICS_PATH] = render_metrics(escape(textfile_dir), source)
+        out.files[METRICS_UNIT], out.files[METRICS_PATH] = render_metrics(textfile_dir, source)
         for name in (METRICS_UNIT, METRICS_PATH):
             out.links[f"multi-user.target.wants/{name}"] = f"../{name}"
     known = running_version() if version is None else version

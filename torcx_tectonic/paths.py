@@ -97,6 +97,15 @@ class NodePaths:
     def _at(self, path: str) -> Path:
         return self.root / path.lstrip("/")
 
+    def at(self, path: str) -> Path:
+        """A path as the node names it, under the root. A configured path
+        is the node's own, so one already under the root (a test's node)
+        is taken as it is."""
+        from pathlib import Path
+
+        given = Path(path)
+        return given if self.root != Path("/") and given.is_relative_to(self.root) else self._at(path)
+
     def on_node(self, path: Path) -> str:
         """A path under the root as the node names it (what a link must point at)."""
         return "/" + str(path.relative_to(self.root))

@@ -23,7 +23,7 @@ from torcx_tectonic import config as configuration
 from torcx_tectonic import flows
 from torcx_tectonic.errors import NetworkError, VerificationError
 from torcx_tectonic.state import FAILED, OK, RUNNING, KubernetesVersion, OsVersions, Record, load_run
-from torcx_tectonic.steps import runner
+from torcx_tectonic.steps import cleanup, runner
 from torcx_tectonic.steps.context import Context
 
 from .helpers import dead_pid
@@ -264,3 +264,23 @@ def test_a_step_of_a_failed_run_reopens_it_a_follower_does_not(env: StepEnv) -> 
     other = env.begin("new-kubelet")
     other.step_failed("addons", "bucket down")
     assert other.resume("recheck").result == FAILED
+
+
+@pytest.mark.parametrize("backend", ["torcx", "sysext"])
+def test_the_clean_up_looks_where_the_flow_table_says_the_steps_write(env: StepEnv, backend: str) -> None:
+    """One table: every directory a step's sandbox may write is swept, with
+    the directories the steps make below it (a versioned store, a flow's
+    state, a cache kind's board), and nothing the table does not name."""
+    env.configure({"runtime.backend": backend})
+    versioned = env.paths.user_store / CURRENT_OS
+    board = env.paths.cache_dir / "manifests" / "amd64-usr"
+    for directory in (versioned, board, env.paths.state_dir / "new-os"):
+        directory.mkdir(parents=True)
+    swept = set(cleanup.write_directories(env.config, env.paths))
+    declared = {env.paths.at(path) for flow in flows.all_flows(env.config) for step in (*flow.steps, *flow.followers)
+                for path in (*flows.STATE_WRITES, *step.writes)}
+    assert declared <= swept
+    assert {board, env.paths.state_dir / "new-os"} <= swept
+    assert (versioned in swept) == (backend == "torcx")  # the sysext steps write no torcx store
+    assert env.config.kubernetes.kubelet_env.parent in swept  # a configured path, as the node names it
+    assert all(any(d == top or top in d.parents for top in declared) for d in swept)

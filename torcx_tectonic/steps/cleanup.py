@@ -22,6 +22,7 @@ from pathlib import Path
 from ..backend import backend_for
 from ..config import Config
 from ..edges.atomic import remove_stale
+from ..flows import written_directories
 from ..node import dockerdata
 from ..paths import NodePaths
 
@@ -35,17 +36,16 @@ def _subdirectories(directory: Path) -> list[Path]:
         return []
 
 
+def _tree(top: Path, depth: int) -> list[Path]:
+    """``top`` and its directories ``depth`` levels down."""
+    return [top, *(found for sub in (_subdirectories(top) if depth else []) for found in _tree(sub, depth - 1))]
+
+
 def write_directories(config: Config, paths: NodePaths) -> list[Path]:
     """Every directory torcx-tectonic writes files into (atomically, through
-    temporary files beside them): the backend's, kubelet.env's, the state's
-    and the cache's."""
-    fixed = [*backend_for(config).written_directories(paths), config.kubernetes.kubelet_env.parent,
-             paths.docker_reset_marker.parent, paths.runs_dir, paths.state_dir]
-    # the cache's kinds (manifests by board, the sysext backend's checksum list and extension-releases)
-    cached = _subdirectories(paths.cache_dir)
-    boards = (board for kind in cached for board in _subdirectories(kind))
-    nested = [*_subdirectories(paths.state_dir), *cached, *boards]
-    return list(dict.fromkeys([*fixed, *nested]))
+    temporary files beside them): what the flow table says the steps write."""
+    found = [d for path, depth in written_directories(config).items() for d in _tree(paths.at(path), depth)]
+    return list(dict.fromkeys(found))
 
 
 def sweep(config: Config, paths: NodePaths) -> list[Path]:

@@ -99,10 +99,6 @@ class SysextBackend:
                 merged = change.version
         return merged
 
-    def written_directories(self, paths: NodePaths) -> list[Path]:
-        """Where the steps write: the link being replaced, the image being downloaded."""
-        return [paths.extensions_dir, paths.image_store / self.runtime]
-
     def leftovers(self, paths: NodePaths) -> list[Path]:
         """Nothing beyond temporary files: the GC removes images in place."""
         return []

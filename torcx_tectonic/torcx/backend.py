@@ -256,14 +256,6 @@ class TorcxBackend:
         """The runtime version torcx unpacked at this boot (its metadata)."""
         return profile.booted_reference(paths.torcx_metadata, self.runtime)
 
-    def written_directories(self, paths: NodePaths) -> list[Path]:
-        """Where the steps write files (through temporary files beside them):
-        the stores, versioned and not, the profiles and next-profile's directory."""
-        versioned = sorted(p for p in paths.user_store.iterdir() if p.is_dir() and not p.is_symlink()) \
-            if paths.user_store.is_dir() else []
-        return [paths.user_store, *versioned, paths.user_profiles, paths.next_profile.parent,
-                paths.cache_dir / "manifests"]
-
     def leftovers(self, paths: NodePaths) -> list[Path]:
         """Remove the stores an interrupted GC moved aside."""
         return store.remove_trash(paths.user_store)
