@@ -472,7 +472,7 @@ def test_the_status_of_a_sysext_node_says_what_each_os_merges(env: StepEnv, buck
     env.write(env.root / "usr/lib/extension-release.d/extension-release.docker", "ID=flatcar\n")  # merged at boot
     found = status.gather(env.config, env.paths, units=lambda units: {})
     assert (found.booted, found.view.booted_source) == (
-        "24.0.9", "merged by systemd-sysext in this boot (/etc/extensions/docker.raw)")
+        "24.0.9", "merged by systemd-sysext in this boot, from the image /etc/extensions/docker.raw linked")
 
 
 def test_a_sysext_node_runs_the_image_linked_at_boot_until_it_merges_another(env: StepEnv) -> None:

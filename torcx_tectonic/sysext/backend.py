@@ -154,7 +154,7 @@ class SysextBackend:
         elif booted is None:
             booted_source = f"a {runtime} extension is merged, but not one of the images {paths.on_node(link)} names"
         else:
-            booted_source = f"merged by systemd-sysext in this boot ({paths.on_node(link)})"
+            booted_source = f"merged by systemd-sysext in this boot, from the image {paths.on_node(link)} linked"
         return RuntimeView(
             current=current, next=upcoming, booted=booted, booted_source=booted_source,
             sections=(("images", _image_lines(paths.on_node(link), paths.on_node(store), images)),),
