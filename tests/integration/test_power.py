@@ -23,6 +23,7 @@ from pathlib import Path
 from simnode.cluster import Release, cluster_node, enable
 from simnode.node import Node
 from tests.reliability import CURRENT, NEXT
+from torcx_tectonic.state import Run
 
 from . import nodestate
 from .flows import last_run, unit_result
@@ -45,7 +46,7 @@ def test_a_reader_never_sees_an_empty_or_short_file(bundle: Path) -> None:
         whole: dict[str, Callable[[bytes], bool]] = {
             "/etc/torcx/profiles/tectonic.json": _json("profile-manifest-v0"),
             "/etc/torcx/next-profile": lambda data: data == b"tectonic\n",
-            "/var/lib/torcx-tectonic/runs/new-kubelet.json": _json("torcx-tectonic.run.v1"),
+            "/var/lib/torcx-tectonic/runs/new-kubelet.json": _json(Run.KIND),
             "/var/lib/torcx-tectonic/docker-reset-needed": lambda data: set(json.loads(data)) == {"from", "to"},
             "/var/lib/node_exporter/textfile_collector/torcx_tectonic.prom":
                 lambda data: data.endswith(b"\n") and b"torcx_tectonic_verdict_ok" in data,
