@@ -67,17 +67,18 @@ class SysextBackend:
         self.config = config
         self.runtime = config.sysext.runtime
 
-    def merged(self, paths: NodePaths) -> bool:
-        """Whether this boot merged an extension of the runtime's name."""
-        return (paths.root / sysext.RELEASE_DIR / f"extension-release.{self.runtime}").exists()
+    def merged(self, paths: NodePaths, name: str | None = None) -> bool:
+        """Whether this boot merged an extension named ``name`` (default: the runtime's)."""
+        return (paths.root / sysext.RELEASE_DIR / f"extension-release.{name or self.runtime}").exists()
 
-    def changes_this_boot(self, paths: NodePaths) -> list[ExtensionInstalled]:
-        """This boot's install records that changed the link, oldest first."""
+    def changes_this_boot(self, paths: NodePaths,
+                          record: type[ExtensionInstalled] = ExtensionInstalled) -> list[ExtensionInstalled]:
+        """This boot's install records of ``record``'s kind that changed the link, oldest first."""
         found = []
         for flow in all_flows(self.config):
             state = FlowState(paths, flow.name)
             try:
-                started, installed = state.current().started, state.load(ExtensionInstalled)
+                started, installed = state.current().started, state.load(record)
             except TorcxTectonicError:
                 continue
             if installed.runtime_changed:
@@ -89,11 +90,16 @@ class SysextBackend:
         (before this boot's first change of the link), or the one a step
         merged since (``activate = refresh``). None: no image of the runtime's
         name is merged (Flatcar's own runs, or none)."""
-        if not self.merged(paths):
+        return self.booted_image(paths, self.runtime, ExtensionInstalled)
+
+    def booted_image(self, paths: NodePaths, name: str, record: type[ExtensionInstalled]) -> str | None:
+        """The version of the image ``name`` systemd-sysext merged in this
+        boot, as ``booted`` says it for the runtime (``record``: the kind of
+        the records of its install step)."""
+        if not self.merged(paths, name):
             return None
-        changes = self.changes_this_boot(paths)
-        merged = changes[0].previous if changes else sysext.linked_version(paths.extension_link(self.runtime),
-                                                                           self.runtime)
+        changes = self.changes_this_boot(paths, record)
+        merged = changes[0].previous if changes else sysext.linked_version(paths.extension_link(name), name)
         for change in changes:
             if change.activated == sysext.MERGED_NOW:
                 merged = change.version
