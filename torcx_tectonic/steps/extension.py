@@ -33,8 +33,7 @@ from .kubeversion import kubelet_version
 log = logging.getLogger(__name__)
 
 SUMS = "SHA256SUMS"
-#: The kubelet's image, as the sysext-bakery names it (kubernetes-v1.30.4-x86-64.raw).
-KUBERNETES = "kubernetes"
+KUBERNETES = sysext.KUBERNETES
 E = TypeVar("E", bound=ExtensionInstalled)
 #: The runtime whose data a version change empties.
 DOCKER = "docker"

@@ -14,6 +14,7 @@ naming it (it might manage the image).
 
 from __future__ import annotations
 
+import os
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,7 @@ def transfer_files(paths: NodePaths) -> list[Path]:
 
 def timer_enabled(paths: NodePaths) -> bool:
     """Whether systemd-sysupdate.timer is enabled (a .wants link in /etc)."""
-    return any(paths.enabled_units_dir.glob(f"*.wants/{TIMER}"))
+    return any(os.path.lexists(wants / TIMER) for wants in paths.enabled_units_dir.glob("*.wants"))
 
 
 def owner(paths: NodePaths, name: str) -> Transfer | None:
