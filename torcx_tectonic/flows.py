@@ -408,7 +408,7 @@ def follow_api_server_flow(config: Config) -> Flow:
         Step("follow", "Move kubelet.env towards the api-server's version", "follow-api-server", network=True,
              timeout=RETRIED, retry=True, conditions=_bootstrapped(config),
              writes=(escape(dirname(config.kubernetes.path_text("kubelet_env"))), *MANIFEST_CACHE)),
-    ), target=True, trigger=TimerTrigger(
+    ), target=True, before_target=True, trigger=TimerTrigger(
         "Compare the api-server's version with the kubelet's", FOLLOW_FIRST, FOLLOW_EVERY,
         f"torcx-{FOLLOW_API_SERVER}.target", conditions=_bootstrapped(config)))
 
