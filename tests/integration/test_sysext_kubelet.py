@@ -19,7 +19,7 @@ from simnode.cluster import enable, flatcar_node
 from simnode.flatcar import LEVELLED
 from simnode.node import REBOOT_EXIT_CODE, Node
 
-from .flows import failure, last_run, record, run_result, status
+from .flows import failure, last_run, record, run_result, status, step_done
 
 CURRENT, NEXT = "3815.2.0", "3941.1.0"
 KUBELET_LINK, DOCKER_LINK = "/etc/extensions/kubernetes.raw", "/etc/extensions/docker.raw"
@@ -105,8 +105,10 @@ def test_the_kubelet_image_follows_the_api_server_one_minor_at_a_time_with_its_r
         node.set_update_engine({"mode": "update", "new_version": NEXT, "step_seconds": 0.05})
         node.run("busctl", "call", "com.coreos.update1", "/com/coreos/update1", "com.coreos.update1.Manager",
                  "AttemptUpdate")
-        node.wait_for(lambda: node.exists("/run/update_engine_autoupdate_completed"), timeout=60,
-                      what="the OS update")
+        # (the new-OS flow first, with the 1.31 kubelet: its steps that hold the flow lock end before the timer's)
+        node.wait_for(lambda: step_done(node, "new-os", "gc"), timeout=90, what="the new-OS flow")
+        assert record(node, "new-os", "kubelet-extension")["fits"] == {NEXT: "SYSEXT_LEVEL=1.0 matches",
+                                                                       CURRENT: "SYSEXT_LEVEL=1.0 matches"}
         follow(node)
         assert kubelet_tag(node) == "v1.32.0"
         node.wait_for(lambda: run_result(node, "new-kubelet") == "failed", timeout=180, what="the new-kubelet flow")
