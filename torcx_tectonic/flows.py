@@ -267,17 +267,30 @@ class StepRow:
                     capabilities=self.capabilities, images=self.images, **flow_part)
 
 
+class ImageSteps:
+    """An image a backend keeps beside the runtime (the kubelet's): the step
+    that chooses its version, the one that puts it in place, and the record
+    of that one (what the bootstrap's finish reads)."""
+
+    __slots__ = ("choose", "install", "installs")
+
+    def __init__(self, *, choose: StepRow, install: StepRow, installs: str) -> None:
+        self.choose = choose
+        self.install = install
+        self.installs = installs
+
+
 class RuntimeBackend:
     """What a runtime backend brings to the flows: the step that chooses the
     runtime version, the one that puts it in place for the OS versions, its
     GC, and the record of its install step (what the bootstrap's finish reads).
-    ``kubelet`` is the same pair of steps for the kubelet's image, where the
-    backend can keep one (``[sysext] kubernetes``), and its install record."""
+    ``kubelet`` is the same for the kubelet's image, where the backend can
+    keep one (``[sysext] kubernetes``)."""
 
     __slots__ = ("choose", "gc", "install", "installs", "kubelet", "name")
 
     def __init__(self, name: str, *, choose: StepRow, install: StepRow, gc: StepRow, installs: str,
-                 kubelet: tuple[StepRow, StepRow, str] | None = None) -> None:
+                 kubelet: ImageSteps | None = None) -> None:
         self.name = name
         self.choose = choose
         self.install = install
@@ -302,11 +315,12 @@ RUNTIME_BACKENDS = {backend.name: backend for backend in (
                         "install-extension", writes=EXTENSIONS, capabilities=MANAGE_UNITS, images=True),
         gc=StepRow("gc", "Remove runtime images beyond the ones kept", "gc-extensions", writes=EXTENSIONS),
         installs="extension",
-        kubelet=(StepRow("kubelet-image-version", "Choose the kubelet image", "kubelet-image-version",
-                         writes=MANIFEST_CACHE),
-                 StepRow("kubelet-image", "Fetch the kubelet image, check it fits the OS versions, link it",
-                         "install-kubelet-image", writes=EXTENSIONS, capabilities=MANAGE_UNITS, images=True),
-                 "kubelet-extension")),
+        kubelet=ImageSteps(
+            choose=StepRow("kubelet-image-version", "Choose the kubelet image", "kubelet-image-version",
+                           writes=MANIFEST_CACHE),
+            install=StepRow("kubelet-image", "Fetch the kubelet image, check it fits the OS versions, link it",
+                            "install-kubelet-image", writes=EXTENSIONS, capabilities=MANAGE_UNITS, images=True),
+            installs="kubelet-extension")),
 )}
 
 
@@ -314,8 +328,8 @@ def runtime_backend(config: Config) -> RuntimeBackend:
     return RUNTIME_BACKENDS[config.runtime.backend]
 
 
-def kubelet_image(config: Config) -> tuple[StepRow, StepRow, str] | None:
-    """The kubelet image's steps and install record, when the backend keeps one and is told to."""
+def kubelet_image(config: Config) -> ImageSteps | None:
+    """The kubelet image's steps, when the backend keeps one and is told to."""
     kubelet = runtime_backend(config).kubelet
     return kubelet if kubelet is not None and config.sysext.kubernetes else None
 
@@ -326,8 +340,8 @@ def runtime_steps(config: Config, *, next_os: bool, conditions: tuple[str, ...] 
     the configured backend; with the kubelet's image, its version is chosen
     first (the runtime follows its minor) and it is put in place last."""
     backend, kubelet = runtime_backend(config), kubelet_image(config)
-    choose = [*((kubelet[0],) if kubelet else ()), backend.choose]
-    install = [backend.install, *((kubelet[1],) if kubelet else ())]
+    choose = [*((kubelet.choose,) if kubelet else ()), backend.choose]
+    install = [backend.install, *((kubelet.install,) if kubelet else ())]
     suffix = " for the next OS" if next_os else ""
     return [
         *(row.step(suffix=suffix, network=True, timeout=RETRIED, retry=True, conditions=conditions) for row in choose),
@@ -359,7 +373,8 @@ def bootstrap_flow(config: Config) -> Flow:
              conditions=pending, writes=(escape(dirname(kubelet_env)),)),
         Step("finish", "Enable the kubelet and reboot when needed", "finish-bootstrap", bus=True,
              params={"installs": None if boot.skip_torcx else runtime_backend(config).installs,
-                     **({"kubelet": kubelet[2]} if (kubelet := kubelet_image(config)) and not boot.skip_torcx else {})},
+                     **({"kubelet": kubelet.installs} if (kubelet := kubelet_image(config)) and not boot.skip_torcx
+                        else {})},
              capabilities=MANAGE_UNITS, conditions=(f"ConditionPathIsDirectory={flow_state_dir(BOOTSTRAP)}",)),
     ]
     return Flow(BOOTSTRAP, "Bootstrap torcx and the kubelet", tuple(steps), target=True, before_target=True,
