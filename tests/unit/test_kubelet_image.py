@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from torcx_tectonic import flows
+from torcx_tectonic.cluster.view import Cluster
 from torcx_tectonic.commands import metrics, status
 from torcx_tectonic.commands.cli import document, render_text
 from torcx_tectonic.errors import ConfigError, InputError
@@ -153,6 +154,16 @@ def test_the_kubelet_image_is_the_api_servers_version_and_the_runtime_follows_it
     os.symlink("/opt/extensions/kubernetes/kubernetes-v1.30.2-x86-64.raw", env.at(LINK))
     begin(env, "new-kubelet", "v1.32.0")
     assert choose(env, "new-kubelet").version == "v1.31.0"  # one minor above the linked kubelet
+
+
+def test_a_kubelet_env_newer_than_the_api_server_does_not_make_the_kubelet_newer(
+        env: StepEnv, bucket: RoutedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    kubelet_env(env, bucket, {"kubernetes-v1.30.4-x86-64.raw": b"k", "kubernetes-v1.31.2-x86-64.raw": b"k"})
+    begin(env, "new-kubelet", "v1.31.2")  # kubelet.env, edited by hand
+    monkeypatch.setattr(Cluster, "version", lambda self: ("v1.30.4", "api-server https://10.3.0.1:443"))
+    assert choose(env, "new-kubelet").version == "v1.30.4"
+    monkeypatch.setattr(Cluster, "version", lambda self: ("v1.8.0", "/etc/kubernetes/installer/kubelet.env"))
+    assert choose(env, "new-kubelet").version == "v1.31.2"  # the installer's file is no api-server
 
 
 def test_a_kubelet_image_systemd_sysupdate_manages_is_left_to_it(env: StepEnv, bucket: RoutedServer) -> None:

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 #: backoff pause apart: a refusing api-server costs about two seconds, not the
 #: whole retry budget).
 FALLBACK_CONNECT_RETRIES = 2
+#: How the origin of a version the api-server gave begins.
+API_SERVER = "api-server "
 
 
 class Cluster:
@@ -85,7 +87,7 @@ class Cluster:
         if api is not None:
             with api:
                 try:
-                    return api.version(), f"api-server {api.creds.server}"
+                    return api.version(), f"{API_SERVER}{api.creds.server}"
                 except NetworkError as err:
                     log.warning("%s; using the installer's kubelet version", err)
                     self._failed(api, err)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 
 from ..cluster import skew
-from ..cluster.view import client
+from ..cluster.view import API_SERVER, client
 from ..edges.atomic import write_if_changed
 from ..edges.inputfile import read_text
 from ..errors import InputError
@@ -59,11 +59,33 @@ def choose_kubelet_image(ctx: Context) -> KubeletImageChoice:
     sums, digest = signed_sums(ctx, KUBERNETES)
     offered = offered_versions(sums, arch)
     current = skew.image_version(sysext.linked_version(link, KUBERNETES) or "")
-    chosen, reason = skew.choose_kubelet(skew.api_version(target.version, target.source), offered, current)
+    chosen, reason = skew.choose_kubelet(_at_most_the_api_server(ctx, target), offered, current)
     log.info("kubelet image %s for Kubernetes %s (%s): %s", chosen, target.version, target.source, reason)
     return KubeletImageChoice(name=KUBERNETES, version=str(chosen), target=target.version, reason=reason,
                               current=str(current) if current else None, offered=tuple(map(str, offered)),
                               manifests={SUMS: digest})
+
+
+def _at_most_the_api_server(ctx: Context, target: KubernetesVersion) -> skew.Version:
+    """The version to choose for: the run's, but never newer than the
+    api-server's when the api-server answers (kubelet.env edited by hand to a
+    newer version does not make the kubelet newer than the control plane)."""
+    wanted = skew.api_version(target.version, target.source)
+    cluster = ctx.cluster()
+    try:
+        version, origin = cluster.version()
+    except InputError:  # no api-server, and no installer's file to fall back on: nothing to compare with
+        return wanted
+    finally:
+        ctx.remember(cluster)
+    if not origin.startswith(API_SERVER):
+        return wanted
+    server = skew.api_version(version, origin)
+    if server < wanted:
+        log.warning("%s selects Kubernetes %s, newer than the api-server's %s: the kubelet image stays at most %s",
+                    target.source, target.version, version, server)
+        return server
+    return wanted
 
 
 def install_kubelet_image(ctx: Context) -> KubeletImageInstalled:
