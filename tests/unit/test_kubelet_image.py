@@ -20,9 +20,10 @@ from torcx_tectonic.errors import ConfigError, InputError
 from torcx_tectonic.state import KubeletImageChoice, KubeletImageInstalled, KubernetesVersion, OsVersions
 from torcx_tectonic.steps import kubeletimage
 from torcx_tectonic.steps.bootstrap import write_kubelet_env
-from torcx_tectonic.steps.extension import choose_image
+from torcx_tectonic.steps.extension import choose_image, collect_images
 from torcx_tectonic.sysext import images as sysext
 from torcx_tectonic.sysext import sysupdate
+from torcx_tectonic.sysext.backend import SysextBackend
 
 from .helpers import RoutedServer
 from .stepenv import StepEnv
@@ -31,6 +32,7 @@ from .test_sysext import CURRENT, LEVELLED, NEXT, make_image, needs_images, syse
 MAPPINGS = ('kind: VersionManifestV1\nversions:\n  k8s:\n    "1.30":\n      docker: ["24.0.9"]\n'
             '    "1.31":\n      docker: ["25.0.3"]\n')
 LINK = "/etc/extensions/kubernetes.raw"
+STORE = "/opt/extensions/kubernetes"
 BAKERY_TRANSFER = """\
 [Transfer]
 Verify=false
@@ -316,3 +318,18 @@ def test_a_kubelet_verdict_without_the_setting_is_not_shown(env: StepEnv, bucket
     sysext_env(env, bucket, {})
     found = status.gather(env.config, env.paths, units=lambda units: {})
     assert found.view.images == () and "kubelet" not in document(found)
+
+
+def test_gc_and_the_clean_up_after_a_kill_cover_the_kubelet_images_too(env: StepEnv, bucket: RoutedServer) -> None:
+    kubelet_env(env, bucket, {})
+    env.configure({"sysext.keep": "1"})
+    store = env.paths.image_store / "kubernetes"
+    for age, version in enumerate(("v1.31.2", "v1.30.4")):
+        os.utime(env.write(store / f"kubernetes-{version}-x86-64.raw", version), (1000 - age, 1000 - age))
+    env.paths.extensions_dir.mkdir(parents=True)
+    os.symlink(f"{STORE}/kubernetes-v1.30.4-x86-64.raw", env.at(LINK))  # the linked one stays, though older
+    env.begin("new-os", OsVersions("amd64-usr", CURRENT, NEXT, "update_engine"))
+    assert collect_images(env.context("new-os", "gc")).removed == ("kubernetes-v1.31.2-x86-64.raw",)
+    assert [p.name for p in store.iterdir()] == ["kubernetes-v1.30.4-x86-64.raw"]
+    assert SysextBackend(env.config).written_directories(env.paths) == [
+        env.paths.extensions_dir, env.paths.image_store / "docker", store]

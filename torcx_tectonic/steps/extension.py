@@ -19,12 +19,12 @@ from ..config import Config
 from ..edges.atomic import fsync_dir
 from ..edges.inputfile import decode_text, read_text
 from ..errors import ConfigError, InputError
-from ..flows import kubelet_image
 from ..node import dockerdata, systemd
 from ..state import ExtensionInstalled, OsVersions, RuntimeChoice, StoresCollected
 from ..strategy import NoRuntimeVersion
 from ..sysext import images as sysext
 from ..sysext import sysupdate
+from ..sysext.backend import kept_images
 from ..torcx.bucket import Bucket
 from ..torcx.manifest import file_digest
 from .context import Context
@@ -33,7 +33,6 @@ from .kubeversion import kubelet_version
 log = logging.getLogger(__name__)
 
 SUMS = "SHA256SUMS"
-KUBERNETES = sysext.KUBERNETES
 E = TypeVar("E", bound=ExtensionInstalled)
 #: The runtime whose data a version change empties.
 DOCKER = "docker"
@@ -227,11 +226,6 @@ def collect_images(ctx: Context) -> StoresCollected:
     current = ctx.state.load(OsVersions).current
     removed = [name for image in kept_images(ctx.config) for name in _collect(ctx, image)]
     return StoresCollected(current_os=current, removed=tuple(removed))
-
-
-def kept_images(config: Config) -> tuple[str, ...]:
-    """The names of the images the backend keeps in step."""
-    return (config.sysext.runtime, *((KUBERNETES,) if kubelet_image(config) else ()))
 
 
 def _collect(ctx: Context, name: str) -> list[str]:

@@ -32,9 +32,10 @@ from ..sysext import images as sysext
 from ..sysext import sysupdate
 from ..sysext.backend import SysextBackend
 from .context import Context
-from .extension import KUBERNETES, SUMS, install_image, signed_sums
+from .extension import SUMS, install_image, signed_sums
 
 log = logging.getLogger(__name__)
+KUBERNETES = sysext.KUBERNETES
 
 
 def offered_versions(sums: dict[str, str], arch: str) -> list[skew.Version]:

@@ -41,6 +41,12 @@ class Image:
     linked: bool
 
 
+def kept_images(config: Config) -> tuple[str, ...]:
+    """The names of the images the backend keeps in step: the runtime's, and
+    the kubelet's when it is told to."""
+    return (config.sysext.runtime, *((KUBERNETES,) if kubelet_image(config) else ()))
+
+
 def sysext_verdict(*, os_version: str | None, runtime: str, image: str | None, version: str | None, link: str,
                    misfit: str | None, kube_version: str | None, wanted: Sequence[str],
                    mapping_source: str) -> Verdict:
@@ -111,8 +117,9 @@ class SysextBackend:
         return merged
 
     def written_directories(self, paths: NodePaths) -> list[Path]:
-        """Where the steps write: the link being replaced, the image being downloaded."""
-        return [paths.extensions_dir, paths.image_store / self.runtime]
+        """Where the steps write: the links being replaced, the images being
+        downloaded (the runtime's, and the kubelet's when it is kept)."""
+        return [paths.extensions_dir, *(paths.image_store / name for name in kept_images(self.config))]
 
     def leftovers(self, paths: NodePaths) -> list[Path]:
         """Nothing beyond temporary files: the GC removes images in place."""
