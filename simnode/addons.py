@@ -167,18 +167,20 @@ def _tarinfo(path: str, mode: int) -> tarfile.TarInfo:
     return info
 
 
-def make_sysext_image(directory: Path, runtime: str, version: str, release: str, arch: str = "x86-64") -> Path:
+def make_sysext_image(directory: Path, runtime: str, version: str, release: str, arch: str = "x86-64",
+                      binary: str | None = None) -> Path:
     """A real system extension image as the sysext-bakery names and builds
-    them (squashfs, everything under /usr): ``/usr/bin/<runtime>`` prints its
-    version, ``extension-release.<runtime>`` is ``release``."""
+    them (squashfs, everything under /usr): ``/usr/bin/<binary>`` (default:
+    the image's name; ``kubelet`` in the ``kubernetes`` image) prints its
+    name and version, ``extension-release.<runtime>`` is ``release``."""
     tree = directory / f".tree-{runtime}-{version}-{arch}"
     shutil.rmtree(tree, ignore_errors=True)
     (tree / "usr/lib/extension-release.d").mkdir(parents=True)
     (tree / f"usr/lib/extension-release.d/extension-release.{runtime}").write_text(release)
     (tree / "usr/bin").mkdir(parents=True)
-    binary = tree / f"usr/bin/{runtime}"
-    binary.write_text(f"#!/bin/sh\necho {runtime} {version}\n")
-    binary.chmod(0o755)
+    program = tree / f"usr/bin/{binary or runtime}"
+    program.write_text(f"#!/bin/sh\necho {binary or runtime} {version}\n")
+    program.chmod(0o755)
     raw = directory / f"{runtime}-{version}-{arch}.raw"
     subprocess.run(["mksquashfs", str(tree), str(raw), "-all-root", "-noappend", "-quiet"], check=True,
                    capture_output=True)

@@ -209,17 +209,25 @@ def cluster_node(bundle: Path, releases: Sequence[Release], *, os_version: str,
 def flatcar_node(bundle: Path, images: Mapping[str, str], *, os_version: str,
                  update_engine: Mapping[str, Any] | None = None,
                  settings: Mapping[str, Mapping[str, str]] | None = None,
-                 files: Mapping[str, bytes | str] | None = None) -> Iterator[tuple[Cluster, Node]]:
+                 files: Mapping[str, bytes | str] | None = None, kubelet_images: Mapping[str, str] | None = None,
+                 kube_version: str = "v1.8.4+coreos.0",
+                 mappings: Mapping[str, Sequence[str]] | None = None) -> Iterator[tuple[Cluster, Node]]:
     """A cluster and a Flatcar-like node with the sysext backend (not booted
     yet); the bucket serves ``images`` (version → extension-release text) as
-    docker images, real squashfs images with a signed SHA256SUMS."""
+    docker images, and ``kubelet_images`` as the bakery's kubernetes images
+    (their /usr/bin/kubelet prints the version), real squashfs images with a
+    signed SHA256SUMS. The api-server answers ``kube_version``, which the
+    installer's kubelet.env names too."""
     with tempfile.TemporaryDirectory(prefix="tt-sysext-") as tmp, \
-            Cluster(Path(tmp), [], mappings=SYSEXT_MAPPINGS) as cluster:
+            Cluster(Path(tmp), [], mappings=mappings or SYSEXT_MAPPINGS, kube_version=kube_version) as cluster:
         built = [make_sysext_image(Path(tmp), "docker", v, text) for v, text in images.items()]
+        built += [make_sysext_image(Path(tmp), "kubernetes", v, text, binary="kubelet")
+                  for v, text in (kubelet_images or {}).items()]
         template = publish_sysext(cluster.bucket, built)
         config = merge({"runtime": {"backend": "sysext"},
                         "sysext": {"images_url": template, "keyring": KEYRING, "keep": "2"}}, settings or {})
-        all_files = {**cluster.node_files(config), **flatcar.node_files(), **(files or {})}
+        all_files = {**cluster.node_files(config, installer_tag=kube_version.replace("+", "_")),
+                     **flatcar.node_files(), **(files or {})}
         with Node(bundle=bundle, os_version=os_version, os_flavor="flatcar", files=all_files,
                   nspawn_args=flatcar.nspawn_args(), update_engine=update_engine or {"mode": "none"}) as node:
             flatcar.enable_sysext(node)

@@ -398,6 +398,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sysext", "activate", choice(*ACTIVATIONS), "next-boot",
             "when a new image is merged: at the next boot, or at once (systemd-sysext is restarted; a running "
             "runtime keeps its old binaries until it restarts)"),
+    Setting("sysext", "kubernetes", parse_bool, "no",
+            "also keep the kubelet's image (kubernetes-vX.Y.Z-ARCH.raw from the same checksum list, linked as "
+            "/etc/extensions/kubernetes.raw) at the api-server's version as Kubernetes' version-skew policy allows, "
+            "and follow control-plane upgrades one minor at a time (torcx-follow-api-server.timer)"),
     Setting("metrics", "textfile_dir", parse_optional_path, str(METRICS_DIR),
             "directory of node-exporter's textfile collector, rewritten whenever a run changes (empty: no metrics)"),
 )
@@ -601,6 +605,7 @@ class SysextSettings(_Section):
     keep: int
     mask_builtin: bool
     activate: str
+    kubernetes: bool
 
     @property
     def sums_url(self) -> str:

@@ -22,10 +22,11 @@ MIN_SYSTEMD = 233
 
 #: "Key" or "Key=value" (when a value needs more than the key) → the systemd version that introduced it.
 INTRODUCED = {
-    # [Unit], [Install], [Path]
+    # [Unit], [Install], [Path], [Timer]
     "Description": 1, "Documentation": 1, "SourcePath": 1, "Requires": 1, "Wants": 1, "After": 1, "Before": 1,
     "RequiresMountsFor": 201, "StopWhenUnneeded": 1, "ConditionPathExists": 1, "ConditionPathIsDirectory": 1,
-    "OnFailure": 1, "WantedBy": 1, "PathExists": 1, "PathChanged": 1, "Unit": 1, "StartLimitIntervalSec": 230,
+    "OnFailure": 1, "WantedBy": 1, "PathExists": 1, "PathChanged": 1, "Unit": 1, "OnActiveSec": 1,
+    "OnUnitActiveSec": 1, "StartLimitIntervalSec": 230,
     # [Service]
     "Type": 1, "ExecStart": 1, "Environment": 1, "ExecStartPost": 1, "ExecStopPost": 1, "SyslogIdentifier": 1,
     "TimeoutStartSec": 188, "NotifyAccess": 1, "SuccessExitStatus": 189,

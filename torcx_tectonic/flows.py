@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 BOOTSTRAP = "bootstrap"
 NEW_OS = "new-os"
 NEW_KUBELET = "new-kubelet"
+FOLLOW_API_SERVER = "follow-api-server"
 DOCKER_RESET = "docker-reset"
 NODE_LABELS = "node-labels"
 #: Not a flow of units: the run record ``torcx-tectonic rollback`` leaves, which the status shows beside them.
@@ -97,7 +98,14 @@ ENTRY_POINTS = {
     "install-extension": "extension:install_extension",
     "gc-extensions": "extension:collect_images",
     "node-labels": "labels:label_node",
+    "kubelet-image-version": "kubeletimage:choose_kubelet_image",
+    "install-kubelet-image": "kubeletimage:install_kubelet_image",
+    "follow-api-server": "kubeletimage:follow_api_server",
 }
+
+#: How often a node with the kubelet's image asks the api-server for its version (systemd time spans).
+FOLLOW_FIRST = "15min"
+FOLLOW_EVERY = "1h"
 
 
 def step_unit(flow: str, step: str) -> str:
@@ -154,6 +162,8 @@ class PathTrigger:
     """A path unit that starts ``unit`` when ``path`` appears or changes."""
 
     __slots__ = ("conditions", "description", "directive", "path", "unit")
+    #: the trigger unit's type (its suffix and section)
+    kind = "path"
 
     def __init__(self, description: str, directive: str, path: str, unit: str,
                  conditions: tuple[str, ...] = ()) -> None:
@@ -162,6 +172,27 @@ class PathTrigger:
         self.path = path
         self.unit = unit
         self.conditions = conditions
+
+    def lines(self) -> tuple[str, ...]:
+        return (f"{self.directive}={self.path}", f"Unit={self.unit}")
+
+
+class TimerTrigger:
+    """A timer unit that starts ``unit`` ``first`` after it starts, then
+    ``every`` after the unit last ran."""
+
+    __slots__ = ("conditions", "description", "every", "first", "unit")
+    kind = "timer"
+
+    def __init__(self, description: str, first: str, every: str, unit: str, conditions: tuple[str, ...] = ()) -> None:
+        self.description = description
+        self.first = first
+        self.every = every
+        self.unit = unit
+        self.conditions = conditions
+
+    def lines(self) -> tuple[str, ...]:
+        return (f"OnActiveSec={self.first}", f"OnUnitActiveSec={self.every}", f"Unit={self.unit}")
 
 
 class Flow:
@@ -173,7 +204,7 @@ class Flow:
                  "name", "steps", "target", "trigger", "wanted_by")
 
     def __init__(self, name: str, description: str, steps: tuple[Step, ...], *, target: bool = False,
-                 before_target: bool = False, trigger: PathTrigger | None = None,
+                 before_target: bool = False, trigger: PathTrigger | TimerTrigger | None = None,
                  lock_conditions: tuple[str, ...] = (), wanted_by: tuple[str, ...] = (),
                  before: tuple[str, ...] = (), followers: tuple[Step, ...] = (), after: tuple[str, ...] = (),
                  backoff: bool = False) -> None:
@@ -209,6 +240,11 @@ class Flow:
 
     def unit(self, step: Step) -> str:
         return step_unit(self.name, step.name)
+
+    @property
+    def trigger_unit(self) -> str | None:
+        """The path or timer unit that starts the flow (None: none does)."""
+        return None if self.trigger is None else f"{self.unit_prefix}.{self.trigger.kind}"
 
     @property
     def lock_unit(self) -> str:
@@ -256,19 +292,36 @@ class StepRow:
                     capabilities=self.capabilities, images=self.images, **flow_part)
 
 
+class ImageSteps:
+    """An image a backend keeps beside the runtime (the kubelet's): the step
+    that chooses its version, the one that puts it in place, and the record
+    of that one (what the bootstrap's finish reads)."""
+
+    __slots__ = ("choose", "install", "installs")
+
+    def __init__(self, *, choose: StepRow, install: StepRow, installs: str) -> None:
+        self.choose = choose
+        self.install = install
+        self.installs = installs
+
+
 class RuntimeBackend:
     """What a runtime backend brings to the flows: the step that chooses the
     runtime version, the one that puts it in place for the OS versions, its
-    GC, and the record of its install step (what the bootstrap's finish reads)."""
+    GC, and the record of its install step (what the bootstrap's finish reads).
+    ``kubelet`` is the same for the kubelet's image, where the backend can
+    keep one (``[sysext] kubernetes``)."""
 
-    __slots__ = ("choose", "gc", "install", "installs", "name")
+    __slots__ = ("choose", "gc", "install", "installs", "kubelet", "name")
 
-    def __init__(self, name: str, *, choose: StepRow, install: StepRow, gc: StepRow, installs: str) -> None:
+    def __init__(self, name: str, *, choose: StepRow, install: StepRow, gc: StepRow, installs: str,
+                 kubelet: ImageSteps | None = None) -> None:
         self.name = name
         self.choose = choose
         self.install = install
         self.gc = gc
         self.installs = installs
+        self.kubelet = kubelet
 
 
 #: The runtime backends by the name ``[runtime] backend`` gives.
@@ -286,7 +339,13 @@ RUNTIME_BACKENDS = {backend.name: backend for backend in (
         install=StepRow("extension", "Fetch the runtime image, check it fits the OS versions, link it",
                         "install-extension", writes=EXTENSIONS, capabilities=MANAGE_UNITS, images=True),
         gc=StepRow("gc", "Remove runtime images beyond the ones kept", "gc-extensions", writes=EXTENSIONS),
-        installs="extension"),
+        installs="extension",
+        kubelet=ImageSteps(
+            choose=StepRow("kubelet-image-version", "Choose the kubelet image", "kubelet-image-version",
+                           writes=MANIFEST_CACHE),
+            install=StepRow("kubelet-image", "Fetch the kubelet image, check it fits the OS versions, link it",
+                            "install-kubelet-image", writes=EXTENSIONS, capabilities=MANAGE_UNITS, images=True),
+            installs="kubelet-extension")),
 )}
 
 
@@ -294,16 +353,25 @@ def runtime_backend(config: Config) -> RuntimeBackend:
     return RUNTIME_BACKENDS[config.runtime.backend]
 
 
+def kubelet_image(config: Config) -> ImageSteps | None:
+    """The kubelet image's steps, when the backend keeps one and is told to."""
+    kubelet = runtime_backend(config).kubelet
+    return kubelet if kubelet is not None and config.sysext.kubernetes else None
+
+
 def runtime_steps(config: Config, *, next_os: bool, conditions: tuple[str, ...] = (),
                   followed_by: str | None = None) -> list[Step]:
-    """The two steps that choose the runtime version and put it in place,
-    for the configured backend."""
-    backend = runtime_backend(config)
+    """The steps that choose the runtime version and put it in place, for
+    the configured backend; with the kubelet's image, its version is chosen
+    first (the runtime follows its minor) and it is put in place last."""
+    backend, kubelet = runtime_backend(config), kubelet_image(config)
+    choose = [*((kubelet.choose,) if kubelet else ()), backend.choose]
+    install = [backend.install, *((kubelet.install,) if kubelet else ())]
+    suffix = " for the next OS" if next_os else ""
     return [
-        backend.choose.step(suffix=" for the next OS" if next_os else "", network=True, timeout=RETRIED, retry=True,
-                            conditions=conditions),
-        backend.install.step(network=True, timeout=RETRIED, retry=True, conditions=conditions,
-                             followed_by=followed_by),
+        *(row.step(suffix=suffix, network=True, timeout=RETRIED, retry=True, conditions=conditions) for row in choose),
+        *(row.step(network=True, timeout=RETRIED, retry=True, conditions=conditions,
+                   followed_by=followed_by if row is install[-1] else None) for row in install),
     ]
 
 
@@ -329,7 +397,9 @@ def bootstrap_flow(config: Config) -> Flow:
         Step("kubelet-env", "Set the kubelet version", "kubelet-env", bus=True, capabilities=MANAGE_UNITS,
              conditions=pending, writes=(dirname(kubelet_env),)),
         Step("finish", "Enable the kubelet and reboot when needed", "finish-bootstrap", bus=True,
-             params={"installs": None if boot.skip_torcx else runtime_backend(config).installs},
+             params={"installs": None if boot.skip_torcx else runtime_backend(config).installs,
+                     **({"kubelet": kubelet.installs} if (kubelet := kubelet_image(config)) and not boot.skip_torcx
+                        else {})},
              capabilities=MANAGE_UNITS, conditions=(f"ConditionPathIsDirectory={flow_state_dir(BOOTSTRAP)}",)),
     ]
     return Flow(BOOTSTRAP, "Bootstrap torcx and the kubelet", tuple(steps), target=True, before_target=True,
@@ -371,6 +441,20 @@ def new_kubelet_flow(config: Config) -> Flow:
                                 params={"anchor": last}, locked=False, bus=True, capabilities=MANAGE_UNITS),))
 
 
+def follow_api_server_flow(config: Config) -> Flow:
+    """A node that keeps the kubelet's image follows control-plane upgrades:
+    a timer asks the api-server for its version and moves kubelet.env's
+    version one minor at a time, never past it; the new-kubelet flow then
+    links the kubelet's image and the runtime of its minor."""
+    return Flow(FOLLOW_API_SERVER, "Follow the api-server's version with the kubelet", (
+        Step("follow", "Move kubelet.env towards the api-server's version", "follow-api-server", network=True,
+             timeout=RETRIED, retry=True, conditions=_bootstrapped(config),
+             writes=(escape(dirname(config.kubernetes.path_text("kubelet_env"))), *MANIFEST_CACHE)),
+    ), target=True, before_target=True, trigger=TimerTrigger(
+        "Compare the api-server's version with the kubelet's", FOLLOW_FIRST, FOLLOW_EVERY,
+        f"torcx-{FOLLOW_API_SERVER}.target", conditions=_bootstrapped(config)))
+
+
 def docker_reset_flow(config: Config) -> Flow:
     """Empty /var/lib/docker before a different Docker starts (at the boot
     after the selected Docker changed: the addon step leaves the marker)."""
@@ -406,7 +490,9 @@ def _bootstrapped(config: Config) -> tuple[str, ...]:
 
 
 def all_flows(config: Config) -> tuple[Flow, ...]:
-    flows = (bootstrap_flow(config), new_os_flow(config), new_kubelet_flow(config), docker_reset_flow(config))
+    follow = (follow_api_server_flow(config),) if kubelet_image(config) else ()
+    flows = (bootstrap_flow(config), new_os_flow(config), new_kubelet_flow(config), *follow,
+             docker_reset_flow(config))
     return (*flows, node_labels_flow(config, flows)) if config.kubernetes.node_labels else flows
 
 
@@ -431,8 +517,8 @@ def written_directories(config: Config) -> dict[str, int]:
 
 
 def path_units(config: Config) -> tuple[str, ...]:
-    """The path units that follow a bootstrapped node."""
-    return tuple(f"{flow.unit_prefix}.path" for flow in all_flows(config) if flow.trigger is not None)
+    """The path and timer units that follow a bootstrapped node."""
+    return tuple(unit for flow in all_flows(config) if (unit := flow.trigger_unit) is not None)
 
 
 def timeout_secs(step: Step, config: Config) -> int:

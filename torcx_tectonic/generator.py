@@ -197,7 +197,8 @@ def render_retry(config: Config, flow: Flow, source: str) -> str:
     return f"{HEADER}\n{_section('Unit', unit)}\n{_section('Service', service)}"
 
 
-def render_path(flow: Flow, source: str) -> str:
+def render_trigger(flow: Flow, source: str) -> str:
+    """The path or timer unit that starts the flow."""
     trigger = flow.trigger
     assert trigger is not None
     unit = [
@@ -209,8 +210,7 @@ def render_path(flow: Flow, source: str) -> str:
         "# boot transaction lost the bootstrap's last jobs on systemd 252.)",
         *trigger.conditions,
     ]
-    path = [f"{trigger.directive}={trigger.path}", f"Unit={trigger.unit}"]
-    return f"{HEADER}\n{_section('Unit', unit)}\n{_section('Path', path)}"
+    return f"{HEADER}\n{_section('Unit', unit)}\n{_section(trigger.kind.capitalize(), trigger.lines())}"
 
 
 def render_metrics(textfile_dir: str, source: str) -> tuple[str, str]:
@@ -276,10 +276,9 @@ def render(config: Config, version: int | None = None) -> Output:
             out.files[f"{flow.lock_unit}.d/50-skip-with-steps.conf"] = render_lock_dropin(flow, source)
         if flow.backoff:
             out.files[flow.retry_unit] = render_retry(config, flow, source)
-        if flow.trigger is not None:
-            path_unit = f"{flow.unit_prefix}.path"
-            out.files[path_unit] = render_path(flow, source)
-            out.links[f"multi-user.target.wants/{path_unit}"] = f"../{path_unit}"
+        if flow.trigger_unit is not None:
+            out.files[flow.trigger_unit] = render_trigger(flow, source)
+            out.links[f"multi-user.target.wants/{flow.trigger_unit}"] = f"../{flow.trigger_unit}"
     textfile_dir = config.metrics.path_text("textfile_dir")
     if textfile_dir:  # written at boot, then whenever a run record changes
         out.files[METRICS_UNIT], out.files[METRICS_PATH] = render_metrics(textfile_dir, source)

@@ -38,6 +38,10 @@ UPDATE_ENGINE_MARKER = "/run/update_engine_autoupdate_completed"
 #: System extensions: the links systemd-sysext merges, and where runtime images are kept.
 EXTENSIONS_DIR = "/etc/extensions"
 IMAGE_STORE = "/opt/extensions"
+#: Where systemd-sysupdate finds transfers: <dir>/sysupdate.d/*.conf and <dir>/sysupdate.<component>.d/*.conf.
+SYSUPDATE_DIRS = ("/etc", "/run", "/usr/local/lib", "/usr/lib")
+#: Where an enabled unit's .wants links are (systemctl enable, Ignition).
+ENABLED_UNITS_DIR = "/etc/systemd/system"
 
 KUBECONFIG = "/etc/kubernetes/kubeconfig"
 KUBELET_ENV = "/etc/kubernetes/kubelet.env"
@@ -146,6 +150,14 @@ class NodePaths:
         """The link in /etc/extensions that makes systemd-sysext merge the
         image ``name`` names (``docker``; Flatcar's own is ``docker-flatcar``)."""
         return self.extensions_dir / f"{name}.raw"
+
+    @property
+    def sysupdate_dirs(self) -> list[Path]:
+        return [self._at(path) for path in SYSUPDATE_DIRS]
+
+    @property
+    def enabled_units_dir(self) -> Path:
+        return self._at(ENABLED_UNITS_DIR)
 
     @property
     def image_store(self) -> Path:

@@ -237,6 +237,51 @@ class RolledBack(RuntimeInstalled):
     runtime_changed: bool = True
 
 
+@record("kubelet-image-choice")
+@dataclass(frozen=True)
+class KubeletImageChoice(Record):
+    """The kubelet image chosen for the run's Kubernetes version under the
+    version-skew policy; ``version`` is None when systemd-sysupdate manages
+    the image (``managed_by`` says how)."""
+
+    name: str
+    version: str | None
+    #: the version it was chosen for: the api-server's (bootstrap) or kubelet.env's
+    target: str
+    reason: str
+    #: the kubelet image linked before (None: none)
+    current: str | None = None
+    offered: tuple[str, ...] = ()
+    #: sha256 of the verified checksum list in the cache
+    manifests: dict[str, str] = field(default_factory=dict)
+    managed_by: str | None = None
+
+
+@record("kubelet-extension")
+@dataclass(frozen=True)
+class KubeletImageInstalled(ExtensionInstalled):
+    """The kubelet image now linked for systemd-sysext (none when
+    systemd-sysupdate manages it: ``managed_by``)."""
+
+    managed_by: str | None = None
+
+    def change(self) -> str | None:
+        if not self.runtime_changed:
+            return None
+        return f"the kubelet changes from {self.previous or 'none'} to {self.version}"
+
+
+@record("kubelet-follow")
+@dataclass(frozen=True)
+class KubeletFollowed(Record):
+    """What the timer's look at the api-server decided for kubelet.env."""
+
+    api_server: str
+    before: str
+    after: str
+    reason: str
+
+
 @record("kubelet-env")
 @dataclass(frozen=True)
 class KubeletEnvWritten(Record):

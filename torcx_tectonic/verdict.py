@@ -41,6 +41,25 @@ class Facts:
 
 
 @dataclass(frozen=True)
+class ImageVerdicts:
+    """An image a backend keeps beside the runtime (the kubelet's): the
+    verdict of the running and the next OS, who moves its link when not
+    torcx-tectonic, and when a newly linked one takes over."""
+
+    name: str
+    current: Verdict
+    next: Verdict | None
+    #: what decides the image instead (a systemd-sysupdate transfer), None: torcx-tectonic
+    managed_by: str | None = None
+    #: when the linked image's binary runs, None: it runs already
+    takes_over: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.current.ok and (self.next is None or self.next.ok)
+
+
+@dataclass(frozen=True)
 class RuntimeView:
     """A backend's answer: the verdict of the running OS and of the next
     one (None when it is not told one), the runtime version running now and
@@ -55,4 +74,5 @@ class RuntimeView:
     #: the JSON view's keys of this backend
     document: dict[str, Any] = field(default_factory=dict)
     problems: tuple[str, ...] = ()
-
+    #: the images the backend keeps beside the runtime, with their verdicts
+    images: tuple[ImageVerdicts, ...] = ()

@@ -301,6 +301,7 @@ BAD_VALUES = {
     ("sysext", "keyring"): ("keys.gpg", "expected an absolute path"),
     ("sysext", "keep"): ("0", "expected a whole number from 1 to 20"),
     ("sysext", "mask_builtin"): ("maybe", "expected one of yes, true"),
+    ("sysext", "kubernetes"): ("sometimes", "expected one of yes, true"),
     ("sysext", "activate"): ("reboot", "expected one of next-boot, refresh"),
     ("units", "retry_delay"): ("601", "expected seconds more than 0 and at most 600"),
     ("units", "retry_attempts"): ("0x10", "expected a whole number from 1 to 100"),

@@ -600,6 +600,8 @@ GOLDEN_CASES: dict[str, dict[str, str]] = {
     "custom-paths": {"kubernetes.kubelet_env": "/etc/k8s/kubelet.env", "kubernetes.label_timeout": "600"},
     "sysext": {"runtime.backend": "sysext",
                "sysext.images_url": "https://mirror.example/sysext/{{.Name}}-{{.Version}}-{{.Arch}}.raw"},
+    "sysext-kubelet": {"runtime.backend": "sysext", "sysext.kubernetes": "yes",
+                       "sysext.images_url": "https://mirror.example/sysext/{{.Name}}-{{.Version}}-{{.Arch}}.raw"},
 }
 
 

@@ -25,6 +25,9 @@ from torcx_tectonic.state import (
     ExtensionInstalled,
     FlowState,
     KubeletEnvWritten,
+    KubeletFollowed,
+    KubeletImageChoice,
+    KubeletImageInstalled,
     KubeletRechecked,
     KubernetesVersion,
     ManifestCache,
@@ -77,6 +80,15 @@ SAMPLES: tuple[Record, ...] = (
     RuntimePin(version="1.12", source="node node-1 annotation torcx-tectonic.io/pin-runtime"),
     RolledBack(runtime="docker", version="17.03", previous="17.06", found=("/var/lib/torcx/store/d.tgz (OS 1)",),
                reset="17.06 → 17.03", activated="at the next boot", runtime_changed=False),
+    KubeletImageChoice(name="kubernetes", version="v1.30.4", target="v1.30.4", reason="the api-server's version",
+                       current="v1.29.8", offered=("v1.29.8", "v1.30.4"), manifests={"SHA256SUMS": "ab" * 32},
+                       managed_by="/etc/sysupdate.d/kubernetes.conf"),
+    KubeletImageInstalled(runtime="kubernetes", version="v1.30.4",
+                          image="/opt/extensions/kubernetes/kubernetes-v1.30.4-x86-64.raw",
+                          link="/etc/extensions/kubernetes.raw", action="downloaded", bytes=8192, previous="v1.29.8",
+                          runtime_changed=True, fits={"3815.2.0": "SYSEXT_LEVEL=1.0 matches"}, activated="now",
+                          managed_by="/etc/sysupdate.kubernetes.d/kubernetes.conf"),
+    KubeletFollowed(api_server="v1.31.2", before="v1.30.4", after="v1.31.0", reason="one minor at a time"),
 )
 
 

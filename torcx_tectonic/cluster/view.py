@@ -44,6 +44,8 @@ FALLBACK_CONNECT_RETRIES = 2
 #: The annotation of the node's own Node object that pins its runtime version
 #: (docs/design.md, 'Pins'); set with ``kubectl annotate node NAME KEY=VERSION``.
 PIN_ANNOTATION = "torcx-tectonic.io/pin-runtime"
+#: How the origin of a version the api-server gave begins.
+API_SERVER = "api-server "
 
 
 class Cluster:
@@ -88,7 +90,7 @@ class Cluster:
         if api is not None:
             with api:
                 try:
-                    return api.version(), f"api-server {api.creds.server}"
+                    return api.version(), f"{API_SERVER}{api.creds.server}"
                 except NetworkError as err:
                     log.warning("%s; using the installer's kubelet version", err)
                     self._failed(api, err)

@@ -91,6 +91,10 @@ def render_text(status: Status) -> str:
     out += _verdict_line(f"running OS {status.current.os or '?'}", status.current)
     next_label = f"next OS {status.next_os}" if status.next_os else "next boot"
     out += _verdict_line(next_label, status.next)
+    for image in status.view.images:
+        out += _verdict_line(f"{image.name} image, running OS {image.current.os or '?'}", image.current)
+        if image.next is not None:
+            out += _verdict_line(f"{image.name} image, next OS {image.next.os}", image.next)
     out += ["", "os",
             f"  board:          {status.board or '?'}",
             f"  running:        {status.current_os or '?'}",
@@ -107,7 +111,7 @@ def render_text(status: Status) -> str:
         out += [title, *lines]
     out.append("flows (last run)")
     out += [f"  {flow.flow + ':':15} {_flow_line(flow)}" for flow in status.flows]
-    out.append("path units (follow OS updates and kubelet.env changes)")
+    out.append("path and timer units (follow OS updates, kubelet.env changes and the api-server)")
     out += [f"  {unit + ':':15} {state}" for unit, state in status.path_units.items()]
     if status.problems:
         out.append("problems")

@@ -63,6 +63,14 @@ def render(status: Status) -> bytes:
         ok.append(({"os": label}, 1 if verdict.ok else 0))
         info.append(({"os": label, "os_version": verdict.os or "", "runtime": status.runtime,
                       "runtime_version": verdict.runtime_version or ""}, 1))
+    image_ok: list[Sample] = []
+    image_info: list[Sample] = []
+    for image in status.view.images:
+        for label, verdict in (("current", image.current), ("next", image.next or image.current)):
+            image_ok.append(({"image": image.name, "os": label}, 1 if verdict.ok else 0))
+            image_info.append(({"image": image.name, "os": label, "os_version": verdict.os or "",
+                                "version": verdict.runtime_version or "",
+                                "decided_by": "systemd-sysupdate" if image.managed_by else "torcx-tectonic"}, 1))
     started: list[Sample] = []
     finished: list[Sample] = []
     duration: list[Sample] = []
@@ -87,6 +95,10 @@ def render(status: Status) -> bytes:
         *_family("verdict_ok", "1 when the OS boots with a runtime version its Kubernetes accepts (os: current or "
                  "next)", ok),
         *_family("verdict_info", "The runtime version each OS boots with, as labels", info),
+        *_family("image_verdict_ok", "1 when the OS boots with the image kept beside the runtime (image: kubernetes, "
+                 "the kubelet's) that the node's Kubernetes version needs (os: current or next)", image_ok),
+        *_family("image_verdict_info", "The version of each image kept beside the runtime each OS boots with, and "
+                 "who decides it, as labels", image_info),
         *_family("last_run_start_timestamp_seconds", "When the flow's last run began", started),
         *_family("last_run_end_timestamp_seconds", "When the flow's last run ended (absent while it runs)", finished),
         *_family("last_run_duration_seconds", "How long the flow's last run took", duration),

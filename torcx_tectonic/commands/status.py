@@ -82,7 +82,8 @@ class Status:
 
     @property
     def ok(self) -> bool:
-        return self.current.ok and self.next.ok
+        """Both verdicts, and those of the images kept beside the runtime (the kubelet's)."""
+        return self.current.ok and self.next.ok and all(image.ok for image in self.view.images)
 
 
 # --- gathering the facts ------------------------------------------------------------------------------

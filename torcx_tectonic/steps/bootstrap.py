@@ -24,11 +24,11 @@ from ..state import (
     RUNNING,
     BootstrapFinished,
     KubeletEnvWritten,
-    KubernetesVersion,
     OsVersions,
     RuntimeInstalled,
 )
 from .context import Context
+from .kubeversion import kubelet_version
 
 log = logging.getLogger(__name__)
 KUBELET_UNIT = "kubelet.service"
@@ -37,7 +37,7 @@ KUBELET_UNIT = "kubelet.service"
 def write_kubelet_env(ctx: Context) -> KubeletEnvWritten:
     """kubelet.env from the installer's copy, with the chosen version."""
     kube = ctx.config.kubernetes
-    version = ctx.state.load(KubernetesVersion).version
+    version = kubelet_version(ctx.state)
     tag = kubeletenv.version_to_tag(version)
     text = kubeletenv.with_version(kube.installer_kubelet_env, version)
     if not kube.kubelet_env.exists() and systemd.enable(KUBELET_UNIT):  # before the file that ends the bootstrap
@@ -48,29 +48,30 @@ def write_kubelet_env(ctx: Context) -> KubeletEnvWritten:
     return KubeletEnvWritten(path=str(kube.kubelet_env), written=written, kube_version=version)
 
 
-def reboot_reasons(os_versions: OsVersions, installed: RuntimeInstalled | None) -> tuple[str, ...]:
+def reboot_reasons(os_versions: OsVersions, *installed: RuntimeInstalled | None) -> tuple[str, ...]:
     """Why the node must reboot before the kubelet runs: a new OS waits, or
-    the runtime the backend put in place changed."""
-    change = installed.change() if installed is not None else None
-    return tuple(reason for reason in (f"OS {os_versions.next} is installed" if os_versions.next else None, change)
+    an image the backend put in place changed (the runtime, the kubelet's)."""
+    changes = (record.change() for record in installed if record is not None)
+    return tuple(reason for reason in (f"OS {os_versions.next} is installed" if os_versions.next else None, *changes)
                  if reason is not None)
 
 
-def finish(ctx: Context, *, installs: str | None) -> BootstrapFinished:
+def finish(ctx: Context, *, installs: str | None, kubelet: str | None = None) -> BootstrapFinished:
     """Enable the kubelet; reboot when the OS or the runtime changed, else
     start the kubelet and the path units that follow a bootstrapped node.
     ``installs`` names the record of the step that put the runtime in place
-    (none when the bootstrap leaves the runtime alone)."""
+    (none when the bootstrap leaves the runtime alone), ``kubelet`` the one
+    of the kubelet's image (none when the backend does not keep it)."""
     if ctx.state.current().result != RUNNING:
         log.info("this boot's bootstrap already ended: nothing to do")
         return BootstrapFinished(kubelet_enabled=False, reboot=False, already_finished=True)
     kubelet_env = ctx.config.kubernetes.kubelet_env
     if not kubelet_env.exists():
         raise InputError(f"{kubelet_env}: missing; the kubelet-env step writes it before the bootstrap finishes")
-    installed = None if installs is None else ctx.state.load(RECORDS[installs])
-    if installed is not None and not isinstance(installed, RuntimeInstalled):
-        raise TypeError(f"the record {installs!r} the finish reads is no backend's install record")
-    reasons = reboot_reasons(ctx.state.load(OsVersions), installed)
+    installed = [ctx.state.load(RECORDS[name]) for name in (installs, kubelet) if name is not None]
+    if not all(isinstance(record, RuntimeInstalled) for record in installed):
+        raise TypeError(f"the records {installs!r}, {kubelet!r} the finish reads are not all install records")
+    reasons = reboot_reasons(ctx.state.load(OsVersions), *(r for r in installed if isinstance(r, RuntimeInstalled)))
     enabled = systemd.enable(KUBELET_UNIT)
     reboot = bool(reasons) and ctx.config.bootstrap.reboot
     if not reboot:

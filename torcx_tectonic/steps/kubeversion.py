@@ -7,7 +7,7 @@ import logging
 
 from ..cluster.mappings import kube_minor
 from ..node import kubeletenv, systemd
-from ..state import KubeletRechecked, KubernetesVersion
+from ..state import FlowState, KubeletImageChoice, KubeletRechecked, KubernetesVersion
 from .context import Context
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,14 @@ def kubernetes_version(ctx: Context, *, source: str) -> KubernetesVersion:
     kube_minor(version)
     log.info("Kubernetes version %s (from %s)", version, origin)
     return KubernetesVersion(version=version, source=origin)
+
+
+def kubelet_version(state: FlowState) -> str:
+    """The Kubernetes version the node's kubelet runs after this run: the
+    kubelet image's when the run chose one (it may trail the api-server, and
+    the runtime and kubelet.env follow it), else the run's Kubernetes version."""
+    image = state.fact(KubeletImageChoice)
+    return image.version if image is not None and image.version else state.load(KubernetesVersion).version
 
 
 def recheck(ctx: Context, *, anchor: str) -> KubeletRechecked:

@@ -14,20 +14,24 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from ..cluster import skew
 from ..config import Config
 from ..edges.inputfile import decode_text, read_text
 from ..errors import NothingToRollBack, TorcxTectonicError
-from ..flows import ROLLBACK, all_flows
+from ..flows import ROLLBACK, all_flows, kubelet_image
 from ..node import dockerdata
 from ..paths import NodePaths
-from ..state import ExtensionInstalled, FlowState, Record, RolledBack, RuntimeChange, StateError
-from ..verdict import Facts, RuntimeView, Verdict
+from ..state import ExtensionInstalled, FlowState, KubeletImageInstalled, Record, RolledBack, RuntimeChange, StateError
+from ..verdict import Facts, ImageVerdicts, RuntimeView, Verdict
 from . import images as sysext
+from . import sysupdate
 from .switch import linked_before, switch
 
 R = TypeVar("R", bound=Record)
+
+KUBERNETES = sysext.KUBERNETES
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,12 @@ class Image:
     path: str
     size: int
     linked: bool
+
+
+def kept_images(config: Config) -> tuple[str, ...]:
+    """The names of the images the backend keeps in step: the runtime's, and
+    the kubelet's when it is told to."""
+    return (config.sysext.runtime, *((KUBERNETES,) if kubelet_image(config) else ()))
 
 
 def sysext_verdict(*, os_version: str | None, runtime: str, image: str | None, version: str | None, link: str,
@@ -72,15 +82,18 @@ class SysextBackend:
         self.config = config
         self.runtime = config.sysext.runtime
 
-    def merged(self, paths: NodePaths) -> bool:
-        """Whether this boot merged an extension of the runtime's name."""
-        return (paths.root / sysext.RELEASE_DIR / f"extension-release.{self.runtime}").exists()
+    def merged(self, paths: NodePaths, name: str | None = None) -> bool:
+        """Whether this boot merged an extension named ``name`` (default: the runtime's)."""
+        return (paths.root / sysext.RELEASE_DIR / f"extension-release.{name or self.runtime}").exists()
 
-    def changes_this_boot(self, paths: NodePaths) -> list[ExtensionInstalled | RolledBack]:
-        """This boot's install and rollback records that changed the link, oldest first."""
+    def changes_this_boot(self, paths: NodePaths, record: type[ExtensionInstalled] = ExtensionInstalled) -> list[
+            ExtensionInstalled | RolledBack]:
+        """This boot's install records of ``record``'s kind (and, for the
+        runtime, rollbacks) that changed the link, oldest first."""
         records: list[tuple[float, ExtensionInstalled | RolledBack | None]] = [
-            *(_this_boot(paths, flow.name, ExtensionInstalled) for flow in all_flows(self.config)),
-            _this_boot(paths, ROLLBACK, RolledBack)]
+            *(_this_boot(paths, flow.name, record) for flow in all_flows(self.config))]
+        if record is ExtensionInstalled:
+            records.append(_this_boot(paths, ROLLBACK, RolledBack))
         return [installed for _, installed in sorted(records, key=lambda pair: pair[0])
                 if installed is not None and installed.runtime_changed]
 
@@ -89,11 +102,16 @@ class SysextBackend:
         (before this boot's first change of the link), or the one a step
         merged since (``activate = refresh``). None: no image of the runtime's
         name is merged (Flatcar's own runs, or none)."""
-        if not self.merged(paths):
+        return self.booted_image(paths, self.runtime, ExtensionInstalled)
+
+    def booted_image(self, paths: NodePaths, name: str, record: type[ExtensionInstalled]) -> str | None:
+        """The version of the image ``name`` systemd-sysext merged in this
+        boot, as ``booted`` says it for the runtime (``record``: the kind of
+        the records of its install step)."""
+        if not self.merged(paths, name):
             return None
-        changes = self.changes_this_boot(paths)
-        merged = changes[0].previous if changes else sysext.linked_version(paths.extension_link(self.runtime),
-                                                                           self.runtime)
+        changes = self.changes_this_boot(paths, record)
+        merged = changes[0].previous if changes else sysext.linked_version(paths.extension_link(name), name)
         for change in changes:
             if change.activated == sysext.MERGED_NOW:
                 merged = change.version
@@ -111,15 +129,7 @@ class SysextBackend:
         image = sysext.linked_image(link)
         version = sysext.version_of(image, runtime, arch) if image else None
         problems: list[str] = []
-        release = None
-        if image:
-            try:
-                text = decode_text(sysext.verified_cache(paths.cache_dir).read(f"{image}.release",
-                                                                              "extension-release"),
-                                   image, "an extension-release")
-                release = sysext.release_from_text(text, image)
-            except TorcxTectonicError as err:
-                problems.append(f"{err}: the image's fit is not checked")
+        release = _cached_release(paths, image, problems)
         host = None
         try:
             host = sysext.release_from_text(paths.os_release.read_text(), str(paths.os_release))
@@ -155,12 +165,22 @@ class SysextBackend:
             booted_source = f"a {runtime} extension is merged, but not one of the images {paths.on_node(link)} names"
         else:
             booted_source = f"merged by systemd-sysext in this boot, from the image {paths.on_node(link)} linked"
-        return RuntimeView(
-            current=current, next=upcoming, booted=booted, booted_source=booted_source,
-            sections=(("images", _image_lines(paths.on_node(link), paths.on_node(store), images)),),
-            document={"images": {"link": paths.on_node(link), "store": paths.on_node(store),
-                                 "images": [dataclasses.asdict(i) for i in images]}},
-            problems=tuple(problems))
+        sections = [("images", _image_lines(paths.on_node(link), paths.on_node(store), images))]
+        document: dict[str, Any] = {"images": {"link": paths.on_node(link), "store": paths.on_node(store),
+                                               "images": [dataclasses.asdict(i) for i in images]}}
+        kept = []
+        if kubelet_image(self.config):
+            kubelet = self.kubelet_view(paths, facts, host, arch, problems)
+            kept.append(kubelet)
+            sections.append(("kubelet image", _kubelet_lines(paths.on_node(paths.extension_link(KUBERNETES)),
+                                                             kubelet)))
+            document["kubelet"] = {"image": KUBERNETES, "link": paths.on_node(paths.extension_link(KUBERNETES)),
+                                   "managed_by": kubelet.managed_by, "takes_over": kubelet.takes_over,
+                                   "ok": kubelet.ok, "verdict": {
+                                       "current": _verdict_document(kubelet.current),
+                                       "next": _verdict_document(kubelet.next) if kubelet.next else None}}
+        return RuntimeView(current=current, next=upcoming, booted=booted, booted_source=booted_source,
+                           sections=tuple(sections), document=document, problems=tuple(problems), images=tuple(kept))
 
     def roll_back(self, paths: NodePaths, facts: Facts, change: RuntimeChange) -> RolledBack:
         """Link ``change.previous``'s image again, once it is still in the
@@ -189,12 +209,108 @@ class SysextBackend:
                 raise NothingToRollBack(f"{image.name} does not fit OS {os_version}: {problem}; systemd-sysext would "
                                         "not merge it, so it is not linked")
         booted = self.booted(paths)  # before the link changes: it names what booted when no step changed it
-        _, applies = switch(self.config, paths, image, target, linked_before(self.config, paths, arch, target))
+        _, applies = switch(self.config, paths, runtime, image, target, linked_before(paths, runtime, arch, target),
+                            mask_builtin=self.config.sysext.mask_builtin)
         if booted == target:
             dockerdata.cancel(paths.docker_reset_marker)  # the older Docker is the one running: its data stays
         pending = dockerdata.pending(paths.docker_reset_marker)
         return RolledBack(runtime=runtime, previous=linked, version=target, found=(paths.on_node(image),),
                           reset=f"{pending[0]} → {pending[1]}" if pending else None, activated=applies)
+
+    def kubelet_view(self, paths: NodePaths, facts: Facts, host: sysext.Release | None, arch: str,
+                     problems: list[str]) -> ImageVerdicts:
+        """The kubelet image's verdicts: the image the link names, whether each
+        OS merges it and whether it is the version kubelet.env selects; or
+        that systemd-sysupdate decides it."""
+        link = paths.extension_link(KUBERNETES)
+        image = sysext.linked_image(link)
+        version = sysext.version_of(image, KUBERNETES, arch) if image else None
+        release = _cached_release(paths, image, problems)
+        try:
+            transfer = sysupdate.owner(paths, KUBERNETES)
+        except TorcxTectonicError as err:
+            problems.append(str(err))
+            transfer = None
+        managed_by = transfer.describe() if transfer is not None else None
+
+        def verdict_of(os_version: str | None, release_of: sysext.Release | None) -> Verdict:
+            misfit = sysext.misfit(release, release_of, arch) if release is not None and release_of is not None \
+                else None
+            return kubelet_verdict(os_version=os_version, image=image, version=version, link=paths.on_node(link),
+                                   misfit=misfit, kube_version=facts.kube_version, managed_by=managed_by)
+
+        upcoming = None
+        if facts.next_os is not None and host is not None:
+            upcoming = verdict_of(facts.next_os, sysext.next_release(host, facts.next_os))
+        booted = self.booted_image(paths, KUBERNETES, KubeletImageInstalled)
+        takes_over = None
+        if version is not None and booted != version and managed_by is None:
+            takes_over = (f"kubelet {version} takes over at the next boot, when systemd-sysext merges its image "
+                          f"({booted or 'no kubelet image'} is merged now; kubelet.service keeps the binary it "
+                          "started with until then)")
+        return ImageVerdicts(KUBERNETES, verdict_of(facts.current_os, host), upcoming, managed_by=managed_by,
+                             takes_over=takes_over)
+
+
+def kubelet_verdict(*, os_version: str | None, image: str | None, version: str | None, link: str,
+                    misfit: str | None, kube_version: str | None, managed_by: str | None) -> Verdict:
+    """Whether ``os_version`` merges the kubelet image of the version kubelet.env selects."""
+    if os_version is None:
+        return Verdict(None, False, None, "the OS version is not known")
+    if managed_by is not None:
+        return Verdict(os_version, image is not None, version, f"{link} is {managed_by}: it decides the kubelet's "
+                       f"version, not torcx-tectonic ({f'it links {image}' if image else 'it links nothing yet'})")
+    if image is None:
+        return Verdict(os_version, False, None, f"{link} links no kubelet image")
+    if version is None or skew.image_version(version) is None:
+        return Verdict(os_version, False, None, f"{link} links {image}, which is not a kubelet image by name "
+                       f"(expected {KUBERNETES}-vX.Y.Z-ARCH.raw)")
+    if misfit is not None:
+        return Verdict(os_version, False, version, f"OS {os_version} would not merge {image}: {misfit}")
+    if kube_version is None:
+        return Verdict(os_version, False, version, f"{image}, but kubelet.env selects no Kubernetes version")
+    try:
+        selected = skew.api_version(kube_version, "kubelet.env")
+    except TorcxTectonicError as err:
+        return Verdict(os_version, False, version, str(err))
+    if selected != skew.image_version(version):
+        return Verdict(os_version, False, version, f"{link} links {image}, but kubelet.env selects {kube_version}")
+    return Verdict(os_version, True, version, f"kubelet {version} from {image} (linked by {link}), the version "
+                   f"kubelet.env selects")
+
+
+def _cached_release(paths: NodePaths, image: str | None, problems: list[str]) -> sysext.Release | None:
+    """The extension-release the install step read from ``image``, as it cached it."""
+    if not image:
+        return None
+    try:
+        text = decode_text(sysext.verified_cache(paths.cache_dir).read(f"{image}.release", "extension-release"),
+                           image, "an extension-release")
+        return sysext.release_from_text(text, image)
+    except TorcxTectonicError as err:
+        problems.append(f"{err}: the image's fit is not checked")
+        return None
+
+
+def _verdict_document(verdict: Verdict) -> dict[str, Any]:
+    return {"os": verdict.os, "ok": verdict.ok, "version": verdict.runtime_version, "reason": verdict.reason,
+            "notes": list(verdict.notes)}
+
+
+def _kubelet_lines(link: str, kubelet: ImageVerdicts) -> tuple[str, ...]:
+    lines = [f"  {'link:':15} {link}", f"  {'decided by:':15} {kubelet.managed_by or 'torcx-tectonic'}"]
+    if kubelet.takes_over:
+        lines.append(f"  {'takes over:':15} {kubelet.takes_over}")
+    return tuple(lines)
+
+
+def _image_lines(link: str, store: str, images: Sequence[Image]) -> tuple[str, ...]:
+    lines = [f"  {'link:':15} {link}"]
+    if not images:
+        lines.append(f"  {'store:':15} {store} (no images)")
+    for item in images:
+        lines.append(f"  {('linked:' if item.linked else 'kept:'):15} {item.name} ({item.size} bytes) {item.path}")
+    return tuple(lines)
 
 
 def _this_boot(paths: NodePaths, flow: str, kind: type[R]) -> tuple[float, R | None]:
@@ -216,12 +332,3 @@ def _release_of(paths: NodePaths, image: Path, runtime: str) -> sysext.Release:
     except StateError:
         return sysext.read_release(image, runtime)
     return sysext.release_from_text(text, image.name)
-
-
-def _image_lines(link: str, store: str, images: Sequence[Image]) -> tuple[str, ...]:
-    lines = [f"  {'link:':15} {link}"]
-    if not images:
-        lines.append(f"  {'store:':15} {store} (no images)")
-    for item in images:
-        lines.append(f"  {('linked:' if item.linked else 'kept:'):15} {item.name} ({item.size} bytes) {item.path}")
-    return tuple(lines)

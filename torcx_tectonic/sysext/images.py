@@ -47,6 +47,8 @@ from ..torcx.store import write_hashing
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("docker", "containerd")
+#: The kubelet's image, as the bakery names it (kubernetes-v1.30.4-x86-64.raw).
+KUBERNETES = "kubernetes"
 #: systemd's architecture names, by Container Linux/Flatcar board.
 ARCH_BY_BOARD = {"amd64-usr": "x86-64", "arm64-usr": "arm64"}
 #: The images Flatcar ships, linked from /etc/extensions/<runtime>-flatcar.raw.

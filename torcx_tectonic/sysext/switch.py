@@ -1,8 +1,8 @@
-"""Switching the runtime image systemd-sysext merges: the link, the Docker
-reset marker before it, Flatcar's own image masked, a merge at once if
-configured. The install step switches forward to the chosen image, a
-rollback back to a kept one, by the same rule (docs/design.md, 'Docker
-changes and downgrades').
+"""Switching an image systemd-sysext merges (the runtime's, the kubelet's):
+the link, the Docker reset marker before it when Docker changes, Flatcar's
+own image masked, a merge at once if configured. The install steps switch
+forward to the chosen image, a rollback back to a kept one, by the same rule
+(docs/design.md, 'Docker changes and downgrades').
 """
 
 from __future__ import annotations
@@ -35,30 +35,31 @@ def changed_from(linked: str | None, version: str, pending: tuple[str | None, st
     return linked
 
 
-def linked_before(config: Config, paths: NodePaths, arch: str, version: str) -> str | None:
-    """The runtime version a switch to ``version`` changes from (``changed_from``
-    of what the link names now and the pending Docker reset)."""
-    runtime = config.sysext.runtime
-    linked = sysext.linked_image(paths.extension_link(runtime))
-    return changed_from(sysext.version_of(linked, runtime, arch) if linked else None, version,
-                        dockerdata.pending(paths.docker_reset_marker) if runtime == DOCKER else None)
+def linked_before(paths: NodePaths, name: str, arch: str, version: str) -> str | None:
+    """The version of image ``name`` a switch to ``version`` changes from
+    (``changed_from`` of what its link names now and, for Docker, the pending
+    Docker reset)."""
+    linked = sysext.linked_image(paths.extension_link(name))
+    return changed_from(sysext.version_of(linked, name, arch) if linked else None, version,
+                        dockerdata.pending(paths.docker_reset_marker) if name == DOCKER else None)
 
 
-def switch(config: Config, paths: NodePaths, image: Path, version: str, previous: str | None) -> tuple[bool, str]:
-    """Link ``image`` for systemd-sysext (the Docker reset marker first, when
-    Docker changes), mask Flatcar's own image if configured, merge at once if
-    configured. Returns whether the link changed and when the image is merged."""
-    sx = config.sysext
+def switch(config: Config, paths: NodePaths, name: str, image: Path, version: str, previous: str | None, *,
+           mask_builtin: bool) -> tuple[bool, str]:
+    """Link ``image`` as image ``name`` for systemd-sysext (the Docker reset
+    marker first, when Docker changes), mask Flatcar's own image of that name
+    if asked, merge at once if configured. Returns whether the link changed
+    and when the image is merged."""
     # The reset marker first: once the link names the new image, a run after a crash finds it linked and would
     # no longer know that Docker changes.
-    if previous != version and sx.runtime == DOCKER and dockerdata.arrange(
+    if previous != version and name == DOCKER and dockerdata.arrange(
             paths.docker_reset_marker, previous or FLATCAR_DOCKER, version):
         log.warning("docker changes from %s to %s: %s will be emptied before it starts", previous or "Flatcar's",
                     version, paths.docker_data)
-    changed = sysext.link(paths.extension_link(sx.runtime), paths.on_node(image))
-    if sx.mask_builtin and sysext.link(paths.extension_link(sx.runtime + sysext.BUILTIN_SUFFIX), "/dev/null"):
-        log.info("masked Flatcar's own %s image", sx.runtime)
-    if not (changed and sx.activate == "refresh"):
+    changed = sysext.link(paths.extension_link(name), paths.on_node(image))
+    if mask_builtin and sysext.link(paths.extension_link(name + sysext.BUILTIN_SUFFIX), "/dev/null"):
+        log.info("masked Flatcar's own %s image", name)
+    if not (changed and config.sysext.activate == "refresh"):
         return changed, sysext.MERGED_AT_NEXT_BOOT
     for unit in REFRESH_UNITS:
         systemd.restart(unit)
