@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from simnode.cluster import BOARD, Cluster
@@ -116,3 +118,17 @@ def assert_bootstrapped(cluster: Cluster, node: Node, os_versions: tuple[str, ..
 __all__ = ["REBOOT_EXIT_CODE", "assert_bootstrapped", "assert_no_python", "bootstrap_journal", "failure",
            "has_record", "last_run", "record", "run_result", "settled_record", "start_bootstrap",
            "start_bootstrap_expecting_reboot", "status", "step_done", "step_run", "unit_result"]
+
+
+#: The real kubectl (make deps installs Debian's kubernetes-client where no kubectl is).
+KUBECTL = shutil.which("kubectl")
+
+
+def kubectl(cluster: Cluster, tmp_path: Path, *args: str) -> str:
+    """The real kubectl against the stand-in, as a cluster admin (the bearer token)."""
+    assert KUBECTL is not None
+    config = cluster.api.kubeconfig(tmp_path / "admin.kubeconfig", kind="token")
+    result = subprocess.run([KUBECTL, "--kubeconfig", str(config), "--cache-dir", str(tmp_path / "kube-cache"),
+                             *args], capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout

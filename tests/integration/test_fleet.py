@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +24,7 @@ import pytest
 from simnode.cluster import BOARD, CLUO_PREFIX, Cluster, Release
 from simnode.node import Node
 
-from .flows import failure, last_run, run_result, step_done, unit_result
+from .flows import KUBECTL, failure, kubectl, last_run, run_result, step_done, unit_result
 from .test_new_os_and_kubelet import apply_update
 
 CURRENT, NEXT, LACKING = "1632.3.0", "1688.5.3", "1688.6.0"
@@ -35,19 +33,6 @@ RELEASES = [Release(CURRENT, ["17.03"]), Release(NEXT, ["17.03"]), Release(LACKI
 RUNTIME, NEXT_BOOT, REASON = "torcx-tectonic.io/runtime", "torcx-tectonic.io/next-boot", "torcx-tectonic.io/reason"
 #: Which OS update each node gets (None: none pending).
 NODES = {"node-1": None, "node-2": NEXT, "node-3": LACKING}
-KUBECTL = shutil.which("kubectl")
-
-
-def kubectl(cluster: Cluster, tmp_path: Path, *args: str) -> str:
-    """The real kubectl against the stand-in, as a cluster admin (the bearer token)."""
-    assert KUBECTL is not None
-    config = cluster.api.kubeconfig(tmp_path / "admin.kubeconfig", kind="token")
-    result = subprocess.run([KUBECTL, "--kubeconfig", str(config), "--cache-dir", str(tmp_path / "kube-cache"),
-                             *args], capture_output=True, text=True, timeout=60, check=False)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 def rows(table: str) -> dict[str, list[str]]:
     """kubectl's table by node name: each row's cells."""
     lines = table.strip().splitlines()

@@ -17,14 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from simnode.cluster import ANNOTATION, CLUO_PREFIX, NODE_NAME, Release, enable, flatcar_node
+from simnode.cluster import ANNOTATION, CLUO_PREFIX, NODE_NAME, Cluster, Release, enable, flatcar_node
 from simnode.flatcar import LEVELLED
 from simnode.node import Node
-from torcx_tectonic.cluster.kube import KubeClient, load_kubeconfig
 from torcx_tectonic.cluster.view import PIN_ANNOTATION
-from torcx_tectonic.config import NetworkSettings
 
-from .flows import failure, last_run, run_result, status, step_done
+from .flows import KUBECTL, failure, kubectl, last_run, run_result, status, step_done
 from .test_new_os_and_kubelet import CURRENT, NEXT, apply_update, bootstrapped, selected, store_file
 from .test_sysext_backend import CURRENT as FLATCAR
 from .test_sysext_backend import LINK, docker_says
@@ -34,10 +32,9 @@ LABEL = f"{CLUO_PREFIX}/before-reboot"
 KUBE_1_9 = "KUBELET_IMAGE_URL=quay.io/coreos/hyperkube\nKUBELET_IMAGE_TAG=v1.9.1_coreos.0\n"
 
 
-def annotate(tmp_path: Path, value: str) -> None:
-    """``kubectl annotate node node-1 torcx-tectonic.io/pin-runtime=VALUE --overwrite``, as the request it sends."""
-    with KubeClient(load_kubeconfig(tmp_path / "kubeconfig"), NetworkSettings()) as api:
-        api.annotate_node(NODE_NAME, {PIN_ANNOTATION: value})
+def annotate(cluster: Cluster, tmp_path: Path, value: str) -> None:
+    """The operator pins the node: the real ``kubectl annotate``."""
+    kubectl(cluster, tmp_path, "annotate", "node", NODE_NAME, f"{PIN_ANNOTATION}={value}", "--overwrite")
 
 
 def docker_started(node: Node) -> tuple[str, str]:
@@ -52,6 +49,7 @@ def reboot(node: Node, os_version: str | None = None) -> None:
     node.boot_again(os_version=os_version, update_engine={"mode": "none"})
 
 
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed (make deps installs kubernetes-client)")
 def test_an_annotated_pin_holds_across_an_os_update_and_one_the_next_os_lacks_blocks_the_reboot(
         bundle: Path, tmp_path: Path) -> None:
     releases = [Release(CURRENT, ["1.12", "17.03", "17.06"]), Release(NEXT, ["1.12", "17.03", "17.06"]),
@@ -59,7 +57,7 @@ def test_an_annotated_pin_holds_across_an_os_update_and_one_the_next_os_lacks_bl
     with bootstrapped(bundle, tmp_path, releases) as (cluster, node):
         enable(node, "docker.service")
         node.boot()
-        annotate(tmp_path, "1.12")  # Kubernetes 1.8 prefers 17.03; the operator holds the node at 1.12
+        annotate(cluster, tmp_path, "1.12")  # Kubernetes 1.8 prefers 17.03; the operator holds the node at 1.12
         operator = cluster.api.schedule_before_reboot(f"{CLUO_PREFIX}/", [ANNOTATION], after_seconds=1)
         apply_update(node)
         node.wait_for(lambda: step_done(node, "new-os", "annotate"), timeout=90, what="the new-OS flow")
