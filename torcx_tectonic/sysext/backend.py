@@ -60,11 +60,9 @@ def sysext_verdict(*, os_version: str | None, runtime: str, image: str | None, v
     if image is None:
         return Verdict(os_version, False, None, f"{link} links no runtime image: OS {os_version} runs Flatcar's own "
                        f"{runtime}, which torcx-tectonic did not choose")
-    if version is None:
-        return Verdict(os_version, False, None, f"{link} links {image}, which is not a {runtime} image by name "
-                       f"(expected {runtime}-VERSION-ARCH.raw)")
-    if misfit is not None:
-        return Verdict(os_version, False, version, f"OS {os_version} would not merge {image}: {misfit}")
+    unfit = _unfit(os_version, image, version, misfit, link, runtime, f"{runtime}-VERSION-ARCH.raw")
+    if unfit is not None:
+        return unfit
     if kube_version is None:
         return Verdict(os_version, False, version, f"{image}, but no Kubernetes version is known")
     if version not in wanted:
@@ -262,21 +260,34 @@ def kubelet_verdict(*, os_version: str | None, image: str | None, version: str |
                        f"version, not torcx-tectonic ({f'it links {image}' if image else 'it links nothing yet'})")
     if image is None:
         return Verdict(os_version, False, None, f"{link} links no kubelet image")
-    if version is None or skew.image_version(version) is None:
-        return Verdict(os_version, False, None, f"{link} links {image}, which is not a kubelet image by name "
-                       f"(expected {KUBERNETES}-vX.Y.Z-ARCH.raw)")
-    if misfit is not None:
-        return Verdict(os_version, False, version, f"OS {os_version} would not merge {image}: {misfit}")
+    named = version if version is not None and skew.image_version(version) is not None else None
+    unfit = _unfit(os_version, image, named, misfit, link, "kubelet", f"{KUBERNETES}-vX.Y.Z-ARCH.raw")
+    if unfit is not None:
+        return unfit
+    assert named is not None  # _unfit refuses a name that is no kubelet image's
     if kube_version is None:
         return Verdict(os_version, False, version, f"{image}, but kubelet.env selects no Kubernetes version")
     try:
         selected = skew.api_version(kube_version, "kubelet.env")
     except TorcxTectonicError as err:
         return Verdict(os_version, False, version, str(err))
-    if selected != skew.image_version(version):
+    if selected != skew.image_version(named):
         return Verdict(os_version, False, version, f"{link} links {image}, but kubelet.env selects {kube_version}")
     return Verdict(os_version, True, version, f"kubelet {version} from {image} (linked by {link}), the version "
                    f"kubelet.env selects")
+
+
+def _unfit(os_version: str, image: str, version: str | None, misfit: str | None, link: str, what: str,
+           expected: str) -> Verdict | None:
+    """Why ``os_version`` would not merge the linked image, whichever it is:
+    a name that is no image of ``what``, or an extension-release that does
+    not fit the OS (None: it merges)."""
+    if version is None:
+        return Verdict(os_version, False, None, f"{link} links {image}, which is not a {what} image by name "
+                       f"(expected {expected})")
+    if misfit is not None:
+        return Verdict(os_version, False, version, f"OS {os_version} would not merge {image}: {misfit}")
+    return None
 
 
 def _cached_release(paths: NodePaths, image: str | None, problems: list[str]) -> sysext.Release | None:
