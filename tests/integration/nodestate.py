@@ -86,10 +86,22 @@ class Observed:
     temporary: list[str]
 
 
+#: The metrics writer, which a run record's change starts: its temporary file is a live writer's.
+METRICS_UNIT = "torcx-tectonic-metrics.service"
+
+
+def metrics_settled(node: Node) -> bool:
+    state = node.systemctl("is-active", METRICS_UNIT, check=False).stdout.strip()
+    return state not in ("active", "activating", "deactivating", "reloading")
+
+
 def observe(node: Node, flow: str, *, with_records: bool = True) -> Observed:
     """What torcx, the kubelet and Docker see, plus the step records of the
     flow (their values: a record's time and run id differ between runs), and
-    every temporary name anywhere torcx-tectonic writes."""
+    every temporary name anywhere torcx-tectonic writes, once the metrics
+    writer that the step's last record started is done (a temporary file of
+    a writer that still runs is no leftover)."""
+    node.wait_for(lambda: metrics_settled(node), timeout=60, what=f"{METRICS_UNIT} to end")
     state: dict[str, str] = {}
     for top in PRODUCT_TREES:
         state.update(_entries(node, top))
