@@ -128,7 +128,8 @@ KILL_POINTS: tuple[KillPoint, ...] = (
     kill("bootstrap", "docker-version", "rename", f"{CACHE}/.{NEXT}.json.", "renaming the verified manifest into the "
          "cache", "as before"),
     kill("bootstrap", "docker-version", "rename", f"{STATE}/bootstrap/.runtime-choice.json.",
-         "renaming the runtime choice record", f"after: cached manifest {CURRENT}.json, cached manifest {NEXT}.json"),
+         "renaming the runtime choice record",
+         f"after: cached manifest {CURRENT}.json, cached manifest {NEXT}.json, record pin"),
     kill("bootstrap", "addons", "mkdir", f"{STORE}/{NEXT}", "creating the versioned store of the next OS",
          "as before"),
     kill("bootstrap", "addons", "fsync", f"{STORE}>", "syncing the new store's entry into the store directory",
