@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -61,6 +62,18 @@ class StepEnv:
             {"kind": "profile-manifest-v0", "value": {"images": [{"name": "docker", "reference": VENDOR_DOCKER}]}}))
 
     # the node ------------------------------------------------------------------------------------
+    def refused_api_server(self) -> str:
+        """A kubeconfig naming an api-server whose port refuses connections
+        (closed once the probe that found it free is); the server's URL."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            server = f"https://127.0.0.1:{probe.getsockname()[1]}"
+        self.write(self.config.kubernetes.kubeconfig, "apiVersion: v1\nkind: Config\n"
+                   f"clusters: [{{name: c, cluster: {{server: \"{server}\"}}}}]\n"
+                   "users: [{name: u, user: {token: secret}}]\n"
+                   "contexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n")
+        return server
+
     def at(self, node_path: str) -> Path:
         """``node_path`` (absolute, as on a node) under the root."""
         return self.root / node_path.lstrip("/")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import socket
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -349,16 +348,7 @@ def test_an_api_server_that_is_down_leaves_the_configured_pin_and_says_so(env: S
     both = manifest([("17.03", ADDON, [_url(bucket)]), ("1.12", b"old", [_url(bucket, "/old")])])
     serve_manifest(bucket, NEXT_OS, both, keys)
     serve_manifest(bucket, CURRENT_OS, both, keys)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        server = f"https://127.0.0.1:{probe.getsockname()[1]}"  # closed once the probe is: connections are refused
-    env.write(env.config.kubernetes.kubeconfig, f"""apiVersion: v1
-kind: Config
-clusters: [{{name: c, cluster: {{server: "{server}"}}}}]
-users: [{{name: u, user: {{token: secret}}}}]
-contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
-current-context: x
-""")
+    env.refused_api_server()
     env.configure({"runtime.pin": "1.12", "network.backoff_factor": "0.01"})
     caplog.set_level(logging.INFO)
     choice = _runtime_step(env, bucket, keys)

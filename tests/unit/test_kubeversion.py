@@ -20,13 +20,6 @@ def _version(env: StepEnv, flow: str, step: str = "kubelet-version") -> Kubernet
     return kubernetes_version(ctx, **ctx.step.params)  # type: ignore[arg-type]
 
 
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
-
-
 def test_a_forced_version_wins(env: StepEnv) -> None:
     env.configure({"kubernetes.force_version": "v1.8.4+coreos.0"})
     env.write(env.kubelet_env, "KUBELET_IMAGE_TAG=v1.9.1_coreos.0\n")
@@ -62,14 +55,7 @@ def test_bootstrap_without_kubeconfig_uses_the_installer_file(env: StepEnv) -> N
 
 def test_bootstrap_with_an_unreachable_api_server_uses_the_installer_file(env: StepEnv,
                                                                           caplog: pytest.LogCaptureFixture) -> None:
-    server = f"https://127.0.0.1:{_closed_port()}"
-    env.write(env.config.kubernetes.kubeconfig, f"""apiVersion: v1
-kind: Config
-clusters: [{{name: c, cluster: {{server: "{server}"}}}}]
-users: [{{name: u, user: {{token: secret}}}}]
-contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
-current-context: x
-""")
+    server = env.refused_api_server()
     env.write(env.installer_env, "KUBELET_IMAGE_TAG=v1.8.4_coreos.0\n")
     assert _version(env, "bootstrap") == KubernetesVersion("v1.8.4+coreos.0", str(env.installer_env))
     assert f"cannot reach {server}/version" in caplog.text
@@ -131,14 +117,8 @@ def test_recheck_needs_the_version_the_run_used(env: StepEnv, monkeypatch: pytes
 
 def test_an_api_server_refused_in_a_run_is_not_asked_again_in_that_run(env: StepEnv,
                                                                         caplog: pytest.LogCaptureFixture) -> None:
-    port = _closed_port()
-    env.write(env.config.kubernetes.kubeconfig, f"""apiVersion: v1
-kind: Config
-clusters: [{{name: c, cluster: {{server: "https://127.0.0.1:{port}"}}}}]
-users: [{{name: u, user: {{token: secret}}}}]
-contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
-current-context: x
-""")
+    server = env.refused_api_server()
+    port = int(server.rsplit(":", 1)[1])
     env.write(env.installer_env, "KUBELET_IMAGE_TAG=v1.8.4_coreos.0\n")
     env.write(env.config.kubernetes.runtime_mappings, MAPPINGS)
     env.begin("bootstrap")

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 
@@ -230,16 +229,7 @@ def test_the_image_step_does_not_ask_an_api_server_its_run_found_unreachable(
     once when an earlier step of its run found no api-server (it paid the
     connection retries again before)."""
     sysext_env(env, bucket, {"docker-20.10.24-x86-64.raw": b"old"})
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        server = f"https://127.0.0.1:{probe.getsockname()[1]}"  # closed once the probe is
-    env.write(env.config.kubernetes.kubeconfig, f"""apiVersion: v1
-kind: Config
-clusters: [{{name: c, cluster: {{server: "{server}"}}}}]
-users: [{{name: u, user: {{token: secret}}}}]
-contexts: [{{name: x, context: {{cluster: c, user: u}}}}]
-current-context: x
-""")
+    server = env.refused_api_server()
     env.begin("new-os", OsVersions("amd64-usr", CURRENT, NEXT, "update_engine"), KubernetesVersion(KUBE, "x"),
               ApiServerUnreachable(server=server, reason="connection refused", step="kubelet-version"))
     caplog.set_level(logging.INFO)
