@@ -186,14 +186,17 @@ def gpg_fingerprint(home: Path, uid: str) -> str:
 
 
 class Clock:
-    """Time that passes only when the code under test sleeps."""
+    """Time that passes only when the code under test sleeps: called, or as
+    ``time.time``/``time.monotonic``, with ``sleep`` beside it."""
 
-    def __init__(self) -> None:
-        self.now = 100.0
+    def __init__(self, start: float = 100.0) -> None:
+        self.now = start
         self.sleeps: list[float] = []
 
     def __call__(self) -> float:
         return self.now
+
+    time = monotonic = __call__
 
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)

@@ -249,18 +249,3 @@ class FakeKube:
         self.annotations.append((name, dict(annotations)))
         self.labels_when_annotated.append(self._labels())
         return {}
-
-
-class FakeTime:
-    """time.monotonic and time.sleep over a clock that only sleeping moves."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.pauses: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.pauses.append(seconds)
-        self.now += seconds

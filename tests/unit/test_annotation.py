@@ -15,17 +15,18 @@ from torcx_tectonic.errors import InputError, TorcxTectonicError
 from torcx_tectonic.state import AddonsInstalled, NodeAnnotated, OsVersions, Record, StateError
 from torcx_tectonic.steps.annotation import annotate
 
-from .stepenv import BOARD, CURRENT_OS, NEXT_OS, FakeKube, FakeTime, StepEnv
+from .helpers import Clock
+from .stepenv import BOARD, CURRENT_OS, NEXT_OS, FakeKube, StepEnv
 
 COREOS = "container-linux-update.v1.coreos.com"
 FLATCAR = "flatcar-linux-update.v1.flatcar-linux.net"
 
 
 def _setup(env: StepEnv, monkeypatch: pytest.MonkeyPatch, label_after: int | None, addons: bool = True,
-           **settings: str) -> tuple[FakeKube, FakeTime]:
+           **settings: str) -> tuple[FakeKube, Clock]:
     env.configure({f"kubernetes.{k}": v for k, v in settings.items()})
     prefix = env.config.kubernetes.annotation.rpartition("/")[0]
-    kube, clock = FakeKube(f"{prefix}/before-reboot", label_after), FakeTime()
+    kube, clock = FakeKube(f"{prefix}/before-reboot", label_after), Clock(0.0)
     monkeypatch.setattr("torcx_tectonic.steps.annotation.client", lambda config: kube)
     monkeypatch.setattr("torcx_tectonic.steps.annotation.time", clock)
     records: list[Record] = [OsVersions(BOARD, CURRENT_OS, NEXT_OS, "update_engine")]
@@ -45,7 +46,7 @@ def test_the_annotation_is_written_only_once_the_label_is_there(env: StepEnv,
     kube, clock = _setup(env, monkeypatch, label_after=6, label_poll_max_interval="5",
                          annotation=f"{FLATCAR}/hook-ok")
     record = _annotate(env)
-    assert clock.pauses == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
+    assert clock.sleeps == [1.0, 2.0, 4.0, 5.0, 5.0, 5.0]
     assert kube.looks == 7
     assert kube.annotations == [("node-1", {f"{FLATCAR}/hook-ok": "true"})]
     assert kube.labels_when_annotated == [{f"{FLATCAR}/before-reboot": "true"}]
@@ -55,7 +56,7 @@ def test_the_annotation_is_written_only_once_the_label_is_there(env: StepEnv,
 def test_a_node_already_labelled_is_annotated_at_once(env: StepEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     kube, clock = _setup(env, monkeypatch, label_after=0)
     assert _annotate(env).annotation == f"{COREOS}/tectonic-torcx-pre-hook-ok"
-    assert clock.pauses == [] and kube.looks == 1
+    assert clock.sleeps == [] and kube.looks == 1
     assert kube.annotations == [("node-1", {f"{COREOS}/tectonic-torcx-pre-hook-ok": "true"})]
 
 
@@ -65,7 +66,7 @@ def test_no_label_in_time_fails_without_annotating(env: StepEnv, monkeypatch: py
         _annotate(env)
     assert str(caught.value) == f"node node-1 did not get the label {COREOS}/before-reboot=true within 20s"
     assert kube.annotations == []
-    assert clock.now <= 20 and clock.pauses == [1.0, 2.0, 4.0, 8.0]
+    assert clock.now <= 20 and clock.sleeps == [1.0, 2.0, 4.0, 8.0]
 
 
 def test_the_annotation_needs_the_addons_record(env: StepEnv, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ from torcx_tectonic.commands.status import gather
 from torcx_tectonic.state import FAILED, OK, OsVersions, load_run
 from torcx_tectonic.steps import backoff, runner
 
-from .helpers import make_config
+from .helpers import Clock, make_config
 from .stepenv import CURRENT_OS, NEXT_OS, StepEnv
 
 UNITS = make_config({"units.backoff_delay": "600", "units.backoff_max_delay": "7200"}).units
@@ -113,21 +113,6 @@ def test_the_status_says_when_the_next_try_is_and_how_to_try_now(env: StepEnv) -
     line = next(line for line in text.splitlines() if "backing off" in line)
     assert "backing off after 1 failed run(s) in a row: next try at " in line
     assert "`torcx-tectonic retry new-os` tries now" in line
-
-
-class Clock:
-    """time.time and time.sleep of the retry unit: only sleeping moves it."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def time(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def new_os(env: StepEnv) -> flows.Flow:
